@@ -1,0 +1,53 @@
+"""Every AnnData key and file name sagefm reads or writes, defined once."""
+
+from __future__ import annotations
+
+
+class Keys:
+    """AnnData keys."""
+
+    #: `adata.uns[Keys.UNS]`: a dict that sagefm writes (scale, platform, parameters of each call).
+    UNS = "sagefm"
+    #: Inside `adata.uns[Keys.UNS]`: micrometres per unit of `obsm["spatial"]`.
+    UM_PER_UNIT = "um_per_unit"
+    #: Inside `adata.uns[Keys.UNS]`: how the scale was found ("scalefactors", "lattice", "metadata", ...).
+    SCALE_SOURCE = "scale_source"
+    #: Inside `adata.uns[Keys.UNS]`: "visium", "legacy_st" or "unknown".
+    PLATFORM = "platform"
+    #: Inside `adata.uns[Keys.UNS]`: where the slide was read from.
+    SOURCE_PATH = "source_path"
+    #: Spot coordinates (x, y), the scanpy/squidpy convention.
+    SPATIAL = "spatial"
+    #: Spot embeddings written by `SageFM.embed`.
+    X_EMB = "X_sagefm"
+    #: Imputed expression (model scale) written by `sagefm impute`.
+    LAYER_IMPUTED = "sagefm_imputed"
+    #: `adata.var[...]`: Ensembl gene ids when known.
+    GENE_IDS = "gene_ids"
+    #: `adata.obs[...]`: the slide a spot comes from.
+    SAMPLE_ID = "sample_id"
+
+
+class Files:
+    """File names inside a model directory."""
+
+    CONFIG = "config.json"
+    VOCABULARY = "vocabulary.tsv"
+    WEIGHTS = "model.safetensors"
+    CHECKSUMS = "checksums.json"
+    METRICS = "metrics.csv"
+    LAST = "last"
+    RESUME = "resume"
+
+
+#: Physical spot geometry of the platforms we know (micrometres).
+VISIUM_SPOT_DIAMETER_UM = 55.0
+VISIUM_CENTRE_TO_CENTRE_UM = 100.0
+LEGACY_ST_SPOT_DIAMETER_UM = 100.0
+LEGACY_ST_CENTRE_TO_CENTRE_UM = 200.0
+
+#: Nodes in every neighbourhood subgraph: the spot and its 14 nearest spots.
+SUBGRAPH_SIZE = 15
+
+#: Environment variable pointing at the shared real data (tests, benchmarks, evaluation).
+DATA_ENV = "SAGEFM_DATA"

@@ -1,0 +1,193 @@
+"""Typed configuration, validated once at construction and saved as JSON beside every checkpoint.
+
+Three dataclasses, one per concern: `ModelConfig` (the network), `DataConfig` (vocabulary,
+neighbourhoods, masking) and `TrainConfig` (optimisation and hardware). `SageFMConfig` bundles them
+and is what `config.json` in a model directory holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from sagefm.errors import ConfigError
+
+Activation = Literal["leaky_relu", "relu", "gelu"]
+EdgeScheme = Literal["weighted", "complete"]
+GraphNorm = Literal["symmetric", "row"]
+OutputActivation = Literal["relu", "softplus", "none"]
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The GCN and its reconstruction head.
+
+    The defaults follow the paper's text (distance-weighted edges) and add a mask indicator to the
+    input so that "hidden" and "zero" are distinguishable; `ModelConfig.reference()` gives the
+    authors' released code (complete unweighted subgraph, no indicator).
+    """
+
+    n_genes: int = 0  #: vocabulary size; set from the vocabulary when a model is built
+    hidden_sizes: tuple[int, ...] = (1024, 512, 512, 512, 1024)
+    activation: Activation = "leaky_relu"
+    negative_slope: float = 0.01  #: for leaky_relu
+    edge_scheme: EdgeScheme = "weighted"
+    graph_norm: GraphNorm = "symmetric"  #: D^-1/2 (A+I) D^-1/2 as GCNConv, or row D^-1 (A+I)
+    #: Gaussian kernel bandwidth for "weighted" edges, micrometres; None = the slide's median
+    #: nearest-neighbour distance (so ring-1 neighbours weigh exp(-1/2) on any platform).
+    edge_bandwidth_um: float | None = None
+    mask_indicator: bool = True  #: append a visible/hidden flag per gene to the input
+    output_activation: OutputActivation = "relu"
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.n_genes >= 0, f"n_genes must be >= 0, got {self.n_genes}")
+        _check(len(self.hidden_sizes) >= 1, "hidden_sizes needs at least one layer")
+        _check(
+            all(h > 0 for h in self.hidden_sizes), f"hidden sizes must be > 0: {self.hidden_sizes}"
+        )
+        _check(
+            self.activation in ("leaky_relu", "relu", "gelu"),
+            f"unknown activation {self.activation!r}",
+        )
+        _check(
+            self.edge_scheme in ("weighted", "complete"),
+            f"unknown edge_scheme {self.edge_scheme!r}",
+        )
+        _check(self.graph_norm in ("symmetric", "row"), f"unknown graph_norm {self.graph_norm!r}")
+        _check(
+            self.output_activation in ("relu", "softplus", "none"),
+            f"unknown output_activation {self.output_activation!r}",
+        )
+        _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        _check(
+            self.edge_bandwidth_um is None or self.edge_bandwidth_um > 0,
+            f"edge_bandwidth_um must be > 0, got {self.edge_bandwidth_um}",
+        )
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.hidden_sizes[-1]
+
+    @classmethod
+    def reference(cls, n_genes: int = 0) -> ModelConfig:
+        """The authors' released implementation: complete unweighted 15-node graph, no indicator."""
+        return cls(n_genes=n_genes, edge_scheme="complete", mask_indicator=False)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Vocabulary rule, neighbourhoods and masking."""
+
+    n_neighbours: int = 14  #: the spot plus this many nearest spots form a subgraph
+    mask_fraction: float = 0.3  #: share of the centre's observed genes hidden per step
+    #: Vocabulary rule: genes measured in at least this share of training slides ...
+    min_slide_fraction: float = 0.5
+    #: ... ranked by mean within-slide variance of log1p counts, at most this many.
+    max_genes: int = 5000
+    #: Counts in X are already log-normalised (skip the raw-count checks and the log1p).
+    normalized_input: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.n_neighbours >= 1, f"n_neighbours must be >= 1, got {self.n_neighbours}")
+        _check(
+            0.0 < self.mask_fraction < 1.0,
+            f"mask_fraction must be in (0, 1), got {self.mask_fraction}",
+        )
+        _check(
+            0.0 < self.min_slide_fraction <= 1.0,
+            f"min_slide_fraction must be in (0, 1], got {self.min_slide_fraction}",
+        )
+        _check(self.max_genes >= 1, f"max_genes must be >= 1, got {self.max_genes}")
+
+    @property
+    def subgraph_size(self) -> int:
+        return self.n_neighbours + 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, validation and hardware. Reference code: Adam, lr 5e-5, wd 1e-4, batch 64."""
+
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 64
+    max_epochs: int = 20
+    #: ReduceLROnPlateau on the validation loss
+    lr_patience: int = 2
+    lr_factor: float = 0.5
+    #: stop when the validation loss has not improved for this many epochs (0 = never)
+    early_stopping_patience: int = 5
+    gradient_clip_norm: float = 1.0  #: clip the global gradient norm (0 = off)
+    #: when no validation slides are given: share of slides held out (whole slides, at least one)
+    val_fraction: float = 0.1
+    seed: int = 0
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    num_workers: int = 0
+    #: cap on steps per epoch (0 = all); useful for quick runs on large corpora
+    limit_train_batches: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _check(self.max_epochs >= 1, f"max_epochs must be >= 1, got {self.max_epochs}")
+        _check(
+            0.0 <= self.val_fraction < 1.0,
+            f"val_fraction must be in [0, 1), got {self.val_fraction}",
+        )
+        _check(self.gradient_clip_norm >= 0, "gradient_clip_norm must be >= 0")
+        _check(self.num_workers >= 0, "num_workers must be >= 0")
+        _check(self.limit_train_batches >= 0, "limit_train_batches must be >= 0")
+
+
+@dataclass(frozen=True)
+class SageFMConfig:
+    """Everything needed to rebuild a model and reproduce its training."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> SageFMConfig:
+        """Rebuild from `to_dict()` output; unknown keys are an error (a sign of a foreign file)."""
+        try:
+            model = dict(raw.get("model", {}))
+            if "hidden_sizes" in model:
+                model["hidden_sizes"] = tuple(int(h) for h in model["hidden_sizes"])
+            return cls(
+                model=ModelConfig(**model),
+                data=DataConfig(**raw.get("data", {})),
+                train=TrainConfig(**raw.get("train", {})),
+            )
+        except TypeError as exc:
+            raise ConfigError(f"configuration has unknown or missing fields: {exc}") from exc
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, path: Path) -> SageFMConfig:
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read configuration {path}: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"configuration {path} is not a JSON object")
+        return cls.from_dict(raw)

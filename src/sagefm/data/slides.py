@@ -1,0 +1,125 @@
+"""A slide prepared for the model: expression on the vocabulary, what is observed, its subgraphs."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+
+from sagefm._constants import Keys
+from sagefm.config import DataConfig
+from sagefm.data.expression import check_names, normalize_expression
+from sagefm.data.neighbourhood import build_neighbourhoods
+from sagefm.data.vocabulary import GeneMapping, GeneVocabulary
+from sagefm.errors import InputDataError
+from sagefm.io import physical_scale
+from sagefm.io.lattice import median_spacing
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreparedSlide:
+    """Everything the model needs from one slide; no AnnData.
+
+    values: (n_spots, V) CSR float32, the model's scale, 0 where not observed.
+    observed: (V,) bool, vocabulary genes the slide measures.
+    hidden: (n_spots, V) CSR bool or None, entries to treat as unobserved (imputation tests).
+    neighbours: (n_spots, k + 1) int64, column 0 the spot itself.
+    coords_um: (n_spots, 2) float32 micrometres.
+    bandwidth_um: the slide's median nearest-neighbour spacing (default edge kernel width).
+    """
+
+    name: str
+    values: sp.csr_matrix
+    observed: np.ndarray
+    hidden: sp.csr_matrix | None
+    neighbours: np.ndarray
+    coords_um: np.ndarray
+    bandwidth_um: float
+
+    @property
+    def n_spots(self) -> int:
+        return int(self.values.shape[0])
+
+    def visible_rows(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), V) bool: observed and not hidden."""
+        visible = np.broadcast_to(self.observed, (len(rows), self.observed.size)).copy()
+        if self.hidden is not None:
+            visible &= ~self.hidden[rows].toarray()
+        return visible
+
+
+def spot_coordinates_um(adata: ad.AnnData) -> np.ndarray:
+    """(n_spots, 2) physical coordinates in µm from ``obsm["spatial"]`` and the slide's scale."""
+    if Keys.SPATIAL not in adata.obsm:
+        raise InputDataError(
+            'the AnnData has no spot coordinates: put (x, y) per spot in adata.obsm["spatial"]'
+        )
+    coords = np.asarray(adata.obsm[Keys.SPATIAL], dtype=np.float64)
+    if coords.ndim != 2 or coords.shape[1] < 2 or coords.shape[0] != adata.n_obs:
+        raise InputDataError(f'obsm["spatial"] must be (n_spots, 2), got shape {coords.shape}')
+    if not np.isfinite(coords[:, :2]).all():
+        raise InputDataError(
+            'obsm["spatial"] has NaN or infinite coordinates; drop or fix those spots'
+        )
+    return coords[:, :2] * physical_scale(adata)
+
+
+def slide_name(adata: ad.AnnData, default: str) -> str:
+    if Keys.SAMPLE_ID in adata.obs and adata.n_obs:
+        ids = adata.obs[Keys.SAMPLE_ID].astype(str).unique()
+        if len(ids) == 1:
+            return str(ids[0])
+    return default
+
+
+def prepare_slide(
+    adata: ad.AnnData,
+    vocabulary: GeneVocabulary,
+    config: DataConfig,
+    *,
+    hidden: np.ndarray | sp.spmatrix | None = None,
+    name: str | None = None,
+    layer: str | None = None,
+) -> tuple[PreparedSlide, GeneMapping]:
+    """Validate a slide and bring it onto the vocabulary.
+
+    ``hidden`` (n_spots, n_genes of adata) bool hides entries everywhere (centre and neighbours).
+    Raises `InputDataError` for missing coordinates, too few spots, bad counts, duplicate names or
+    no overlap with the vocabulary.
+    """
+    check_names(adata)
+    coords_um = spot_coordinates_um(adata)
+    neighbours = build_neighbourhoods(coords_um, config.n_neighbours)
+    mapping = vocabulary.map(adata)
+    expression = normalize_expression(adata, normalized_input=config.normalized_input, layer=layer)
+    values = mapping.to_vocabulary(expression)
+    hidden_vocab = None
+    if hidden is not None:
+        if hidden.shape != adata.shape:
+            raise InputDataError(
+                f"mask must have the AnnData's shape {adata.shape}, got {hidden.shape}"
+            )
+        hidden_vocab = mapping.to_vocabulary(sp.csr_matrix(hidden, dtype=bool))
+    slide = PreparedSlide(
+        name=name or slide_name(adata, "slide"),
+        values=values,
+        observed=mapping.observed,
+        hidden=hidden_vocab,
+        neighbours=neighbours,
+        coords_um=coords_um.astype(np.float32),
+        bandwidth_um=median_spacing(coords_um),
+    )
+    logger.debug(
+        "prepared %s: %d spots, %d of %d vocabulary genes observed, spacing %.1f µm",
+        slide.name,
+        slide.n_spots,
+        int(slide.observed.sum()),
+        len(vocabulary),
+        slide.bandwidth_um,
+    )
+    return slide, mapping

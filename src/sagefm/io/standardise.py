@@ -1,0 +1,100 @@
+"""Bring a slide read from any source into the one form sagefm's readers return."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from sagefm._constants import Keys
+from sagefm.errors import InputDataError
+from sagefm.io.lattice import Platform
+from sagefm.io.scale import record_physical_scale
+
+logger = logging.getLogger(__name__)
+
+# var columns that hold gene symbols when var_names are Ensembl ids (cellxgene, scanpy, HEST).
+_SYMBOL_COLUMNS = ("gene_symbols", "gene_symbol", "feature_name", "gene_name", "symbol")
+
+
+def standardise_slide(
+    adata: ad.AnnData,
+    *,
+    source_path: Path,
+    sample_id: str | None,
+    platform_hint: Platform | None = None,
+) -> ad.AnnData:
+    """Make ``adata`` follow the reader contract, in place, and return it.
+
+    X: counts as CSR (values unchanged); var_names: gene symbols, made unique only if they repeat
+    (Ensembl ids kept in ``var["gene_ids"]``); ``obs["sample_id"]`` set to ``sample_id`` (None
+    keeps the slide's own column); ``obsm["spatial"]`` (n_spots, 2+) float64 x, y;
+    ``uns["sagefm"]`` with the physical scale, platform and source path.
+    """
+    _counts_as_csr(adata, source_path)
+    _symbols_as_var_names(adata)
+    if sample_id is not None:
+        adata.obs[Keys.SAMPLE_ID] = pd.Categorical([sample_id] * adata.n_obs)
+    elif Keys.SAMPLE_ID not in adata.obs:
+        raise InputDataError(f'{source_path}: no sample id: pass sample_id or set obs["sample_id"]')
+    info = dict(adata.uns.get(Keys.UNS, {}))
+    info[Keys.SOURCE_PATH] = str(source_path)
+    adata.uns[Keys.UNS] = info
+    if Keys.SPATIAL in adata.obsm:
+        coords = np.asarray(adata.obsm[Keys.SPATIAL], dtype=np.float64)
+        if coords.ndim != 2 or coords.shape[1] < 2:
+            raise InputDataError(
+                f'{source_path}: obsm["spatial"] must be (n_spots, 2) x, y, not {coords.shape}'
+            )
+        bad = int((~np.isfinite(coords[:, :2])).any(axis=1).sum())
+        if bad:
+            raise InputDataError(
+                f'{source_path}: {bad} spots have NaN or infinite coordinates in obsm["spatial"]; '
+                "drop those spots or fix their positions"
+            )
+        adata.obsm[Keys.SPATIAL] = coords
+    try:
+        record_physical_scale(adata, platform_hint=platform_hint)
+    except InputDataError as err:
+        raise InputDataError(f"{source_path}: {err}") from err
+    if Keys.SPATIAL not in adata.obsm:  # a recorded um_per_unit skips deriving coordinates
+        raise InputDataError(
+            f'{source_path}: no spot coordinates: put (x, y) per spot in obsm["spatial"]'
+        )
+    return adata
+
+
+def _counts_as_csr(adata: ad.AnnData, source_path: Path) -> None:
+    if adata.X is None:
+        raise InputDataError(f"{source_path}: the AnnData has no X; sagefm needs raw counts in X")
+    if not sp.issparse(adata.X) or adata.X.format != "csr":
+        adata.X = sp.csr_matrix(adata.X)
+    values = adata.X.data
+    if values.size and np.issubdtype(values.dtype, np.floating):
+        if not np.all(values == np.round(values)):
+            logger.warning(
+                "%s: X holds non-integer values; sagefm expects raw counts in X (normalised data "
+                "gives wrong results)%s",
+                source_path,
+                ' — layers["counts"] exists: set adata.X = adata.layers["counts"]'
+                if "counts" in adata.layers
+                else "",
+            )
+
+
+def _symbols_as_var_names(adata: ad.AnnData) -> None:
+    names = adata.var_names.astype(str)
+    symbol_column = next((c for c in _SYMBOL_COLUMNS if c in adata.var), None)
+    if symbol_column is not None and names.str.startswith("ENS").all():
+        if Keys.GENE_IDS not in adata.var:
+            adata.var[Keys.GENE_IDS] = np.asarray(names)
+        adata.var_names = pd.Index(adata.var[symbol_column].astype(str))
+        logger.info('var_names were Ensembl ids: now the symbols of var["%s"]', symbol_column)
+    if not adata.var_names.is_unique:
+        repeated = int(adata.var_names.duplicated().sum())
+        adata.var_names_make_unique()
+        logger.info("%d repeated gene symbols made unique by a '-1', '-2', ... suffix", repeated)

@@ -1,0 +1,228 @@
+"""`SageFM`: the user-facing model. AnnData in, arrays and AnnData out; load and save."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+import torch
+from tqdm.auto import tqdm
+
+from sagefm._constants import Files, Keys
+from sagefm.config import SageFMConfig
+from sagefm.data.batches import SubgraphCollator
+from sagefm.data.expression import normalize_expression
+from sagefm.data.slides import prepare_slide
+from sagefm.data.vocabulary import GeneVocabulary
+from sagefm.errors import CheckpointError, InputDataError
+from sagefm.io.checkpoint import load_model_dir, save_model_dir
+from sagefm.nn.gcn import SageGCN
+from sagefm.train.pretrain import PretrainResult, pretrain
+
+logger = logging.getLogger(__name__)
+
+#: subgraphs per inference chunk: bounds memory at about chunk * 15 * V * 12 bytes
+DEFAULT_CHUNK_SIZE = 256
+
+
+def _resolve_model_dir(path: Path) -> Path:
+    """A model directory, or a pretraining output directory (then its ``best/``)."""
+    if (path / Files.CONFIG).is_file() and (path / Files.WEIGHTS).is_file():
+        return path
+    if (path / "best" / Files.WEIGHTS).is_file():
+        return path / "best"
+    if not path.exists():
+        raise CheckpointError(f"no model at {path}: the path does not exist")
+    raise CheckpointError(
+        f"{path} is not a sagefm model: expected {Files.CONFIG} and {Files.WEIGHTS} in it (or in best/)"
+    )
+
+
+class SageFM:
+    """A pretrained SAGE-FM model with its gene vocabulary.
+
+    Use `sagefm.load` to read one, `SageFM.pretrain` to make one.
+    """
+
+    def __init__(self, network: SageGCN, config: SageFMConfig, vocabulary: GeneVocabulary) -> None:
+        if config.model.n_genes != len(vocabulary):
+            raise CheckpointError(
+                f"config says {config.model.n_genes} genes but the vocabulary has {len(vocabulary)}"
+            )
+        self.network = network.eval()
+        self.config = config
+        self.vocabulary = vocabulary
+
+    def __repr__(self) -> str:
+        m = self.config.model
+        return (
+            f"SageFM({len(self.vocabulary)} genes, layers {list(m.hidden_sizes)}, edges {m.edge_scheme!r}, "
+            f"indicator {m.mask_indicator})"
+        )
+
+    # ---------------------------------------------------------------- files
+    @classmethod
+    def load(cls, path: str | Path) -> SageFM:
+        """Read a model directory (safetensors + JSON; nothing is unpickled) and verify it."""
+        directory = _resolve_model_dir(Path(path))
+        config, genes, tensors = load_model_dir(directory)
+        try:
+            vocabulary = GeneVocabulary.from_genes([g[0] for g in genes], [g[1] for g in genes])
+        except InputDataError as exc:
+            raise CheckpointError(f"bad vocabulary in {directory}: {exc}") from exc
+        if config.model.n_genes != len(vocabulary):
+            raise CheckpointError(
+                f"{directory}: config says {config.model.n_genes} genes, vocabulary has {len(vocabulary)}"
+            )
+        network = SageGCN(config.model)
+        try:
+            network.load_state_dict(tensors, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"the weights in {directory} do not match its configuration: {exc}"
+            ) from exc
+        return cls(network, config, vocabulary)
+
+    def save(self, path: str | Path) -> Path:
+        """Write this model as a model directory (atomically)."""
+        genes = list(zip(self.vocabulary.symbols, self.vocabulary.gene_ids, strict=True))
+        return save_model_dir(Path(path), self.config, genes, self.network.state_dict())
+
+    @classmethod
+    def pretrain(
+        cls, slides: Sequence[ad.AnnData], *, output: str | Path, **options: Any
+    ) -> tuple[SageFM, PretrainResult]:
+        """Pretrain on ``slides`` (see `sagefm.train.pretrain`) and return the best model."""
+        result = pretrain(slides, output=output, **options)
+        return cls.load(result.best_dir), result
+
+    # ---------------------------------------------------------------- inference
+    def normalize(self, adata: ad.AnnData, *, layer: str | None = None) -> np.ndarray:
+        """The values the model reconstructs, for every gene of ``adata``: (n_spots, n_genes) float32."""
+        return normalize_expression(
+            adata, normalized_input=self.config.data.normalized_input, layer=layer
+        ).toarray()
+
+    @torch.inference_mode()
+    def _predict(
+        self,
+        adata: ad.AnnData,
+        hidden: np.ndarray | sp.spmatrix | None,
+        *,
+        chunk_size: int,
+        progress: bool,
+        layer: str | None,
+    ) -> tuple[np.ndarray, np.ndarray, Any]:
+        """Embeddings (n, d) and vocabulary predictions (n, V) for every spot as a centre, in chunks."""
+        if chunk_size < 1:
+            raise InputDataError(f"chunk_size must be >= 1, got {chunk_size}")
+        slide, mapping = prepare_slide(
+            adata, self.vocabulary, self.config.data, hidden=hidden, layer=layer
+        )
+        collate = SubgraphCollator([slide], self.config.model, mask_fraction=None)
+        device = next(self.network.parameters()).device
+        n = slide.n_spots
+        embedding = np.empty((n, self.config.model.embedding_dim), dtype=np.float32)
+        prediction = np.empty((n, len(self.vocabulary)), dtype=np.float32)
+        starts = range(0, n, chunk_size)
+        for start in tqdm(starts, desc="spots", unit="chunk", disable=not progress):
+            stop = min(n, start + chunk_size)
+            batch = collate([(0, i, 0) for i in range(start, stop)]).to(device)
+            pred, emb = self.network(
+                batch.values,
+                batch.visible,
+                batch.node_index,
+                batch.centre_values,
+                batch.centre_visible,
+                batch.adj,
+            )
+            embedding[start:stop] = emb.float().cpu().numpy()
+            prediction[start:stop] = pred.float().cpu().numpy()
+        return embedding, prediction, mapping
+
+    def embed(
+        self,
+        adata: ad.AnnData,
+        *,
+        key_added: str = Keys.X_EMB,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        progress: bool = False,
+        layer: str | None = None,
+    ) -> np.ndarray:
+        """Spot embeddings (n_spots, d): the last GCN layer at each spot's subgraph centre.
+
+        Also stored in ``adata.obsm[key_added]`` (default ``"X_sagefm"``).
+        """
+        embedding, _, mapping = self._predict(
+            adata, None, chunk_size=chunk_size, progress=progress, layer=layer
+        )
+        adata.obsm[key_added] = embedding
+        adata.uns.setdefault(Keys.UNS, {})["embed"] = {
+            "key_added": key_added,
+            "n_genes_matched": int(mapping.vocab_index.size),
+            "n_vocabulary": len(self.vocabulary),
+        }
+        return embedding
+
+    def impute(
+        self,
+        adata: ad.AnnData,
+        mask: np.ndarray | sp.spmatrix | None = None,
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        progress: bool = False,
+        layer: str | None = None,
+    ) -> np.ndarray:
+        """Predicted expression (n_spots, n_genes of adata) on the model's scale.
+
+        ``mask`` (bool, adata's shape) marks entries to treat as unobserved everywhere (as a centre
+        and as a neighbour); the prediction for each spot is made from what remains visible. Genes
+        outside the vocabulary are NaN. Without a mask every observed value is visible, and the
+        result is the model's reconstruction.
+        """
+        if mask is not None:
+            mask = sp.csr_matrix(mask) if sp.issparse(mask) else np.asarray(mask)
+            if mask.dtype != bool:
+                raise InputDataError(f"mask must be boolean, got dtype {mask.dtype}")
+        _, prediction, mapping = self._predict(
+            adata, mask, chunk_size=chunk_size, progress=progress, layer=layer
+        )
+        return mapping.to_slide(prediction, adata.n_vars)
+
+    def impute_vocabulary(
+        self, adata: ad.AnnData, *, chunk_size: int = DEFAULT_CHUNK_SIZE, progress: bool = False
+    ) -> ad.AnnData:
+        """Predictions for every vocabulary gene, including ones the slide did not measure.
+
+        Returns a new AnnData (n_spots, V) with the predictions in ``X`` and in
+        ``layers["sagefm_imputed"]``, ``var["observed"]`` marking genes the slide measured, and the
+        slide's obs/obsm carried over.
+        """
+        _, prediction, mapping = self._predict(
+            adata, None, chunk_size=chunk_size, progress=progress, layer=None
+        )
+        out = ad.AnnData(
+            X=prediction,
+            obs=adata.obs.copy(),
+            obsm={k: np.asarray(v) for k, v in adata.obsm.items()},
+        )
+        out.var_names = list(self.vocabulary.symbols)
+        out.var[Keys.GENE_IDS] = list(self.vocabulary.gene_ids)
+        out.var["observed"] = mapping.observed
+        out.layers[Keys.LAYER_IMPUTED] = prediction.copy()
+        out.uns[Keys.UNS] = {
+            "impute": {"scale": "log1p counts", "n_observed": int(mapping.observed.sum())}
+        }
+        if "spatial" in adata.uns:
+            out.uns["spatial"] = adata.uns["spatial"]
+        return out
+
+
+def load(path: str | Path) -> SageFM:
+    """Load a pretrained model directory (or a pretraining output directory: its best model)."""
+    return SageFM.load(path)

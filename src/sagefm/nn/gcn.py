@@ -1,0 +1,146 @@
+"""The SAGE-FM network: a stack of GCN layers over 15-node subgraphs and a reconstruction head.
+
+Shapes: B subgraphs, N nodes each (node 0 = the centre spot), V vocabulary genes, h_l hidden sizes.
+Subgraphs are small and dense, so propagation is a batched (B, N, N) @ (B, N, h) matmul rather than
+a scatter over an edge list; `DenseGCNLayer` equals `torch_geometric.nn.GCNConv` on the same graph
+(tests/nn/test_gcn.py checks it).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import nn
+
+from sagefm.config import ModelConfig
+
+
+class DenseGCNLayer(nn.Module):
+    """``H' = Â (H W) + b`` for a batch of dense graphs (GCNConv's maths, Kipf & Welling 2017).
+
+    ``Â`` (B, N, N) is the normalised adjacency with self-loops, ``H`` (B, N, in), result (B, N, out).
+    The linear part is exposed so that callers can apply it once per spot and share the result
+    between every subgraph that contains the spot (the layer is linear before propagation).
+    """
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features, bias=False)
+        self.bias = nn.Parameter(torch.zeros(out_features))
+
+    def propagate(self, adj: torch.Tensor | None, projected: torch.Tensor) -> torch.Tensor:
+        """``Â @ projected + b``; ``adj=None`` means the complete graph (every row of Â = the mean)."""
+        if adj is None:
+            return projected.mean(dim=-2, keepdim=True) + self.bias
+        return torch.bmm(adj, projected) + self.bias
+
+    def forward(self, h: torch.Tensor, adj: torch.Tensor | None) -> torch.Tensor:
+        return self.propagate(adj, self.linear(h))
+
+
+def _activation(config: ModelConfig) -> nn.Module:
+    if config.activation == "leaky_relu":
+        return nn.LeakyReLU(config.negative_slope)
+    if config.activation == "gelu":
+        return nn.GELU()
+    return nn.ReLU()
+
+
+def _output_activation(config: ModelConfig) -> nn.Module:
+    if config.output_activation == "relu":
+        return nn.ReLU()
+    if config.output_activation == "softplus":
+        return nn.Softplus()
+    return nn.Identity()
+
+
+class SageGCN(nn.Module):
+    """GCN encoder (``len(hidden_sizes)`` layers) + linear head reconstructing the centre's genes.
+
+    Input per node: expression (V,) with hidden/unobserved genes set to 0, and, when
+    ``mask_indicator``, the visibility flags (V,) concatenated, so the input layer has 2V features.
+    The embedding of a spot is the last GCN layer's output at the centre node.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.n_genes < 1:
+            raise ValueError("ModelConfig.n_genes must be set before building the network")
+        self.config = config
+        in_features = config.n_genes * (2 if config.mask_indicator else 1)
+        sizes = (in_features, *config.hidden_sizes)
+        self.layers = nn.ModuleList(DenseGCNLayer(a, b) for a, b in itertools.pairwise(sizes))
+        self.act = _activation(config)
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden_sizes[-1], config.n_genes)
+        self.out_act = _output_activation(config)
+
+    @property
+    def gcn_layers(self) -> list[DenseGCNLayer]:
+        """The GCN layers, typed (ModuleList indexing loses the element type)."""
+        return [layer for layer in self.layers if isinstance(layer, DenseGCNLayer)]
+
+    def node_features(self, values: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        """(U, V) values and (U, V) visibility -> (U, V or 2V) input features; hidden values zeroed."""
+        shown = values * visible
+        return torch.cat([shown, visible], dim=-1) if self.config.mask_indicator else shown
+
+    def project(self, values: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        """First layer's linear map of U spots: (U, V), (U, V) -> (U, h_0), shareable across subgraphs."""
+        return self.gcn_layers[0].linear(self.node_features(values, visible))
+
+    def encode(self, projected: torch.Tensor, adj: torch.Tensor | None) -> torch.Tensor:
+        """Centre embeddings (B, h_last) from first-layer projections (B, N, h_0) of each subgraph's nodes.
+
+        ``adj`` (B, N, N) normalised adjacency, or None for the complete graph: then every node is
+        identical after the first layer, so later layers run on one vector per subgraph.
+        """
+        layers = self.gcn_layers
+        h = projected
+        for i, layer in enumerate(layers):
+            last = i == len(layers) - 1
+            if i > 0:
+                h = layer.linear(h)
+            if last and adj is not None:
+                h = torch.bmm(adj[:, :1, :], h) + layer.bias  # only the centre row is needed
+            else:
+                h = layer.propagate(adj, h)
+            h = self.act(h)
+            if not last:
+                h = self.dropout(h)
+        return h[:, 0, :]
+
+    def reconstruct(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Centre genes (B, V) from centre embeddings (B, h_last), on the model's expression scale."""
+        return self.out_act(self.head(embedding))
+
+    def forward(
+        self,
+        values: torch.Tensor,
+        visible: torch.Tensor,
+        node_index: torch.Tensor,
+        centre_values: torch.Tensor,
+        centre_visible: torch.Tensor,
+        adj: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predict the centres' genes.
+
+        values, visible: (U, V) the distinct spots of the batch (neighbours as seen);
+        node_index: (B, N) rows into U, column 0 = the centre; centre_values/centre_visible: (B, V)
+        the centre as seen (its masked genes hidden); adj: (B, N, N) or None.
+        Returns (prediction (B, V), embedding (B, h_last)).
+        """
+        if adj is None:
+            # Complete graph: layer 1 is the mean of the nodes' projections, and the projection is
+            # linear, so project the mean input once per subgraph: N times fewer FLOPs.
+            features = self.node_features(values, visible)[node_index[:, 1:]]  # (B, N-1, F)
+            centre = self.node_features(centre_values, centre_visible)  # (B, F)
+            mean = (features.sum(dim=1) + centre) / node_index.shape[1]
+            projected = self.gcn_layers[0].linear(mean).unsqueeze(1)  # (B, 1, h_0)
+        else:
+            projected = self.project(values, visible)[node_index]  # (B, N, h_0)
+            centre = self.project(centre_values, centre_visible)  # (B, h_0)
+            projected = torch.cat([centre.unsqueeze(1), projected[:, 1:]], dim=1)
+        embedding = self.encode(projected, adj)
+        return self.reconstruct(embedding), embedding

@@ -1,0 +1,100 @@
+"""The Lightning training plan: masked-gene reconstruction of the centre spot."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+
+from sagefm.config import SageFMConfig
+from sagefm.data.batches import SubgraphBatch
+from sagefm.errors import TrainingError
+from sagefm.nn.gcn import SageGCN
+
+
+def masked_mse(prediction: torch.Tensor, truth: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the ``target`` entries only (B, V) -> scalar."""
+    return (prediction - truth)[target].square().mean()
+
+
+class PretrainingModule(L.LightningModule):
+    """Wraps `SageGCN` with the masked-MSE objective, Adam and ReduceLROnPlateau."""
+
+    def __init__(self, config: SageFMConfig, slide_names: Sequence[str] = ()) -> None:
+        super().__init__()
+        self.config = config
+        self.network = SageGCN(config.model)
+        self.slide_names = list(slide_names)
+
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
+        return (
+            batch.to(device)
+            if isinstance(batch, SubgraphBatch)
+            else super().transfer_batch_to_device(batch, device, dataloader_idx)
+        )
+
+    def _loss(self, batch: SubgraphBatch) -> torch.Tensor:
+        prediction, _ = self.network(
+            batch.values,
+            batch.visible,
+            batch.node_index,
+            batch.centre_values,
+            batch.centre_visible,
+            batch.adj,
+        )
+        return masked_mse(prediction, batch.centre_truth, batch.target)
+
+    def _slides_of(self, batch: SubgraphBatch) -> list[str]:
+        ids = sorted(set(batch.slide_index.tolist()))
+        return [self.slide_names[i] if i < len(self.slide_names) else str(i) for i in ids]
+
+    def training_step(self, batch: SubgraphBatch, batch_idx: int) -> torch.Tensor:
+        loss = self._loss(batch)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"non-finite training loss ({loss.item()}) at global step {self.global_step}, epoch "
+                f"{self.current_epoch}, batch {batch_idx}, slides {self._slides_of(batch)}; weights were "
+                "not updated. Check the input for extreme values or lower the learning rate."
+            )
+        self.log(
+            "train_loss",
+            loss,
+            prog_bar=True,
+            on_step=True,
+            on_epoch=True,
+            batch_size=int(batch.target.sum()),
+        )
+        return loss
+
+    def validation_step(self, batch: SubgraphBatch, batch_idx: int) -> None:
+        loss = self._loss(batch)
+        self.log(
+            "val_loss",
+            loss,
+            prog_bar=True,
+            on_epoch=True,
+            sync_dist=True,
+            batch_size=int(batch.target.sum()),
+        )
+
+    def on_train_epoch_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None:
+            datamodule.set_epoch(self.current_epoch)
+
+    def configure_optimizers(self) -> Any:
+        train = self.config.train
+        optimizer = torch.optim.Adam(
+            self.parameters(), lr=train.learning_rate, weight_decay=train.weight_decay
+        )
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=train.lr_factor, patience=train.lr_patience
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss"},
+        }

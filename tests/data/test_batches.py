@@ -1,0 +1,77 @@
+"""Batches: masks on the centre only, exact share, deterministic, neighbours untouched."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from tests.data.test_neighbourhood import hex_lattice
+
+from sagefm.config import DataConfig, ModelConfig
+from sagefm.data.batches import CentreDataset, SubgraphCollator
+from sagefm.data.slides import prepare_slide
+from sagefm.data.vocabulary import GeneVocabulary
+
+
+def tiny_slide(n_genes: int = 10, seed: int = 0) -> ad.AnnData:
+    coords = hex_lattice(6, 6)
+    rng = np.random.default_rng(seed)
+    counts = rng.poisson(3.0, size=(len(coords), n_genes)).astype(np.int32)
+    adata = ad.AnnData(
+        X=sp.csr_matrix(counts),
+        var=pd.DataFrame(index=[f"G{i}" for i in range(n_genes)]),
+        obs=pd.DataFrame(index=[f"s{i}" for i in range(len(coords))]),
+    )
+    adata.obsm["spatial"] = coords
+    adata.uns["sagefm"] = {"um_per_unit": 1.0, "scale_source": "test"}
+    return adata
+
+
+def _prepared():
+    adata = tiny_slide()
+    vocab = GeneVocabulary.from_genes(
+        [f"G{i}" for i in range(10)] + ["NOT_MEASURED1", "NOT_MEASURED2"]
+    )
+    slide, _ = prepare_slide(adata, vocab, DataConfig())
+    return adata, slide
+
+
+def test_collated_batch_masks_only_centre_observed_genes() -> None:
+    adata, slide = _prepared()
+    config = ModelConfig(n_genes=12)
+    collate = SubgraphCollator([slide], config, mask_fraction=0.3, seed=0)
+    batch = collate([(0, i, 0) for i in range(5)])
+    assert batch.node_index.shape == (5, 15)
+    assert batch.adj is not None and batch.adj.shape == (5, 15, 15)
+    target = batch.target.numpy()
+    assert (target.sum(1) == 3).all()  # round(0.3 * 10 observed)
+    assert not target[:, 10:].any()  # unobserved genes are never scored
+    assert (batch.centre_visible.numpy()[target] == 0).all()
+    assert (batch.centre_values.numpy()[target] == 0).all()
+    # neighbours keep every observed gene visible; unobserved genes are flagged invisible everywhere
+    assert batch.visible[:, :10].all() and not batch.visible[:, 10:].any()
+    # the loss target is the unmasked truth of the centre
+    truth = np.log1p(adata.X[:5].toarray())
+    np.testing.assert_allclose(batch.centre_truth[:, :10].numpy(), truth, rtol=1e-6)
+
+
+def test_masks_are_deterministic_and_change_with_epoch() -> None:
+    _, slide = _prepared()
+    collate = SubgraphCollator([slide], ModelConfig(n_genes=12), mask_fraction=0.3, seed=0)
+    a = collate([(0, 3, 0), (0, 4, 0)]).target
+    b = collate([(0, 4, 0), (0, 3, 0)]).target
+    assert (a[0] == b[1]).all() and (a[1] == b[0]).all()  # order of items does not matter
+    c = collate([(0, 3, 1)]).target
+    assert not (a[0] == c[0]).all()
+
+
+def test_complete_scheme_has_no_adjacency_and_dataset_epochs() -> None:
+    _, slide = _prepared()
+    batch = SubgraphCollator(
+        [slide], ModelConfig(n_genes=12, edge_scheme="complete"), mask_fraction=None
+    )([(0, 0, 0)])
+    assert batch.adj is None and not batch.target.any()
+    train, val = CentreDataset([slide, slide]), CentreDataset([slide], fixed_masks=True)
+    assert len(train) == 72 and train[40] == (1, 4, 0)
+    train.set_epoch(3)
+    val.set_epoch(3)
+    assert train[0][2] == 3 and val[0][2] == 0

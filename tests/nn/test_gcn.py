@@ -1,0 +1,103 @@
+"""The dense GCN equals PyG's GCNConv, and the complete-graph shortcut equals the full computation."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from sagefm.config import ModelConfig
+from sagefm.data.neighbourhood import subgraph_adjacency
+from sagefm.nn.gcn import DenseGCNLayer, SageGCN
+
+torch_geometric = pytest.importorskip("torch_geometric")
+from torch_geometric.nn import GCNConv  # noqa: E402
+
+
+def _subgraph_coords(seed: int = 0) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    return torch.tensor(rng.uniform(0, 400, size=(15, 2)), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("scheme", ["weighted", "complete"])
+def test_dense_layer_equals_gcnconv(scheme: str) -> None:
+    torch.manual_seed(0)
+    coords = _subgraph_coords()
+    x = torch.randn(15, 8)
+    layer = DenseGCNLayer(8, 5)
+    torch.nn.init.normal_(layer.bias)
+    adj = subgraph_adjacency(coords[None], scheme=scheme, bandwidth_um=100.0)  # type: ignore[arg-type]
+
+    # PyG: every ordered pair of distinct nodes is an edge; GCNConv adds unit self-loops itself.
+    src, dst = torch.meshgrid(torch.arange(15), torch.arange(15), indexing="ij")
+    off = src != dst
+    edge_index = torch.stack([src[off], dst[off]])
+    if scheme == "weighted":
+        d2 = (coords[edge_index[0]] - coords[edge_index[1]]).square().sum(-1)
+        weight = torch.exp(-d2 / (2 * 100.0**2))
+    else:
+        weight = torch.ones(edge_index.shape[1])
+    conv = GCNConv(8, 5, add_self_loops=True, normalize=True)
+    with torch.no_grad():
+        conv.lin.weight.copy_(layer.linear.weight)
+        conv.bias.copy_(layer.bias)
+    expected = conv(x, edge_index, weight)
+    got = layer(x[None], adj)[0]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_complete_graph_shortcut_matches_explicit_adjacency() -> None:
+    torch.manual_seed(1)
+    config = ModelConfig(n_genes=12, hidden_sizes=(16, 8, 8), edge_scheme="complete")
+    net = SageGCN(config)
+    projected = torch.randn(4, 15, 16)
+    explicit = subgraph_adjacency(torch.zeros(4, 15, 2), scheme="complete", bandwidth_um=1.0)
+    torch.testing.assert_close(
+        net.encode(projected, None), net.encode(projected, explicit), atol=1e-5, rtol=1e-5
+    )
+
+
+def test_reference_preset_has_no_indicator_and_complete_edges() -> None:
+    ref = ModelConfig.reference(n_genes=10)
+    assert ref.edge_scheme == "complete" and not ref.mask_indicator
+    assert ref.hidden_sizes == (1024, 512, 512, 512, 1024)
+    net = SageGCN(ref)
+    assert net.layers[0].linear.in_features == 10
+    assert SageGCN(dataclasses.replace(ref, mask_indicator=True)).layers[0].linear.in_features == 20
+
+
+def test_hidden_values_do_not_reach_the_prediction() -> None:
+    """Changing the true value of a hidden gene must not change anything the model outputs."""
+    torch.manual_seed(2)
+    net = SageGCN(ModelConfig(n_genes=6, hidden_sizes=(8, 8)))
+    values = torch.rand(15, 6)
+    visible = torch.ones(15, 6)
+    node_index = torch.arange(15)[None]
+    centre_visible = torch.tensor([[1.0, 0.0, 1.0, 0.0, 1.0, 1.0]])
+    adj = subgraph_adjacency(_subgraph_coords()[None], scheme="weighted", bandwidth_um=100.0)
+    out1, _ = net(values, visible, node_index, values[:1] * centre_visible, centre_visible, adj)
+    changed = values[:1].clone()
+    changed[0, 1] += 5.0
+    out2, _ = net(values, visible, node_index, changed * centre_visible, centre_visible, adj)
+    torch.testing.assert_close(out1, out2)
+    # ... while a visible gene does change it
+    changed[0, 0] += 5.0
+    out3, _ = net(values, visible, node_index, changed * centre_visible, centre_visible, adj)
+    assert not torch.allclose(out1, out3)
+
+
+def test_complete_forward_shortcut_equals_full_propagation() -> None:
+    """forward(adj=None) projects the mean input; it must equal propagating every node explicitly."""
+    torch.manual_seed(3)
+    net = SageGCN(ModelConfig(n_genes=6, hidden_sizes=(8, 8, 4), edge_scheme="complete"))
+    values, visible = torch.rand(20, 6), (torch.rand(20, 6) > 0.2).float()
+    node_index = torch.stack([torch.randperm(20)[:15] for _ in range(3)])
+    centre_visible = visible[node_index[:, 0]] * (torch.rand(3, 6) > 0.3).float()
+    centre_values = values[node_index[:, 0]] * centre_visible
+    explicit = subgraph_adjacency(torch.zeros(3, 15, 2), scheme="complete", bandwidth_um=1.0)
+    fast, emb_fast = net(values * visible, visible, node_index, centre_values, centre_visible, None)
+    slow, emb_slow = net(
+        values * visible, visible, node_index, centre_values, centre_visible, explicit
+    )
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(emb_fast, emb_slow, atol=1e-5, rtol=1e-5)

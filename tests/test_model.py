@@ -1,0 +1,209 @@
+"""End to end on small synthetic tissue: pretrain, load, embed, impute; checkpoints; bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import sagefm
+from sagefm.config import DataConfig, ModelConfig, SageFMConfig, TrainConfig
+from sagefm.datasets import synthetic_tissue
+from sagefm.errors import CheckpointError, InputDataError, OutputError
+
+SMALL = ModelConfig(hidden_sizes=(32, 16, 16, 16, 32))
+
+
+def small_slides(seed: int = 0) -> list[ad.AnnData]:
+    return synthetic_tissue(n_slides=3, grid_rows=12, grid_cols=12, n_genes=120, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def trained(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, sagefm.train.PretrainResult, list]:
+    slides = small_slides()
+    out = tmp_path_factory.mktemp("run")
+    config = SageFMConfig(model=SMALL, train=TrainConfig(max_epochs=2, batch_size=32, seed=3))
+    result = sagefm.pretrain(
+        slides[:2], val_slides=slides[2:], output=out, config=config, progress=False
+    )
+    return out, result, slides
+
+
+def test_pretraining_writes_everything(trained) -> None:
+    out, result, _ = trained
+    for name in ("config.json", "vocabulary.tsv", "model.safetensors", "checksums.json"):
+        assert (out / "best" / name).is_file() and (out / "last" / name).is_file()
+    assert (out / "resume" / "last.ckpt").is_file()
+    metrics = (out / "metrics.csv").read_text()
+    assert "train_loss" in metrics and "val_loss" in metrics
+    run = json.loads((out / "run.json").read_text())
+    assert run["seed"] == 3 and run["epochs_run"] == 2
+    assert np.isfinite(result.best_val_loss) and result.peak_memory_mb > 0
+    assert result.val_slides == ["synthetic_2"]
+
+
+def test_load_embed_impute(trained) -> None:
+    out, _, slides = trained
+    model = sagefm.load(out)  # a training output directory resolves to best/
+    adata = slides[2].copy()
+    emb = model.embed(adata)
+    assert emb.shape == (adata.n_obs, 32) and np.isfinite(emb).all()
+    assert adata.obsm["X_sagefm"] is emb
+    norm = model.normalize(adata)
+    np.testing.assert_allclose(norm, np.log1p(adata.X.toarray()), rtol=1e-6)
+    mask = np.zeros(adata.shape, dtype=bool)
+    mask[:, :5] = True
+    pred = model.impute(adata, mask)
+    assert pred.shape == adata.shape
+    in_vocab = np.isin(adata.var_names, model.vocabulary.symbols) | np.isin(
+        adata.var["gene_ids"], model.vocabulary.gene_ids
+    )
+    assert np.isnan(pred[:, ~in_vocab]).all() and np.isfinite(pred[:, in_vocab]).all()
+
+
+def test_impute_mask_hides_values_everywhere(trained) -> None:
+    """With a gene masked in every spot, its true values cannot influence any prediction."""
+    out, _, slides = trained
+    model = sagefm.load(out)
+    adata = slides[2].copy()
+    mask = np.zeros(adata.shape, dtype=bool)
+    mask[:, 3] = True
+    before = model.impute(adata, mask)
+    changed = adata.copy()
+    x = changed.X.toarray()
+    x[:, 3] = x[:, 3] * 7 + 11
+    changed.X = sp.csr_matrix(x)
+    np.testing.assert_allclose(model.impute(changed, mask), before, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(model.impute(changed), model.impute(adata), atol=1e-4)
+
+
+def test_embedding_does_not_depend_on_chunking(trained) -> None:
+    out, _, slides = trained
+    model = sagefm.load(out)
+    a = model.embed(slides[2].copy(), chunk_size=7)
+    b = model.embed(slides[2].copy(), chunk_size=1000)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_unobserved_genes_are_not_zero(trained) -> None:
+    """A slide missing half the vocabulary: those genes are flagged unobserved, not zero-valued."""
+    out, _, slides = trained
+    model = sagefm.load(out)
+    adata = slides[2]
+    half = adata[:, adata.var_names[: adata.n_vars // 2]].copy()
+    emb_half = model.embed(half)
+    zeros = adata.copy()
+    x = zeros.X.toarray()
+    x[:, adata.n_vars // 2 :] = 0
+    zeros.X = sp.csr_matrix(x)
+    emb_zero = model.embed(zeros)
+    assert not np.allclose(emb_half, emb_zero, atol=1e-4)
+
+
+def test_save_roundtrip_and_tampering(trained, tmp_path: Path) -> None:
+    out, _, slides = trained
+    model = sagefm.load(out / "best")
+    copy_dir = model.save(tmp_path / "copy")
+    again = sagefm.load(copy_dir)
+    np.testing.assert_allclose(
+        again.embed(slides[2].copy()), model.embed(slides[2].copy()), rtol=1e-6
+    )
+    weights = copy_dir / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="checksum"):
+        sagefm.load(copy_dir)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        sagefm.load(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError):
+        sagefm.load(tmp_path / "empty")
+
+
+def test_weights_not_matching_config_are_refused(trained, tmp_path: Path) -> None:
+    out, _, _ = trained
+    model = sagefm.load(out)
+    bigger = dataclasses.replace(model.config.model, hidden_sizes=(64, 16, 16, 16, 32))
+    from sagefm.io.checkpoint import save_model_dir
+
+    genes = list(zip(model.vocabulary.symbols, model.vocabulary.gene_ids, strict=True))
+    save_model_dir(
+        tmp_path / "bad",
+        dataclasses.replace(model.config, model=bigger),
+        genes,
+        model.network.state_dict(),
+    )
+    with pytest.raises(CheckpointError, match="do not match"):
+        sagefm.load(tmp_path / "bad")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda a: a.obsm.pop("spatial"), "no spot coordinates"),
+        (lambda a: setattr(a, "X", a.X.astype(np.float32) * 0.5), "not integer"),
+        (lambda a: setattr(a, "X", sp.csr_matrix(-a.X.toarray())), "negative"),
+        (
+            lambda a: a.X.data.__setitem__(0, np.nan) or setattr(a, "X", a.X.astype(np.float32)),
+            "NaN",
+        ),
+    ],
+)
+def test_bad_input_is_a_clear_error(trained, change, message: str) -> None:
+    out, _, slides = trained
+    model = sagefm.load(out)
+    adata = slides[2].copy()
+    adata.X = adata.X.astype(np.float32)
+    change(adata)
+    with pytest.raises(InputDataError, match=message):
+        model.embed(adata)
+
+
+def test_more_bad_input(trained) -> None:
+    out, _, slides = trained
+    model = sagefm.load(out)
+    with pytest.raises(InputDataError, match="at least 15 spots"):
+        model.embed(slides[2][:10].copy())
+    dup = slides[2].copy()
+    dup.obs_names = ["same"] * dup.n_obs
+    with pytest.raises(InputDataError, match="duplicate spot names"):
+        model.embed(dup)
+    foreign = slides[2].copy()
+    foreign.var_names = [f"X{i}" for i in range(foreign.n_vars)]
+    del foreign.var["gene_ids"]
+    with pytest.raises(InputDataError, match="vocabulary"):
+        model.embed(foreign)
+    normalised = slides[2].copy()
+    normalised.X = sp.csr_matrix(np.log1p(normalised.X.toarray()))
+    with pytest.raises(InputDataError, match="normalized_input"):
+        model.embed(normalised)
+
+
+def test_normalised_input_flag(tmp_path: Path) -> None:
+    slides = small_slides(seed=1)
+    for a in slides:
+        a.X = sp.csr_matrix(np.log1p(a.X.toarray()))
+    config = SageFMConfig(
+        model=SMALL, data=DataConfig(normalized_input=True), train=TrainConfig(max_epochs=1)
+    )
+    model, _ = sagefm.SageFM.pretrain(
+        slides[:2], val_slides=slides[2:], output=tmp_path, config=config, progress=False
+    )
+    np.testing.assert_allclose(model.normalize(slides[2]), slides[2].X.toarray())
+
+
+def test_unwritable_output_is_refused(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError):
+        sagefm.pretrain(
+            small_slides(), output=blocker / "out", config=SageFMConfig(model=SMALL), progress=False
+        )
