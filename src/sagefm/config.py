@@ -89,6 +89,9 @@ class DataConfig:
 
     n_neighbours: int = 14  #: the spot plus this many nearest spots form a subgraph
     mask_fraction: float = 0.3  #: share of the centre's observed genes hidden per step
+    #: share of each neighbour's observed genes hidden per step (0 = the reference protocol, where
+    #: neighbours are complete). Imputation hides genes in neighbours too; training for it helps.
+    neighbour_mask_fraction: float = 0.3
     #: Vocabulary rule: genes measured in at least this share of training slides ...
     min_slide_fraction: float = 0.5
     #: ... ranked by mean within-slide variance of log1p counts, at most this many.
@@ -101,6 +104,10 @@ class DataConfig:
         _check(
             0.0 < self.mask_fraction < 1.0,
             f"mask_fraction must be in (0, 1), got {self.mask_fraction}",
+        )
+        _check(
+            0.0 <= self.neighbour_mask_fraction < 1.0,
+            f"neighbour_mask_fraction must be in [0, 1), got {self.neighbour_mask_fraction}",
         )
         _check(
             0.0 < self.min_slide_fraction <= 1.0,

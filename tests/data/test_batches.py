@@ -75,3 +75,21 @@ def test_complete_scheme_has_no_adjacency_and_dataset_epochs() -> None:
     train.set_epoch(3)
     val.set_epoch(3)
     assert train[0][2] == 3 and val[0][2] == 0
+
+
+def test_neighbour_masking_hides_about_the_share_but_keeps_the_truth() -> None:
+    adata, slide = _prepared()
+    collate = SubgraphCollator(
+        [slide], ModelConfig(n_genes=12), mask_fraction=0.3, neighbour_mask_fraction=0.5, seed=0
+    )
+    batch = collate([(0, i, 0) for i in range(8)])
+    observed_share = batch.visible[:, :10].mean().item()
+    assert 0.35 < observed_share < 0.65
+    assert (batch.values.numpy()[batch.visible.numpy() == 0] == 0).all()
+    truth = np.log1p(adata.X[:8].toarray())
+    np.testing.assert_allclose(batch.centre_truth[:, :10].numpy(), truth, rtol=1e-6)
+    again = collate([(0, i, 0) for i in range(8)])
+    assert (again.visible == batch.visible).all()
+    inference = SubgraphCollator([slide], ModelConfig(n_genes=12), mask_fraction=None,
+                                 neighbour_mask_fraction=0.5)([(0, 0, 0)])
+    assert inference.visible[:, :10].all()

@@ -28,14 +28,10 @@ class SubgraphBatch:
     centre_values: torch.Tensor  # (B, V)
     centre_visible: torch.Tensor  # (B, V) float32, the centre's masked genes are 0
     target: torch.Tensor  # (B, V) bool, genes scored by the loss (hidden and observed)
+    centre_truth: torch.Tensor  # (B, V) the centres' unmasked values (the loss target on ``target``)
     adj: torch.Tensor | None  # (B, N, N) normalised adjacency; None = complete graph
     slide_index: torch.Tensor  # (B,) int64
     spot_index: torch.Tensor  # (B,) int64
-
-    @property
-    def centre_truth(self) -> torch.Tensor:
-        """(B, V) the centres' unmasked values: the reconstruction target on ``target`` entries."""
-        return self.values[self.node_index[:, 0]]
 
     def to(self, device: torch.device | str) -> SubgraphBatch:
         moved = {
@@ -52,6 +48,9 @@ class SubgraphCollator:
     With ``mask_fraction`` set, each centre hides that share of its observed genes; the choice is
     a pure function of (seed, item seed, slide, spot), so it does not depend on worker count, rank
     or the order of batches (needed for exact resumption and reproducible validation).
+    With ``neighbour_mask_fraction`` set, each neighbour also hides about that share of its genes
+    (independent Bernoulli draws, seeded by the batch's centres): imputation hides genes in the
+    neighbours too, and a model trained only on complete neighbours would meet inputs it never saw.
     """
 
     def __init__(
@@ -60,11 +59,13 @@ class SubgraphCollator:
         model_config: ModelConfig,
         *,
         mask_fraction: float | None,
+        neighbour_mask_fraction: float = 0.0,
         seed: int = 0,
     ) -> None:
         self.slides = list(slides)
         self.model_config = model_config
         self.mask_fraction = mask_fraction
+        self.neighbour_mask_fraction = neighbour_mask_fraction
         self.seed = seed
 
     def __call__(self, items: Sequence[CentreItem]) -> SubgraphBatch:
@@ -93,6 +94,7 @@ class SubgraphCollator:
             centre_visible[rows] = visible[centre_pos]
             coords[rows] = slide.coords_um[nodes]
             bandwidth[rows] = self.model_config.edge_bandwidth_um or slide.bandwidth_um
+        centre_truth = centre_values * centre_visible
         target = np.zeros_like(centre_visible)
         if self.mask_fraction is not None:
             for b, (slide_id, spot_id, item_seed) in enumerate(items):
@@ -101,6 +103,10 @@ class SubgraphCollator:
             centre_visible &= ~target
         values = np.concatenate(value_blocks)
         visible_all = np.concatenate(visible_blocks)
+        if self.mask_fraction is not None and self.neighbour_mask_fraction > 0:
+            entropy = [self.seed, items[0][2], *slide_ids.tolist(), *spot_ids.tolist()]
+            draws = np.random.default_rng(entropy).random(visible_all.shape, dtype=np.float32)
+            visible_all &= draws >= self.neighbour_mask_fraction
         adj = None
         if self.model_config.edge_scheme == "weighted":
             adj = subgraph_adjacency(
@@ -116,6 +122,7 @@ class SubgraphCollator:
             centre_values=torch.from_numpy(centre_values * centre_visible),
             centre_visible=torch.from_numpy(centre_visible.astype(np.float32)),
             target=torch.from_numpy(target),
+            centre_truth=torch.from_numpy(centre_truth),
             adj=adj,
             slide_index=torch.from_numpy(slide_ids),
             spot_index=torch.from_numpy(spot_ids),

@@ -11,9 +11,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,7 +20,8 @@ from safetensors.torch import load_file, save_file
 
 from sagefm._constants import Files
 from sagefm.config import SageFMConfig
-from sagefm.errors import CheckpointError, OutputError
+from sagefm.errors import CheckpointError
+from sagefm.io.write import staged_directory
 
 _MODEL_FILES = (Files.CONFIG, Files.VOCABULARY, Files.WEIGHTS)
 
@@ -46,12 +44,7 @@ def save_model_dir(
 ) -> Path:
     """Write a model directory atomically; ``genes`` are (symbol, Ensembl id or "") in vocabulary order."""
     directory = Path(directory)
-    try:
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    except OSError as exc:
-        raise OutputError(f"cannot write a model directory at {directory}: {exc}") from exc
-    try:
+    with staged_directory(directory) as staging:
         config.save(staging / Files.CONFIG)
         with (staging / Files.VOCABULARY).open("w", newline="") as handle:
             writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
@@ -67,26 +60,7 @@ def save_model_dir(
                 {"sha256": checksums, **(dict(extra) if extra else {})}, indent=2, sort_keys=True
             )
         )
-        _swap_into_place(staging, directory)
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise OutputError(f"cannot write a model directory at {directory}: {exc}") from exc
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return directory
-
-
-def _swap_into_place(staging: Path, directory: Path) -> None:
-    """Rename ``staging`` to ``directory``; an existing directory is kept until the new one is in place."""
-    if not directory.exists():
-        os.replace(staging, directory)
-        return
-    retired = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))
-    retired.rmdir()
-    os.replace(directory, retired)
-    os.replace(staging, directory)
-    shutil.rmtree(retired, ignore_errors=True)
 
 
 def load_model_dir(

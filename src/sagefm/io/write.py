@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anndata as ad
@@ -39,3 +42,39 @@ def write_h5ad(adata: ad.AnnData, path: Path) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+@contextmanager
+def staged_directory(directory: Path) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``directory``; on success rename it to ``directory``.
+
+    An existing ``directory`` is kept until the new one is in place, and an exception inside the
+    block removes the staging folder, so readers only ever see a complete old or new directory.
+    """
+    directory = Path(directory)
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    except OSError as exc:
+        raise OutputError(f"cannot write {directory}: {exc}") from exc
+    try:
+        yield staging
+        _swap_into_place(staging, directory)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise OutputError(f"cannot write {directory}: {exc}") from exc
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _swap_into_place(staging: Path, directory: Path) -> None:
+    """Rename ``staging`` to ``directory``; an existing directory is kept until the new one is in place."""
+    if not directory.exists():
+        os.replace(staging, directory)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))
+    retired.rmdir()
+    os.replace(directory, retired)
+    os.replace(staging, directory)
+    shutil.rmtree(retired, ignore_errors=True)

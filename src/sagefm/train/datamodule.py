@@ -22,14 +22,13 @@ class SubgraphDataModule(L.LightningDataModule):
         self.config = config
         self.train_dataset = CentreDataset(train)
         self.val_dataset = CentreDataset(val, fixed_masks=True)
-        fraction = config.data.mask_fraction
+        masks = {
+            "mask_fraction": config.data.mask_fraction,
+            "neighbour_mask_fraction": config.data.neighbour_mask_fraction,
+        }
         # Validation masks use a seed of their own so they never coincide with a training epoch's.
-        self.train_collate = SubgraphCollator(
-            train, config.model, mask_fraction=fraction, seed=config.train.seed
-        )
-        self.val_collate = SubgraphCollator(
-            val, config.model, mask_fraction=fraction, seed=config.train.seed + 1
-        )
+        self.train_collate = SubgraphCollator(train, config.model, seed=config.train.seed, **masks)
+        self.val_collate = SubgraphCollator(val, config.model, seed=config.train.seed + 1, **masks)
 
     def set_epoch(self, epoch: int) -> None:
         self.train_dataset.set_epoch(epoch)

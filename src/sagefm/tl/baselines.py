@@ -1,0 +1,131 @@
+"""Baseline spot representations the evaluation compares SAGE-FM with, computed on the same spots.
+
+* ``pca``: PCA of highly variable genes of log-normalised expression (log1p of counts per 10k),
+  the standard single-cell starting point.
+* ``neighbour_pca``: the same, after averaging each spot's expression with its 14 nearest spots
+  (the subgraph SAGE-FM sees). The simplest spatial baseline: a model that does not beat it has
+  learned nothing beyond spatial smoothing.
+* ``mofa``: MOFA+ factors (`mofapy2`, the paper's baseline) on a few hundred HVGs.
+
+PCA is fitted on training slides and applied to the others (features comparable across slides).
+MOFA+ has no projection of new samples, so its factors are always fitted, without labels, on the
+concatenation of every slide it is asked about.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Sequence
+
+import anndata as ad
+import numpy as np
+import scanpy as sc
+from sklearn.decomposition import PCA
+
+from sagefm._constants import SUBGRAPH_SIZE
+from sagefm.data.neighbourhood import build_neighbourhoods
+from sagefm.data.slides import spot_coordinates_um
+from sagefm.errors import InputDataError
+
+logger = logging.getLogger(__name__)
+
+#: Baseline names, in the order tables list them.
+BASELINE_METHODS = ("pca", "mofa", "neighbour_pca")
+
+
+def shared_genes(slides: Sequence[ad.AnnData]) -> list[str]:
+    """Genes measured on every slide, in the first slide's order."""
+    common = set(slides[0].var_names)
+    for adata in slides[1:]:
+        common &= set(adata.var_names)
+    genes = [g for g in slides[0].var_names if g in common]
+    if not genes:
+        raise InputDataError("the slides share no gene names; baselines need common genes")
+    return genes
+
+
+def log_normalize(adata: ad.AnnData, genes: Sequence[str]) -> np.ndarray:
+    """(n_spots, len(genes)) float32 log1p of counts per 10,000 (library size over all genes)."""
+    work = ad.AnnData(X=adata.X.copy().astype(np.float32), var=adata.var[[]].copy())
+    sc.pp.normalize_total(work, target_sum=1e4)
+    sc.pp.log1p(work)
+    X = work[:, list(genes)].X
+    return np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float32)
+
+
+def neighbour_average(values: np.ndarray, adata: ad.AnnData) -> np.ndarray:
+    """(n_spots, G): each spot's values averaged with its 14 nearest spots (15 spots in all)."""
+    neighbours = build_neighbourhoods(spot_coordinates_um(adata), SUBGRAPH_SIZE - 1)
+    return values[neighbours].mean(axis=1)
+
+
+def highly_variable(matrices: Sequence[np.ndarray], genes: Sequence[str], n_top: int) -> np.ndarray:
+    """Indices of the ``n_top`` most variable genes (scanpy's Seurat flavour) over the stacked spots."""
+    stacked = ad.AnnData(X=np.vstack(matrices))
+    stacked.var_names = list(genes)
+    n_top = min(n_top, stacked.n_vars)
+    sc.pp.highly_variable_genes(stacked, n_top_genes=n_top, flavor="seurat")
+    return np.flatnonzero(stacked.var["highly_variable"].to_numpy())
+
+
+def pca_embeddings(
+    expression: Sequence[np.ndarray],
+    smoothed: Sequence[np.ndarray],
+    genes: Sequence[str],
+    *,
+    train: Sequence[int],
+    n_hvg: int,
+    n_comps: int,
+    seed: int,
+) -> dict[str, list[np.ndarray]]:
+    """``pca`` and ``neighbour_pca`` for every slide, (n_spots_i, n_comps) each.
+
+    ``expression[i]`` is slide i's log-normalised matrix, ``smoothed[i]`` its neighbour average
+    (same genes). HVGs and both PCAs are fitted on the ``train`` slides only and applied to all.
+    """
+    hvg = highly_variable([expression[i] for i in train], genes, n_hvg)
+    out: dict[str, list[np.ndarray]] = {}
+    for name, matrices in (("pca", expression), ("neighbour_pca", smoothed)):
+        fit = np.vstack([matrices[i][:, hvg] for i in train])
+        pca = PCA(n_components=min(n_comps, *fit.shape), random_state=seed).fit(fit)
+        out[name] = [pca.transform(m[:, hvg]).astype(np.float32) for m in matrices]
+    return out
+
+
+def mofa_factors(
+    expression: Sequence[np.ndarray],
+    genes: Sequence[str],
+    *,
+    n_genes: int,
+    n_factors: int,
+    iterations: int,
+    seed: int,
+) -> list[np.ndarray]:
+    """MOFA+ factors (n_spots_i, n_factors) per slide, fitted on all slides stacked (one group).
+
+    One group rather than one per slide: group-wise centring would remove slide-level differences,
+    which are the signal in slide-level phenotype tasks. Gaussian likelihood on log-normalised HVGs.
+    """
+    from mofapy2.run.entry_point import entry_point
+
+    hvg = highly_variable(expression, genes, n_genes)
+    stacked = np.vstack([m[:, hvg] for m in expression]).astype(np.float64)
+    # mofapy2 prints its progress to stdout whatever `quiet` says; keep it out of the user's terminal.
+    with contextlib.redirect_stdout(io.StringIO()):
+        ent = entry_point()
+        ent.set_data_options(scale_views=False)
+        ent.set_data_matrix([[stacked]], likelihoods=["gaussian"])
+        ent.set_model_options(factors=n_factors)
+        ent.set_train_options(
+            iter=iterations, convergence_mode="fast", seed=seed, quiet=True, verbose=False
+        )
+        ent.build()
+        ent.run()
+    factors = np.asarray(ent.model.nodes["Z"].getExpectation(), dtype=np.float32)
+    logger.info(
+        "MOFA+: %d spots x %d genes -> %d factors", stacked.shape[0], hvg.size, factors.shape[1]
+    )
+    bounds = np.cumsum([m.shape[0] for m in expression])[:-1]
+    return np.split(factors, bounds)
