@@ -24,6 +24,8 @@ class Keys:
     LAYER_IMPUTED = "sagefm_imputed"
     #: `adata.var[...]`: Ensembl gene ids when known.
     GENE_IDS = "gene_ids"
+    #: `adata.uns[...]`: ground truth of a generated synthetic slide (planted pairs, config).
+    SYNTHETIC = "sagefm_synthetic"
     #: `adata.obs[...]`: the slide a spot comes from.
     SAMPLE_ID = "sample_id"
 

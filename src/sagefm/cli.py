@@ -6,15 +6,17 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import anndata as ad
 
-from sagefm._constants import Keys
+from sagefm._constants import DATA_ENV, Keys
 from sagefm.config import ModelConfig, SageFMConfig, TrainConfig
-from sagefm.errors import InputDataError, SageFMError
+from sagefm.errors import InputDataError, SageFMError, TrainingInterrupted
 
 logger = logging.getLogger("sagefm")
 
@@ -58,6 +60,9 @@ def _config_from_args(args: argparse.Namespace) -> SageFMConfig:
         "precision": args.precision,
         "num_workers": args.num_workers,
         "limit_train_batches": args.limit_train_batches,
+        "centre_block_size": args.centre_block_size,
+        "slides_per_group": args.slides_per_group,
+        "checkpoint_every_n_steps": args.checkpoint_every_n_steps,
     }
     train = TrainConfig(**{**dataclasses.asdict(base.train), **train_overrides})
     return SageFMConfig(model=model, data=data, train=train)
@@ -76,7 +81,14 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     from sagefm.train import pretrain
 
     config = _config_from_args(args)
-    if args.data:
+    train: Any
+    if args.corpus:
+        from sagefm.data.corpus import Corpus
+
+        if args.data or args.val_data:
+            raise InputDataError("give either --corpus or --data/--val-data, not both")
+        train, val = Corpus(args.corpus), None
+    elif args.data:
         train, val = (
             _read_slides(args.data),
             (_read_slides(args.val_data) if args.val_data else None),
@@ -140,6 +152,120 @@ def cmd_impute(args: argparse.Namespace) -> None:
     logger.info("wrote %s with layers[%r]", output, Keys.LAYER_IMPUTED)
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    """The evaluation report (see `sagefm.tl.evaluate`)."""
+    from sagefm.tl.evaluate import evaluate
+
+    metrics = evaluate(
+        args.model,
+        data_dir=args.data_dir,
+        output=args.output,
+        quick=args.quick,
+        seed=args.seed,
+        sections=args.sections,
+        progress=not args.no_progress,
+    )
+    logger.info(
+        "report in %s (%.0f s)", Path(args.output) / "report.md", metrics["meta"]["wall_time_s"]
+    )
+
+
+def _output_dir(path: str) -> Path:
+    from sagefm.errors import OutputError
+
+    directory = Path(path)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output directory {directory}: {exc}") from exc
+    return directory
+
+
+def cmd_perturb(args: argparse.Namespace) -> None:
+    """Ligand→receptor perturbation screen: table, null, summary and figures."""
+    import pandas as pd
+
+    from sagefm import pl
+    from sagefm.data.slides import spot_coordinates_um
+    from sagefm.model import load
+    from sagefm.tl.perturb import perturbation_screen
+
+    output = _output_dir(args.output)
+    model = load(args.model)
+    adata = _read_one(args.input)
+    pairs = None
+    if args.pairs:
+        try:
+            pairs = pd.read_csv(args.pairs, sep=None, engine="python")
+        except (OSError, ValueError) as exc:
+            raise InputDataError(f"cannot read the pairs table {args.pairs}: {exc}") from exc
+    result = perturbation_screen(
+        model,
+        adata,
+        pairs,
+        n_spots=args.n_spots or None,
+        quantiles=(args.low_quantile, args.high_quantile),
+        n_null=args.n_null,
+        resource=args.resource,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    table = result.table.sort_values(["null_pvalue", "pvalue"], kind="stable")
+    table.to_csv(output / "perturbation.csv", index=False)
+    result.null.to_csv(output / "null_pairs.csv", index=False)
+    result.spot_effects.to_csv(output / "spot_effects.csv")
+    (output / "summary.json").write_text(json.dumps(result.summary(), indent=2, default=float))
+    pl.effect_distribution(
+        result.table, result.null, result.enrichment, output / "effects_vs_null.png"
+    )
+    pl.top_pairs(result.table, output / "top_pairs.png")
+    best = table.iloc[0]
+    label = f"{best['ligand']}->{best['receptor']}"
+    if args.map_pair:
+        label = args.map_pair
+        if label not in result.spot_effects.columns:
+            raise InputDataError(f"--map-pair {label!r} was not tested (format LIGAND->RECEPTOR)")
+    coords = spot_coordinates_um(adata)[adata.obs_names.get_indexer(result.spot_effects.index)]
+    pl.effect_map(coords, result.spot_effects[label], output / "effect_map.png", title=label)
+    enrichment = result.enrichment
+    logger.info(
+        "%d pairs at %d spots; |effect| AUROC vs %d null pairs %.2f (p = %.2g); outputs in %s",
+        len(table),
+        result.parameters["n_spots"],
+        len(result.null),
+        enrichment.get("auroc_abs", float("nan")),
+        enrichment.get("pvalue_abs", float("nan")),
+        output,
+    )
+
+
+def cmd_explain(args: argparse.Namespace) -> None:
+    """Attributions of a target gene's prediction, and a gene × gene dependency matrix."""
+    import numpy as np
+
+    from sagefm import pl
+    from sagefm.model import load
+    from sagefm.tl.explain import dependency_matrix, explain
+
+    output = _output_dir(args.output)
+    model = load(args.model)
+    adata = _read_one(args.input)
+    spots = None
+    if args.n_spots and args.n_spots < adata.n_obs:
+        rng = np.random.default_rng(args.seed)
+        spots = np.sort(rng.choice(adata.n_obs, args.n_spots, replace=False))
+    table = explain(model, adata, args.gene, spots=spots, method=args.method, n_steps=args.n_steps)
+    table.to_csv(output / f"explain_{args.gene}.csv", index=False)
+    pl.attribution_bars(table, output / f"explain_{args.gene}.png")
+    if args.genes:
+        matrix = dependency_matrix(model, adata, args.genes, position=args.position, spots=spots)
+        matrix.to_csv(output / f"dependency_{args.position}.csv")
+        pl.dependency_heatmap(matrix, output / f"dependency_{args.position}.png")
+    logger.info(
+        "wrote attributions of %s over %d spots to %s", args.gene, table.attrs["n_spots"], output
+    )
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     """Pretrain on generated tissue, then embed and score masked-gene recovery on the held-out slide."""
     from sagefm.io.write import write_h5ad
@@ -173,6 +299,42 @@ def cmd_demo(args: argparse.Namespace) -> None:
         100 * recovery.frac_significant,
         output,
     )
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    import time
+
+    from sagefm.config import DataConfig
+    from sagefm.data.corpus import prepare_corpus, read_vocabulary_tsv
+
+    started = time.perf_counter()
+    corpus = prepare_corpus(
+        Path(args.input),
+        Path(args.output),
+        vocabulary=read_vocabulary_tsv(Path(args.vocabulary)) if args.vocabulary else None,
+        data_config=DataConfig(max_genes=args.max_genes, normalized_input=args.normalized_input),
+        workers=args.workers,
+    )
+    logger.info(
+        "corpus of %d slides, %d genes in %s (%.1f s)",
+        len(corpus),
+        len(corpus.vocabulary),
+        args.output,
+        time.perf_counter() - started,
+    )
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from sagefm.bench import format_table, run_benchmark
+
+    result = run_benchmark(
+        output=Path(args.output),
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        quick=args.quick,
+        threads=args.threads,
+        seed=args.seed,
+    )
+    logger.info("benchmark written to %s\n%s", args.output, format_table(result))
 
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
@@ -211,6 +373,24 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--limit-train-batches", type=int, default=0, help="cap steps per epoch (0 = all)"
     )
+    p.add_argument(
+        "--centre-block-size",
+        type=int,
+        default=d.centre_block_size,
+        help="batches of spatial blocks of ~this many neighbouring centres (1 = random centres)",
+    )
+    p.add_argument(
+        "--slides-per-group",
+        type=int,
+        default=d.slides_per_group,
+        help="slides visited together in an epoch (0 = all); bounds what a corpus keeps resident",
+    )
+    p.add_argument(
+        "--checkpoint-every-n-steps",
+        type=int,
+        default=d.checkpoint_every_n_steps,
+        help="also save the resumable state every N steps (0 = each epoch)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/resume/last.ckpt")
 
 
@@ -227,9 +407,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--val-data", nargs="+", help="held-out validation slides (default: whole slides split off)"
     )
+    p.add_argument(
+        "--corpus",
+        help="a corpus made by `sagefm prepare` (streamed from disk; whole slides held out)",
+    )
     p.add_argument("--output", required=True, help="output directory")
     _add_training_options(p)
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("prepare", help="turn a folder of slides into a sharded on-disk corpus")
+    p.add_argument("--input", required=True, help="folder of .h5ad slides (HEST-1k layout)")
+    p.add_argument("--output", required=True, help="corpus folder to write")
+    vocab = p.add_mutually_exclusive_group()
+    vocab.add_argument("--vocabulary", help="TSV with a 'symbol' (and 'gene_id') column")
+    vocab.add_argument(
+        "--max-genes", type=int, default=5000, help="build the vocabulary: at most this many genes"
+    )
+    p.add_argument("--workers", type=int, default=1, help="slides prepared in parallel")
+    p.add_argument("--normalized-input", action="store_true", help="X is already log-normalised")
+    p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("embed", help="write spot embeddings to obsm")
     p.add_argument("--model", required=True)
@@ -253,11 +449,65 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_impute)
 
+    p = sub.add_parser("bench", help="speed and scale benchmark against a plain PyG reference")
+    p.add_argument("--output", default="runs/bench/bench.json", help="JSON file to write")
+    p.add_argument(
+        "--data-dir", help="the shared data folder (DLPFC sections); default: synthetic only"
+    )
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("perturb", help="in-silico ligand→receptor perturbation with a null")
+    p.add_argument("--model", required=True)
+    p.add_argument("--input", required=True, help="one slide")
+    p.add_argument("--output", required=True, help="output directory")
+    p.add_argument("--pairs", help="CSV/TSV with columns ligand, receptor (default: LIANA pairs)")
+    p.add_argument("--resource", default="consensus", help="LIANA resource for the default pairs")
+    p.add_argument("--n-spots", type=int, default=100, help="centres sampled (0 = all spots)")
+    p.add_argument("--n-null", type=int, default=300, help="expression-matched null pairs")
+    p.add_argument("--low-quantile", type=float, default=0.05)
+    p.add_argument("--high-quantile", type=float, default=0.95)
+    p.add_argument("--map-pair", help="pair for the spatial map, LIGAND->RECEPTOR (default: top)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_perturb)
+
+    p = sub.add_parser("explain", help="which input genes drive a gene's prediction")
+    p.add_argument("--model", required=True)
+    p.add_argument("--input", required=True, help="one slide")
+    p.add_argument("--gene", required=True, help="target gene (predicted at the centre)")
+    p.add_argument("--output", required=True, help="output directory")
+    p.add_argument("--genes", nargs="+", help="gene set for the gene × gene dependency matrix")
+    p.add_argument("--position", choices=["neighbours", "centre"], default="neighbours")
+    p.add_argument(
+        "--method", choices=["integrated_gradients", "gradient"], default="integrated_gradients"
+    )
+    p.add_argument("--n-steps", type=int, default=32, help="integrated-gradient steps")
+    p.add_argument("--n-spots", type=int, default=200, help="centres sampled (0 = all spots)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_explain)
+
     p = sub.add_parser("demo", help="the whole flow on generated tissue in a few minutes")
     p.add_argument("--output", default="runs/demo")
     p.add_argument("--max-epochs", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    from sagefm.tl.evaluate import SECTIONS
+
+    p = sub.add_parser("evaluate", help="write the evaluation report against baselines")
+    p.add_argument("--model", required=True, help="model directory or pretraining output")
+    p.add_argument(
+        "--data-dir",
+        default=os.environ.get(DATA_ENV, "../shared/data"),
+        help=f"folder with dlpfc/, her2st/, prostate/ (default ${DATA_ENV} or ../shared/data)",
+    )
+    p.add_argument("--output", required=True, help="report folder (replaced atomically)")
+    p.add_argument("--quick", action="store_true", help="small slices, a few minutes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sections", nargs="+", choices=SECTIONS, help="default: all")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 
@@ -270,6 +520,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         args.func(args)
+    except TrainingInterrupted as exc:  # checkpoint saved; 128 + signal, as a shell reports it
+        logger.warning("%s", exc)
+        return 128 + exc.signum
     except SageFMError as exc:
         logger.error("%s", exc)
         return 2

@@ -45,6 +45,10 @@ class ModelConfig:
     #: nearest-neighbour distance (so ring-1 neighbours weigh exp(-1/2) on any platform).
     edge_bandwidth_um: float | None = None
     mask_indicator: bool = True  #: append a visible/hidden flag per gene to the input
+    #: add a learned per-gene multiple of the gene's mean over the visible neighbours to the head's
+    #: output: a full-rank spatial path beside the 1024-d bottleneck, so the GCN learns corrections
+    #: to spatial smoothing rather than having to re-derive it through a low-rank map.
+    spatial_skip: bool = True
     output_activation: OutputActivation = "relu"
     dropout: float = 0.0
 
@@ -79,8 +83,8 @@ class ModelConfig:
 
     @classmethod
     def reference(cls, n_genes: int = 0) -> ModelConfig:
-        """The authors' released implementation: complete unweighted 15-node graph, no indicator."""
-        return cls(n_genes=n_genes, edge_scheme="complete", mask_indicator=False)
+        """The authors' released implementation: complete unweighted 15-node graph, no indicator, no skip."""
+        return cls(n_genes=n_genes, edge_scheme="complete", mask_indicator=False, spatial_skip=False)
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,14 @@ class TrainConfig:
     num_workers: int = 0
     #: cap on steps per epoch (0 = all); useful for quick runs on large corpora
     limit_train_batches: int = 0
+    #: training batches made of spatial blocks of about this many neighbouring centres (1 = centres
+    #: shuffled individually): subgraphs in a block share nodes, so the first layer costs less
+    centre_block_size: int = 1
+    #: slides visited together within an epoch (0 = all): bounds the slides resident in memory
+    #: when streaming a corpus from disk
+    slides_per_group: int = 0
+    #: also write the resumable checkpoint every this many optimizer steps (0 = once per epoch)
+    checkpoint_every_n_steps: int = 0
 
     def __post_init__(self) -> None:
         _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
@@ -158,6 +170,9 @@ class TrainConfig:
         _check(self.gradient_clip_norm >= 0, "gradient_clip_norm must be >= 0")
         _check(self.num_workers >= 0, "num_workers must be >= 0")
         _check(self.limit_train_batches >= 0, "limit_train_batches must be >= 0")
+        _check(self.centre_block_size >= 1, "centre_block_size must be >= 1")
+        _check(self.slides_per_group >= 0, "slides_per_group must be >= 0")
+        _check(self.checkpoint_every_n_steps >= 0, "checkpoint_every_n_steps must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -29,3 +29,15 @@ class OutputError(SageFMError, OSError):
 
 class TrainingError(SageFMError, RuntimeError):
     """Training cannot continue (e.g. a non-finite loss)."""
+
+
+class TrainingInterrupted(TrainingError):
+    """SIGTERM or SIGINT stopped training after saving a resumable checkpoint.
+
+    ``signum`` is the signal's number; the CLI exits with 128 + signum (143 for SIGTERM, 130 for
+    SIGINT), the shell's code for a process ended by that signal.
+    """
+
+    def __init__(self, message: str, *, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from sagefm._constants import Files, Keys
 from sagefm.config import SageFMConfig
-from sagefm.data.batches import SubgraphCollator
+from sagefm.data.batches import csr_tensor, sparse_inputs, subgraph_weights
 from sagefm.data.expression import normalize_expression
 from sagefm.data.slides import prepare_slide
 from sagefm.data.vocabulary import GeneVocabulary
@@ -117,32 +117,53 @@ class SageFM:
         chunk_size: int,
         progress: bool,
         layer: str | None,
+        with_prediction: bool = True,
     ) -> tuple[np.ndarray, np.ndarray, Any]:
-        """Embeddings (n, d) and vocabulary predictions (n, V) for every spot as a centre, in chunks."""
+        """Embeddings (n, d) and vocabulary predictions (n, V; (n, 0) without ``with_prediction``)
+        for every spot as a centre, in chunks."""
         if chunk_size < 1:
             raise InputDataError(f"chunk_size must be >= 1, got {chunk_size}")
         slide, mapping = prepare_slide(
             adata, self.vocabulary, self.config.data, hidden=hidden, layer=layer
         )
-        collate = SubgraphCollator([slide], self.config.model, mask_fraction=None)
-        device = next(self.network.parameters()).device
+        network, model_config = self.network, self.config.model
+        device = next(network.parameters()).device
         n = slide.n_spots
-        embedding = np.empty((n, self.config.model.embedding_dim), dtype=np.float32)
-        prediction = np.empty((n, len(self.vocabulary)), dtype=np.float32)
         starts = range(0, n, chunk_size)
+        # No centre is masked at inference, so every spot enters every subgraph it belongs to with
+        # the same input: project each spot of a chunk's subgraphs once (one sparse product), then
+        # gather per subgraph. Per chunk, not per slide, so memory stays bounded by ``chunk_size``
+        # (a slide's (n, h_0) projections would be 4 GB for a million spots and h_0 = 1024).
+        shown, hidden_entries = sparse_inputs(slide)
+        observed = torch.from_numpy(slide.observed).to(device)
+        embedding = np.empty((n, model_config.embedding_dim), dtype=np.float32)
+        prediction = np.empty((n, len(self.vocabulary) if with_prediction else 0), np.float32)
         for start in tqdm(starts, desc="spots", unit="chunk", disable=not progress):
-            stop = min(n, start + chunk_size)
-            batch = collate([(0, i, 0) for i in range(start, stop)]).to(device)
-            pred, emb = self.network(
-                batch.values,
-                batch.visible,
-                batch.node_index,
-                batch.centre_values,
-                batch.centre_visible,
-                batch.adj,
+            spots = np.arange(start, min(n, start + chunk_size))
+            adj = (
+                subgraph_weights(slide, spots, model_config).to(device)
+                if model_config.edge_scheme == "weighted"
+                else None
             )
-            embedding[start:stop] = emb.float().cpu().numpy()
-            prediction[start:stop] = pred.float().cpu().numpy()
+            rows, nodes = np.unique(slide.neighbours[spots], return_inverse=True)
+            projected = network.project_sparse(
+                csr_tensor(shown[rows]).to(device),
+                observed,
+                None if hidden_entries is None else csr_tensor(hidden_entries[rows]).to(device),
+            )  # (rows, h_0)
+            node_index = torch.from_numpy(nodes.reshape(len(spots), -1)).to(device)
+            emb = network.encode(projected[node_index], adj)  # (b, d)
+            embedding[spots] = emb.float().cpu().numpy()
+            if with_prediction:
+                skip = None
+                if network.skip_weight is not None:
+                    rows, nodes = np.unique(slide.neighbours[spots], return_inverse=True)
+                    skip = network.neighbour_mean(
+                        torch.from_numpy(shown[rows].toarray()).to(device),
+                        torch.from_numpy(slide.visible_rows(rows).astype(np.float32)).to(device),
+                        torch.from_numpy(nodes.reshape(len(spots), -1)).to(device),
+                    )
+                prediction[spots] = network.reconstruct(emb, skip).float().cpu().numpy()
         return embedding, prediction, mapping
 
     def embed(
@@ -159,7 +180,12 @@ class SageFM:
         Also stored in ``adata.obsm[key_added]`` (default ``"X_sagefm"``).
         """
         embedding, _, mapping = self._predict(
-            adata, None, chunk_size=chunk_size, progress=progress, layer=layer
+            adata,
+            None,
+            chunk_size=chunk_size,
+            progress=progress,
+            layer=layer,
+            with_prediction=False,
         )
         adata.obsm[key_added] = embedding
         adata.uns.setdefault(Keys.UNS, {})["embed"] = {

@@ -101,3 +101,19 @@ def test_complete_forward_shortcut_equals_full_propagation() -> None:
     )
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(emb_fast, emb_slow, atol=1e-5, rtol=1e-5)
+
+
+def test_neighbour_mean_skip_averages_visible_neighbours_only() -> None:
+    values = torch.tensor([[9.0, 9.0], [1.0, 2.0], [3.0, 0.0], [5.0, 4.0]])
+    visible = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    node_index = torch.tensor([[0, 1, 2, 3]])  # node 0 (the centre) is never part of the mean
+    got = SageGCN.neighbour_mean(values * visible, visible, node_index)
+    torch.testing.assert_close(got, torch.tensor([[3.0, 3.0]]))
+
+
+def test_skip_path_starts_at_zero_and_reference_has_none() -> None:
+    net = SageGCN(ModelConfig(n_genes=4, hidden_sizes=(8, 8)))
+    assert net.skip_weight is not None and not net.skip_weight.any()
+    assert SageGCN(ModelConfig.reference(n_genes=4)).skip_weight is None
+    with pytest.raises(ValueError, match="neighbour_mean"):
+        net.reconstruct(torch.zeros(1, 8))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
+import scipy.sparse as sp
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from sagefm.config import ModelConfig
 from sagefm.data.masking import mask_observed_genes
@@ -28,7 +31,9 @@ class SubgraphBatch:
     centre_values: torch.Tensor  # (B, V)
     centre_visible: torch.Tensor  # (B, V) float32, the centre's masked genes are 0
     target: torch.Tensor  # (B, V) bool, genes scored by the loss (hidden and observed)
-    centre_truth: torch.Tensor  # (B, V) the centres' unmasked values (the loss target on ``target``)
+    centre_truth: (
+        torch.Tensor
+    )  # (B, V) the centres' unmasked values (the loss target on ``target``)
     adj: torch.Tensor | None  # (B, N, N) normalised adjacency; None = complete graph
     slide_index: torch.Tensor  # (B,) int64
     spot_index: torch.Tensor  # (B,) int64
@@ -40,6 +45,46 @@ class SubgraphBatch:
             for v in [getattr(self, f.name)]
         }
         return SubgraphBatch(**moved)
+
+
+def subgraph_weights(
+    slide: PreparedSlide, spots: np.ndarray, model_config: ModelConfig
+) -> torch.Tensor:
+    """(b, N, N) normalised "weighted" adjacency of the subgraphs centred on ``spots`` of a slide."""
+    coords = torch.from_numpy(np.asarray(slide.coords_um[slide.neighbours[spots]], np.float32))
+    return subgraph_adjacency(
+        coords,
+        scheme="weighted",
+        bandwidth_um=model_config.edge_bandwidth_um or slide.bandwidth_um,
+        norm=model_config.graph_norm,
+    )
+
+
+def sparse_inputs(slide: PreparedSlide) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
+    """The slide's visible values (n, V) CSR and its hidden observed entries (n, V) CSR 0/1 or None.
+
+    The inputs of `SageGCN.project_sparse` for every spot of the slide (as a neighbour).
+    """
+    if slide.hidden is None:
+        return slide.values, None
+    hidden = sp.csr_matrix(slide.hidden.multiply(slide.observed[None, :]), dtype=np.float32)
+    shown = sp.csr_matrix(slide.values - slide.values.multiply(hidden))
+    shown.eliminate_zeros()
+    return shown, hidden
+
+
+def csr_tensor(matrix: sp.csr_matrix) -> torch.Tensor:
+    """A scipy CSR matrix as a torch sparse CSR float32 tensor (shares no memory with it)."""
+    matrix = sp.csr_matrix(matrix, dtype=np.float32)
+    with warnings.catch_warnings():  # CSR (unlike COO, ~10x slower here) is "beta" in torch
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(matrix.indptr.astype(np.int64)),
+            torch.from_numpy(matrix.indices.astype(np.int64)),
+            torch.from_numpy(matrix.data),
+            size=matrix.shape,
+            check_invariants=False,  # scipy's CSR is valid by construction
+        )
 
 
 class SubgraphCollator:
@@ -62,7 +107,7 @@ class SubgraphCollator:
         neighbour_mask_fraction: float = 0.0,
         seed: int = 0,
     ) -> None:
-        self.slides = list(slides)
+        self.slides = slides  # not list(): a `Corpus` loads slides lazily and evicts them
         self.model_config = model_config
         self.mask_fraction = mask_fraction
         self.neighbour_mask_fraction = neighbour_mask_fraction
@@ -73,8 +118,8 @@ class SubgraphCollator:
         spot_ids = np.fromiter((it[1] for it in items), dtype=np.int64, count=len(items))
         n_nodes = self.slides[0].neighbours.shape[1]
         node_index = np.empty((len(items), n_nodes), dtype=np.int64)
-        coords = np.empty((len(items), n_nodes, 2), dtype=np.float32)
-        bandwidth = np.empty(len(items), dtype=np.float32)
+        weighted = self.model_config.edge_scheme == "weighted"
+        adj = torch.empty(len(items), n_nodes, n_nodes) if weighted else None
         value_blocks, visible_blocks = [], []
         centre_values = np.empty((len(items), self.slides[0].observed.size), dtype=np.float32)
         centre_visible = np.empty(centre_values.shape, dtype=bool)
@@ -92,8 +137,8 @@ class SubgraphCollator:
             centre_pos = inverse.reshape(nodes.shape)[:, 0]
             centre_values[rows] = value_blocks[-1][centre_pos]
             centre_visible[rows] = visible[centre_pos]
-            coords[rows] = slide.coords_um[nodes]
-            bandwidth[rows] = self.model_config.edge_bandwidth_um or slide.bandwidth_um
+            if adj is not None:
+                adj[rows] = subgraph_weights(slide, spot_ids[rows], self.model_config)
         centre_truth = centre_values * centre_visible
         target = np.zeros_like(centre_visible)
         if self.mask_fraction is not None:
@@ -107,16 +152,8 @@ class SubgraphCollator:
             entropy = [self.seed, items[0][2], *slide_ids.tolist(), *spot_ids.tolist()]
             draws = np.random.default_rng(entropy).random(visible_all.shape, dtype=np.float32)
             visible_all &= draws >= self.neighbour_mask_fraction
-        adj = None
-        if self.model_config.edge_scheme == "weighted":
-            adj = subgraph_adjacency(
-                torch.from_numpy(coords),
-                scheme="weighted",
-                bandwidth_um=torch.from_numpy(bandwidth),
-                norm=self.model_config.graph_norm,
-            )
         return SubgraphBatch(
-            values=torch.from_numpy(values * visible_all),
+            values=torch.from_numpy(np.multiply(values, visible_all, out=values)),
             visible=torch.from_numpy(visible_all.astype(np.float32)),
             node_index=torch.from_numpy(node_index),
             centre_values=torch.from_numpy(centre_values * centre_visible),
@@ -154,3 +191,101 @@ class CentreDataset(Dataset[CentreItem]):
 
     def __getitem__(self, index: int) -> CentreItem:
         return int(self.slide_of[index]), int(self.spot_of[index]), self.epoch
+
+
+class CentreItems(Dataset[CentreItem]):
+    """The dataset behind `CentreSampler`: the sampler yields whole items, this hands them on."""
+
+    def __init__(self, n_items: int) -> None:
+        self.n_items = n_items
+
+    def __len__(self) -> int:
+        return self.n_items
+
+    def __getitem__(self, item: CentreItem) -> CentreItem:
+        return item
+
+
+class CentreSampler(Sampler[CentreItem]):
+    """One rank's training order of subgraph centres: a pure function of (seed, epoch).
+
+    Slides are visited in a shuffled order, ``slides_per_group`` at a time (0 = all together), so a
+    corpus streamed from disk keeps only a few slides resident. Within a group, centres come in
+    shuffled spatial blocks of about ``block_size`` neighbouring spots (1 = each spot on its own,
+    a uniform shuffle): the subgraphs of a batch then share most of their nodes, and the first
+    layer runs on fewer distinct spots. The block tiling is shifted at random every epoch.
+
+    The epoch's order is cut into ``world_size`` equal contiguous parts, part ``rank`` for this
+    rank: ranks see disjoint centres (mostly disjoint slides) and the same number of batches. The
+    epoch is set by Lightning through `set_epoch`; `skip` resumes part-way through an epoch. The
+    items carry the epoch, which seeds the masks, so masks follow the epoch too.
+    """
+
+    def __init__(
+        self,
+        coords_um: Sequence[np.ndarray],
+        spacing_um: Sequence[float],
+        *,
+        seed: int,
+        block_size: int = 1,
+        slides_per_group: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        self.coords_um = list(coords_um)
+        self.spacing_um = list(spacing_um)
+        self.seed = seed
+        self.block_size = block_size
+        self.slides_per_group = slides_per_group or len(self.coords_um)
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self._skip = 0
+        self._per_rank = sum(len(c) for c in self.coords_um) // world_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def skip(self, n_items: int) -> None:
+        """Start the next iteration ``n_items`` into this rank's order (resuming mid-epoch)."""
+        self._skip = n_items
+
+    def __len__(self) -> int:
+        return self._per_rank
+
+    def _blocks(self, slide: int, rng: np.random.Generator) -> np.ndarray:
+        """(n_spots,) block id of each spot: square tiles of ~block_size spots, randomly offset."""
+        coords = np.asarray(self.coords_um[slide], dtype=np.float64)
+        if self.block_size <= 1:
+            return np.arange(len(coords))
+        tile = math.sqrt(self.block_size) * self.spacing_um[slide]
+        cells = np.floor((coords - coords.min(axis=0) + rng.uniform(0, tile, 2)) / tile)
+        return np.unique(cells.astype(np.int64), axis=0, return_inverse=True)[1].ravel()
+
+    def epoch_order(self) -> tuple[np.ndarray, np.ndarray]:
+        """(slide ids, spot ids) of the whole epoch over all ranks, in visiting order."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        slides = rng.permutation(len(self.coords_um))
+        slide_parts, spot_parts = [], []
+        for start in range(0, len(slides), self.slides_per_group):
+            group = slides[start : start + self.slides_per_group]
+            blocks = [self._blocks(int(s), rng) for s in group]
+            offsets = np.cumsum([0] + [int(b.max()) + 1 for b in blocks])
+            block = np.concatenate([b + o for b, o in zip(blocks, offsets[:-1], strict=True)])
+            rank_of_block = rng.permutation(int(offsets[-1]))
+            order = np.lexsort((rng.random(block.size), rank_of_block[block]))
+            slide_parts.append(np.repeat(group, [b.size for b in blocks])[order])
+            spot_parts.append(np.concatenate([np.arange(b.size) for b in blocks])[order])
+        return np.concatenate(slide_parts), np.concatenate(spot_parts)
+
+    def __iter__(self) -> Iterator[CentreItem]:
+        slide_ids, spot_ids = self.epoch_order()
+        start, stop = self.rank * self._per_rank, (self.rank + 1) * self._per_rank
+        start, self._skip = start + self._skip, 0
+        epoch = self.epoch
+        for slide, spot in zip(
+            slide_ids[start:stop].tolist(), spot_ids[start:stop].tolist(), strict=True
+        ):
+            yield slide, spot, epoch

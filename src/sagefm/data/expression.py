@@ -24,11 +24,20 @@ def _matrix(adata: ad.AnnData, layer: str | None) -> sp.csr_matrix:
     try:
         matrix = sp.csr_matrix(raw)
     except (TypeError, ValueError) as exc:
-        raise InputDataError(f"cannot read the expression matrix as numbers: {exc}") from exc
+        raise InputDataError(
+            f"cannot read the expression matrix as numbers ({exc}); store counts as int32 or "
+            "float32, e.g. adata.X = adata.X.astype('float32')"
+        ) from exc
     if not np.issubdtype(matrix.dtype, np.number) or np.issubdtype(
         matrix.dtype, np.complexfloating
     ):
-        raise InputDataError(f"expression must be real numbers, got dtype {matrix.dtype}")
+        raise InputDataError(
+            f"expression must be real numbers, got dtype {matrix.dtype}; store counts as int32 "
+            "or float32, e.g. adata.X = adata.X.astype('float32')"
+        )
+    if not matrix.has_canonical_format:  # repeated (row, col) entries: add them up, as scipy does
+        matrix = matrix.copy()
+        matrix.sum_duplicates()
     return matrix
 
 
@@ -67,6 +76,11 @@ def normalize_expression(
             "(or log-normalised values >= 0 with normalized_input=True)"
         )
     if normalized_input:
+        if data.size and data.max() > np.finfo(np.float32).max:
+            raise InputDataError(
+                f"expression values up to {data.max():.3g} do not fit in float32; normalised "
+                "input (normalized_input=True) must be on a log scale"
+            )
         return sp.csr_matrix(matrix, dtype=np.float32)
     if data.size and not np.array_equal(data, np.round(data)):
         raise InputDataError(
@@ -74,6 +88,6 @@ def normalize_expression(
             "If the data are already log-normalised, pass normalized_input=True "
             "(CLI: --normalized-input)"
         )
-    out = sp.csr_matrix(matrix, dtype=np.float32)
-    out.data = np.log1p(out.data.astype(np.float64)).astype(np.float32)
-    return out
+    # log1p before the cast to float32: counts above ~3e38 would otherwise become inf
+    logged = np.log1p(data.astype(np.float64)).astype(np.float32)
+    return sp.csr_matrix((logged, matrix.indices, matrix.indptr), shape=matrix.shape)

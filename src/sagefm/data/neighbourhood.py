@@ -17,6 +17,9 @@ from sagefm.errors import InputDataError
 
 #: distances are compared at this resolution (µm) so that float noise does not break lattice ties
 _TIE_RESOLUTION_UM = 1e-3
+#: (spots x neighbours) looked up at once: bounds the work arrays to ~50 MB however large the
+#: slide or however many spots share a position (a million spots at once would need ~1.5 GB)
+_QUERY_ELEMENTS = 1 << 20
 
 
 def build_neighbourhoods(coords_um: np.ndarray, n_neighbours: int = 14) -> np.ndarray:
@@ -39,13 +42,31 @@ def build_neighbourhoods(coords_um: np.ndarray, n_neighbours: int = 14) -> np.nd
         raise InputDataError(
             "spot coordinates contain NaN or infinite values; drop or fix those spots"
         )
-    tree = cKDTree(coords)
+    if np.ptp(coords, axis=0).max() == 0:  # every spot would tie with every other
+        raise InputDataError('all spots share one position: check obsm["spatial"] (x, y per spot)')
     out = np.empty((n, n_neighbours + 1), dtype=np.int64)
     out[:, 0] = np.arange(n)
-    pending = np.arange(n)
-    k_query = min(n, n_neighbours + 1 + 16)
+    _fill_nearest(cKDTree(coords), coords, np.arange(n), out, min(n, n_neighbours + 1 + 16))
+    return out
+
+
+def _fill_nearest(
+    tree: cKDTree, coords: np.ndarray, pending: np.ndarray, out: np.ndarray, k_query: int
+) -> None:
+    """Write the nearest spots of the spots ``pending`` into ``out[pending, 1:]`` (see above)."""
+    n, n_neighbours = coords.shape[0], out.shape[1] - 1
     while pending.size:
+        if pending.size > 1 and pending.size * k_query > _QUERY_ELEMENTS:
+            for part in np.array_split(pending, -(-pending.size * k_query // _QUERY_ELEMENTS)):
+                _fill_nearest(tree, coords, part, out, k_query)
+            return
         dist, idx = tree.query(coords[pending], k=k_query)  # (P, K) each
+        if not np.isfinite(dist).all():  # squared distances overflow float64 beyond ~1e154
+            raise InputDataError(
+                f"spot coordinates are too large to measure distances (up to "
+                f'{np.abs(coords).max():.3g} µm): rescale obsm["spatial"] or fix '
+                'adata.uns["sagefm"]["um_per_unit"]'
+            )
         dist = np.round(dist / _TIE_RESOLUTION_UM)
         dist[idx == pending[:, None]] = -1.0  # the spot itself sorts first, even among duplicates
         order = np.lexsort((idx, coords[idx, 0], coords[idx, 1], dist), axis=-1)
@@ -58,7 +79,6 @@ def build_neighbourhoods(coords_um: np.ndarray, n_neighbours: int = 14) -> np.nd
         out[pending[done], 1:] = chosen[done, 1:]
         pending = pending[unresolved]
         k_query = min(n, 2 * k_query)
-    return out
 
 
 def subgraph_adjacency(

@@ -20,6 +20,11 @@ from sagefm.io.lattice import median_spacing
 
 logger = logging.getLogger(__name__)
 
+#: accepted median spot spacing, micrometres (1 nm to 1 km: anything else is a wrong scale)
+_SPACING_RANGE_UM = (1e-3, 1e9)
+#: widest accepted slide, in spot spacings (float32 resolves ~1e-7 of the extent)
+_MAX_EXTENT_IN_SPACINGS = 1e6
+
 
 @dataclass(frozen=True)
 class PreparedSlide:
@@ -29,7 +34,8 @@ class PreparedSlide:
     observed: (V,) bool, vocabulary genes the slide measures.
     hidden: (n_spots, V) CSR bool or None, entries to treat as unobserved (imputation tests).
     neighbours: (n_spots, k + 1) int64, column 0 the spot itself.
-    coords_um: (n_spots, 2) float32 micrometres.
+    coords_um: (n_spots, 2) float32 micrometres from the slide's lower-left corner (shifted so that
+        float32 keeps sub-micrometre precision whatever the origin of obsm["spatial"]).
     bandwidth_um: the slide's median nearest-neighbour spacing (default edge kernel width).
     """
 
@@ -59,14 +65,49 @@ def spot_coordinates_um(adata: ad.AnnData) -> np.ndarray:
         raise InputDataError(
             'the AnnData has no spot coordinates: put (x, y) per spot in adata.obsm["spatial"]'
         )
-    coords = np.asarray(adata.obsm[Keys.SPATIAL], dtype=np.float64)
+    try:
+        coords = np.asarray(adata.obsm[Keys.SPATIAL], dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputDataError(f'obsm["spatial"] must hold numbers (x, y per spot): {exc}') from exc
     if coords.ndim != 2 or coords.shape[1] < 2 or coords.shape[0] != adata.n_obs:
         raise InputDataError(f'obsm["spatial"] must be (n_spots, 2), got shape {coords.shape}')
     if not np.isfinite(coords[:, :2]).all():
         raise InputDataError(
             'obsm["spatial"] has NaN or infinite coordinates; drop or fix those spots'
         )
-    return coords[:, :2] * physical_scale(adata)
+    scale = physical_scale(adata)
+    with np.errstate(over="ignore"):
+        coords_um = coords[:, :2] * scale
+    if not np.isfinite(coords_um).all():
+        raise InputDataError(
+            f'obsm["spatial"] times the scale ({scale:.3g} µm per unit) overflows: set '
+            'adata.uns["sagefm"]["um_per_unit"] to the micrometres per coordinate unit'
+        )
+    return coords_um
+
+
+def _checked_spacing_um(coords_um: np.ndarray) -> float:
+    """The median spot spacing (µm), refusing layouts whose distances float32 cannot represent.
+
+    The edge kernel divides by the spacing and the subgraph coordinates are float32 (7 digits):
+    a spacing outside [1 nm, 1 km] means the scale is wrong, and a slide spanning more than a
+    million spacings has far-off outlier spots that would collapse every neighbour distance to 0.
+    """
+    spacing = median_spacing(coords_um)
+    if not _SPACING_RANGE_UM[0] <= spacing <= _SPACING_RANGE_UM[1]:
+        raise InputDataError(
+            f"spots are {spacing:.3g} µm apart (median nearest neighbour), outside the "
+            f"{_SPACING_RANGE_UM[0]:g}-{_SPACING_RANGE_UM[1]:g} µm sagefm accepts: the scale of "
+            'obsm["spatial"] is wrong; set adata.uns["sagefm"]["um_per_unit"] to the micrometres '
+            "per coordinate unit"
+        )
+    extent = float(np.ptp(coords_um, axis=0).max())
+    if extent > _MAX_EXTENT_IN_SPACINGS * spacing:
+        raise InputDataError(
+            f"the spots span {extent:.3g} µm but are {spacing:.3g} µm apart: some positions in "
+            'obsm["spatial"] lie far from the tissue (outliers); drop those spots'
+        )
+    return spacing
 
 
 def slide_name(adata: ad.AnnData, default: str) -> str:
@@ -95,6 +136,7 @@ def prepare_slide(
     check_names(adata)
     coords_um = spot_coordinates_um(adata)
     neighbours = build_neighbourhoods(coords_um, config.n_neighbours)
+    bandwidth_um = _checked_spacing_um(coords_um)
     mapping = vocabulary.map(adata)
     expression = normalize_expression(adata, normalized_input=config.normalized_input, layer=layer)
     values = mapping.to_vocabulary(expression)
@@ -111,8 +153,8 @@ def prepare_slide(
         observed=mapping.observed,
         hidden=hidden_vocab,
         neighbours=neighbours,
-        coords_um=coords_um.astype(np.float32),
-        bandwidth_um=median_spacing(coords_um),
+        coords_um=(coords_um - coords_um.min(axis=0)).astype(np.float32),
+        bandwidth_um=bandwidth_um,
     )
     logger.debug(
         "prepared %s: %d spots, %d of %d vocabulary genes observed, spacing %.1f µm",

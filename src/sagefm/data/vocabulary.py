@@ -107,7 +107,9 @@ class GeneVocabulary:
         vocab_pos: list[int] = []
         taken: set[int] = set()
         for col, (symbol, gene_id) in enumerate(zip(adata.var_names, slide_ids, strict=True)):
-            pos = by_id.get(normalise_gene_key(gene_id)) if gene_id else None
+            # an id may sit among the vocabulary's symbols (slides named by Ensembl id only)
+            id_key = normalise_gene_key(gene_id) if gene_id else ""
+            pos = by_id.get(id_key, by_symbol.get(id_key)) if gene_id else None
             if pos is None:
                 key = normalise_gene_key(symbol)
                 pos = by_id.get(key, by_symbol.get(key))

@@ -94,7 +94,7 @@ from sagefm.errors import ConfigError, InputDataError
 logger = logging.getLogger(__name__)
 
 #: `adata.uns[SYNTHETIC_UNS_KEY]`: ground truth of a synthetic slide (planted pairs, config, ...).
-SYNTHETIC_UNS_KEY = "sagefm_synthetic"
+SYNTHETIC_UNS_KEY = Keys.SYNTHETIC
 #: Micrometres per unit of `obsm["spatial"]` on synthetic slides (0.5 µm "full-resolution pixels").
 UM_PER_UNIT = 0.5
 #: Columns of the planted-pairs table, in order.

@@ -34,6 +34,15 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _non_finite(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of floating-point tensors holding NaN or infinite values."""
+    return sorted(
+        name
+        for name, value in tensors.items()
+        if value.is_floating_point() and not bool(torch.isfinite(value).all())
+    )
+
+
 def save_model_dir(
     directory: Path,
     config: SageFMConfig,
@@ -44,6 +53,12 @@ def save_model_dir(
 ) -> Path:
     """Write a model directory atomically; ``genes`` are (symbol, Ensembl id or "") in vocabulary order."""
     directory = Path(directory)
+    bad = _non_finite(tensors)
+    if bad:
+        raise CheckpointError(
+            f"refusing to save a model with NaN or infinite weights ({', '.join(bad[:5])}) to "
+            f"{directory}: training diverged; lower the learning rate or check the input"
+        )
     with staged_directory(directory) as staging:
         config.save(staging / Files.CONFIG)
         with (staging / Files.VOCABULARY).open("w", newline="") as handle:
@@ -77,6 +92,8 @@ def load_model_dir(
         )
     try:
         recorded = json.loads((directory / Files.CHECKSUMS).read_text())["sha256"]
+        if not isinstance(recorded, dict):
+            raise TypeError(f'"sha256" is a {type(recorded).__name__}, not a JSON object')
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{directory / Files.CHECKSUMS} is unreadable: {exc}") from exc
     for name in _MODEL_FILES:
@@ -89,8 +106,11 @@ def load_model_dir(
         config = SageFMConfig.load(directory / Files.CONFIG)
     except Exception as exc:
         raise CheckpointError(f"bad configuration in {directory}: {exc}") from exc
-    with (directory / Files.VOCABULARY).open(newline="") as handle:
-        rows = list(csv.reader(handle, delimiter="\t"))
+    try:
+        with (directory / Files.VOCABULARY).open(newline="") as handle:
+            rows = list(csv.reader(handle, delimiter="\t"))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise CheckpointError(f"{directory / Files.VOCABULARY} is unreadable: {exc}") from exc
     if not rows or rows[0] != ["symbol", "gene_id"] or any(len(r) != 2 for r in rows[1:]):
         raise CheckpointError(f"{directory / Files.VOCABULARY} is not a sagefm vocabulary")
     try:
@@ -99,4 +119,10 @@ def load_model_dir(
         raise CheckpointError(
             f"{directory / Files.WEIGHTS} is not a readable safetensors file: {exc}"
         ) from exc
+    bad = _non_finite(tensors)
+    if bad:
+        raise CheckpointError(
+            f"{directory / Files.WEIGHTS} holds NaN or infinite weights ({', '.join(bad[:5])}); "
+            "the model would give NaN results: do not use this checkpoint"
+        )
     return config, [(r[0], r[1]) for r in rows[1:]], tensors

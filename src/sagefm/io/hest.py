@@ -24,6 +24,7 @@ from sagefm._constants import Keys
 from sagefm.errors import ReaderError
 from sagefm.io.h5ad import load_h5ad, slide_id_in_file
 from sagefm.io.lattice import platform_from_name
+from sagefm.io.scale import sagefm_info
 from sagefm.io.standardise import standardise_slide
 
 logger = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ def list_h5ad_folder(folder: Path) -> list[ListedSlide]:
 
 def _scale_from_metadata(adata: ad.AnnData, metadata: Mapping[str, Any]) -> None:
     """Record the platform and µm per pixel the metadata row states, unless the slide has them."""
-    info = dict(adata.uns.get(Keys.UNS, {}))
+    info = sagefm_info(adata)
     info[METADATA_KEY] = dict(metadata)
     platform = platform_from_name(metadata.get(_PLATFORM_COLUMN, ""))
     if platform != "unknown":

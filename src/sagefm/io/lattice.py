@@ -120,11 +120,17 @@ def median_spacing(coords: np.ndarray) -> float:
     xy = _distinct(coords)
     if len(xy) < 2:
         raise InputDataError(
-            "need at least two distinct spot positions to measure the spot spacing; "
-            "set adata.uns['sagefm']['um_per_unit'] (micrometres per coordinate unit) instead"
+            "need at least two distinct spot positions to measure the spot spacing, but all spots "
+            'share one position: check obsm["spatial"] (x, y per spot)'
         )
     dist, _ = cKDTree(xy).query(xy, k=2)
-    return float(np.median(dist[:, 1]))
+    spacing = float(np.median(dist[:, 1]))
+    if not math.isfinite(spacing):  # squared distances overflow float64 beyond ~1e154
+        raise InputDataError(
+            f"spot coordinates are too large to measure distances (up to {np.abs(xy).max():.3g}): "
+            'rescale obsm["spatial"] and set adata.uns["sagefm"]["um_per_unit"] to match'
+        )
+    return spacing
 
 
 def coordinates_from_array(

@@ -63,9 +63,20 @@ def physical_scale(adata: ad.AnnData) -> float:
     return record_physical_scale(adata)
 
 
+def sagefm_info(adata: ad.AnnData) -> dict[str, Any]:
+    """A copy of ``adata.uns["sagefm"]`` (empty when absent); `InputDataError` when it is no dict."""
+    info = adata.uns.get(Keys.UNS, {})
+    if not isinstance(info, Mapping):
+        raise InputDataError(
+            f'adata.uns["{Keys.UNS}"] must be a dict (sagefm keeps the scale and call parameters '
+            f"there), got {type(info).__name__}: delete or rename it"
+        )
+    return dict(info)
+
+
 def record_physical_scale(adata: ad.AnnData, *, platform_hint: Platform | None = None) -> float:
     """`physical_scale` with the reader's guess at the platform, used when nothing else tells it."""
-    info: dict[str, Any] = dict(adata.uns.get(Keys.UNS, {}))
+    info = sagefm_info(adata)
     library = _library_entry(adata)
     if Keys.UM_PER_UNIT in info:
         value = _checked_scale(info[Keys.UM_PER_UNIT], "uns['sagefm']['um_per_unit']")

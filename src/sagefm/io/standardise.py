@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from sagefm._constants import Keys
 from sagefm.errors import InputDataError
 from sagefm.io.lattice import Platform
-from sagefm.io.scale import record_physical_scale
+from sagefm.io.scale import record_physical_scale, sagefm_info
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def standardise_slide(
         adata.obs[Keys.SAMPLE_ID] = pd.Categorical([sample_id] * adata.n_obs)
     elif Keys.SAMPLE_ID not in adata.obs:
         raise InputDataError(f'{source_path}: no sample id: pass sample_id or set obs["sample_id"]')
-    info = dict(adata.uns.get(Keys.UNS, {}))
+    info = sagefm_info(adata)
     info[Keys.SOURCE_PATH] = str(source_path)
     adata.uns[Keys.UNS] = info
     if Keys.SPATIAL in adata.obsm:

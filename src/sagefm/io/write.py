@@ -28,20 +28,40 @@ def check_writable(path: Path) -> Path:
     return path
 
 
-def write_h5ad(adata: ad.AnnData, path: Path) -> Path:
-    """Write ``adata`` to a temporary file beside ``path`` and rename it into place (atomic)."""
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; renamed onto ``path`` when the block ends.
+
+    A process killed while writing leaves ``path`` as it was (the previous file, or none) plus at
+    most a hidden ``.<name>.*.tmp`` file; an error inside the block removes the temporary file.
+    """
     path = check_writable(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        adata.write_h5ad(tmp)
+        yield Path(tmp)
+        with open(tmp, "rb") as handle:  # on disk before the rename: a crash cannot swap in
+            os.fsync(handle.fileno())  # an empty file
         os.replace(tmp, path)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc}") from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path
+
+
+def write_h5ad(adata: ad.AnnData, path: Path) -> Path:
+    """Write ``adata`` to a temporary file beside ``path`` and rename it into place (atomic)."""
+    with atomic_path(Path(path)) as tmp:
+        adata.write_h5ad(tmp)
+    return Path(path)
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write a text file (JSON, CSV, a report) atomically, as `write_h5ad`."""
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(text)
+    return Path(path)
 
 
 @contextmanager

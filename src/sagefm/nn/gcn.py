@@ -33,18 +33,19 @@ class DenseGCNLayer(nn.Module):
         """``Â @ projected + b``; ``adj=None`` means the complete graph (every row of Â = the mean)."""
         if adj is None:
             return projected.mean(dim=-2, keepdim=True) + self.bias
-        return torch.bmm(adj, projected) + self.bias
+        return torch.baddbmm(self.bias, adj, projected)  # one pass: bias + Â @ projected
 
     def forward(self, h: torch.Tensor, adj: torch.Tensor | None) -> torch.Tensor:
         return self.propagate(adj, self.linear(h))
 
 
 def _activation(config: ModelConfig) -> nn.Module:
+    # In place: the activation always follows an op whose output autograd does not keep.
     if config.activation == "leaky_relu":
-        return nn.LeakyReLU(config.negative_slope)
+        return nn.LeakyReLU(config.negative_slope, inplace=True)
     if config.activation == "gelu":
         return nn.GELU()
-    return nn.ReLU()
+    return nn.ReLU(inplace=True)
 
 
 def _output_activation(config: ModelConfig) -> nn.Module:
@@ -75,6 +76,10 @@ class SageGCN(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_sizes[-1], config.n_genes)
         self.out_act = _output_activation(config)
+        # Per-gene weight of the neighbour-mean skip path (see ModelConfig.spatial_skip).
+        self.skip_weight = (
+            nn.Parameter(torch.zeros(config.n_genes)) if config.spatial_skip else None
+        )
 
     @property
     def gcn_layers(self) -> list[DenseGCNLayer]:
@@ -90,6 +95,27 @@ class SageGCN(nn.Module):
         """First layer's linear map of U spots: (U, V), (U, V) -> (U, h_0), shareable across subgraphs."""
         return self.gcn_layers[0].linear(self.node_features(values, visible))
 
+    def project_sparse(
+        self, shown: torch.Tensor, observed: torch.Tensor, hidden: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`project` for U spots of one slide given sparsely: (U, V) CSR ``shown`` -> (U, h_0).
+
+        ``shown`` holds the visible values (0 elsewhere), ``observed`` (V,) the slide's measured
+        genes and ``hidden`` an optional (U, V) CSR 0/1 matrix of observed entries hidden in those
+        spots. The indicator half of the input is then ``observed - hidden``, so its projection is
+        one vector for the slide minus a sparse correction: the dense (U, 2V) input is never built,
+        and the value half costs nnz x h_0 instead of U x V x h_0 multiply-adds.
+        """
+        weight = self.gcn_layers[0].linear.weight  # (h_0, F)
+        n_genes = self.config.n_genes
+        out = torch.sparse.mm(shown, weight[:, :n_genes].T)
+        if self.config.mask_indicator:
+            indicator = weight[:, n_genes:]
+            out = out + indicator @ observed.to(weight.dtype)
+            if hidden is not None:
+                out = out - torch.sparse.mm(hidden, indicator.T)
+        return out
+
     def encode(self, projected: torch.Tensor, adj: torch.Tensor | None) -> torch.Tensor:
         """Centre embeddings (B, h_last) from first-layer projections (B, N, h_0) of each subgraph's nodes.
 
@@ -100,20 +126,40 @@ class SageGCN(nn.Module):
         h = projected
         for i, layer in enumerate(layers):
             last = i == len(layers) - 1
-            if i > 0:
-                h = layer.linear(h)
             if last and adj is not None:
-                h = torch.bmm(adj[:, :1, :], h) + layer.bias  # only the centre row is needed
+                # Only the centre row is needed, and Â(HW) = (ÂH)W: mix first, then map one row.
+                h = torch.bmm(adj[:, :1, :], h)  # (B, 1, h)
+                h = (layer.linear(h) if i > 0 else h) + layer.bias
             else:
-                h = layer.propagate(adj, h)
+                h = layer.propagate(adj, layer.linear(h) if i > 0 else h)
             h = self.act(h)
             if not last:
                 h = self.dropout(h)
         return h[:, 0, :]
 
-    def reconstruct(self, embedding: torch.Tensor) -> torch.Tensor:
-        """Centre genes (B, V) from centre embeddings (B, h_last), on the model's expression scale."""
-        return self.out_act(self.head(embedding))
+    def reconstruct(
+        self, embedding: torch.Tensor, neighbour_mean: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Centre genes (B, V) from centre embeddings (B, h_last), on the model's expression scale.
+
+        ``neighbour_mean`` (B, V), from `neighbour_mean`, feeds the skip path when the model has one.
+        """
+        out = self.head(embedding)
+        if self.skip_weight is not None:
+            if neighbour_mean is None:
+                raise ValueError("this model has a spatial skip path: pass neighbour_mean")
+            out = out + self.skip_weight * neighbour_mean
+        return self.out_act(out)
+
+    @staticmethod
+    def neighbour_mean(
+        values: torch.Tensor, visible: torch.Tensor, node_index: torch.Tensor
+    ) -> torch.Tensor:
+        """Each gene's mean over the visible neighbours (nodes 1..N-1): (B, V); 0 where none is visible."""
+        nodes = node_index[:, 1:]
+        total = values[nodes].sum(dim=1)  # (B, V); hidden values are already 0
+        count = visible[nodes].sum(dim=1)
+        return total / count.clamp(min=1.0)
 
     def forward(
         self,
@@ -143,4 +189,9 @@ class SageGCN(nn.Module):
             centre = self.project(centre_values, centre_visible)  # (B, h_0)
             projected = torch.cat([centre.unsqueeze(1), projected[:, 1:]], dim=1)
         embedding = self.encode(projected, adj)
-        return self.reconstruct(embedding), embedding
+        skip = (
+            self.neighbour_mean(values, visible, node_index)
+            if self.skip_weight is not None
+            else None
+        )
+        return self.reconstruct(embedding, skip), embedding

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import anndata as ad
 import numpy as np
-import scanpy as sc
+import scipy.sparse as sp
 from sklearn.decomposition import PCA
 
 from sagefm._constants import SUBGRAPH_SIZE
@@ -48,6 +48,8 @@ def shared_genes(slides: Sequence[ad.AnnData]) -> list[str]:
 
 def log_normalize(adata: ad.AnnData, genes: Sequence[str]) -> np.ndarray:
     """(n_spots, len(genes)) float32 log1p of counts per 10,000 (library size over all genes)."""
+    import scanpy as sc  # heavy; only the evaluation needs it
+
     work = ad.AnnData(X=adata.X.copy().astype(np.float32), var=adata.var[[]].copy())
     sc.pp.normalize_total(work, target_sum=1e4)
     sc.pp.log1p(work)
@@ -57,12 +59,19 @@ def log_normalize(adata: ad.AnnData, genes: Sequence[str]) -> np.ndarray:
 
 def neighbour_average(values: np.ndarray, adata: ad.AnnData) -> np.ndarray:
     """(n_spots, G): each spot's values averaged with its 14 nearest spots (15 spots in all)."""
-    neighbours = build_neighbourhoods(spot_coordinates_um(adata), SUBGRAPH_SIZE - 1)
-    return values[neighbours].mean(axis=1)
+    neighbours = build_neighbourhoods(spot_coordinates_um(adata), SUBGRAPH_SIZE - 1)  # (n, 15)
+    n, k = neighbours.shape
+    # A sparse averaging operator rather than values[neighbours]: the gather would hold n × 15 × G.
+    operator = sp.csr_matrix(
+        (np.full(n * k, 1.0 / k), (np.repeat(np.arange(n), k), neighbours.ravel())), shape=(n, n)
+    )
+    return np.asarray(operator @ values, dtype=np.float32)
 
 
 def highly_variable(matrices: Sequence[np.ndarray], genes: Sequence[str], n_top: int) -> np.ndarray:
     """Indices of the ``n_top`` most variable genes (scanpy's Seurat flavour) over the stacked spots."""
+    import scanpy as sc
+
     stacked = ad.AnnData(X=np.vstack(matrices))
     stacked.var_names = list(genes)
     n_top = min(n_top, stacked.n_vars)

@@ -68,7 +68,9 @@ def expand_complexes(resource: pd.DataFrame, available: Iterable[str]) -> pd.Dat
     for ligand_complex, receptor_complex in resource[["ligand", "receptor"]].itertuples(
         index=False
     ):
-        ligands = [spelling.get(normalise_gene_key(s)) for s in ligand_complex.split(COMPLEX_SEPARATOR)]
+        ligands = [
+            spelling.get(normalise_gene_key(s)) for s in ligand_complex.split(COMPLEX_SEPARATOR)
+        ]
         receptors = [
             spelling.get(normalise_gene_key(s)) for s in receptor_complex.split(COMPLEX_SEPARATOR)
         ]
@@ -109,10 +111,9 @@ def lr_pairs(model: SageFM, adata: ad.AnnData, *, resource: str = "consensus") -
             "(mouse data: resource='mouseconsensus'), or pass your own pairs"
         )
     logger.info(
-        "%d of %d %r resource pairs are testable (%d ligand/receptor subunit pairs)",
-        pairs["ligand_complex"].str.cat(pairs["receptor_complex"], sep="|").nunique(),
+        "%d testable ligand/receptor subunit pairs from the %d pairs of LIANA's %r resource",
+        len(pairs),
         len(table),
         resource,
-        len(pairs),
     )
     return pairs

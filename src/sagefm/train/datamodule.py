@@ -1,4 +1,9 @@
-"""Lightning DataModule over prepared slides: training centres shuffled, validation masks fixed."""
+"""Lightning DataModule over prepared slides: training order seeded per epoch, validation masks fixed.
+
+The training order comes from `CentreSampler`, a pure function of (seed, epoch) that shards the
+centres across DDP ranks itself (the Trainer runs with ``use_distributed_sampler=False``), so that
+a run resumed from a checkpoint, or spread over any number of ranks, sees the same batches.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +13,19 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from sagefm.config import SageFMConfig
-from sagefm.data.batches import CentreDataset, SubgraphCollator
+from sagefm.data.batches import CentreDataset, CentreItems, CentreSampler, SubgraphCollator
 from sagefm.data.slides import PreparedSlide
 
 
 class SubgraphDataModule(L.LightningDataModule):
-    """Train and validation loaders. Under DDP Lightning shards the centres across ranks."""
+    """Train and validation loaders; each DDP rank trains on its own part of every epoch."""
 
     def __init__(
         self, train: Sequence[PreparedSlide], val: Sequence[PreparedSlide], config: SageFMConfig
     ) -> None:
         super().__init__()
         self.config = config
-        self.train_dataset = CentreDataset(train)
+        self.train_slides = train
         self.val_dataset = CentreDataset(val, fixed_masks=True)
         masks = {
             "mask_fraction": config.data.mask_fraction,
@@ -29,18 +34,46 @@ class SubgraphDataModule(L.LightningDataModule):
         # Validation masks use a seed of their own so they never coincide with a training epoch's.
         self.train_collate = SubgraphCollator(train, config.model, seed=config.train.seed, **masks)
         self.val_collate = SubgraphCollator(val, config.model, seed=config.train.seed + 1, **masks)
+        self.train_sampler: CentreSampler | None = None
 
     def set_epoch(self, epoch: int) -> None:
-        self.train_dataset.set_epoch(epoch)
+        """Lightning sets the sampler's epoch itself; this keeps direct callers working."""
+        if self.train_sampler is not None:
+            self.train_sampler.set_epoch(epoch)
+
+    def _steps_per_epoch(self, n_items: int) -> int:
+        batch, limit = self.config.train.batch_size, self.config.train.limit_train_batches
+        steps = n_items // batch if n_items > batch else 1
+        return min(steps, limit) if limit else steps
 
     def train_dataloader(self) -> DataLoader:
+        train = self.config.train
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        sampler = CentreSampler(
+            [s.coords_um for s in self.train_slides],
+            [s.bandwidth_um for s in self.train_slides],
+            seed=train.seed,
+            block_size=train.centre_block_size,
+            slides_per_group=train.slides_per_group,
+            rank=rank,
+            world_size=world,
+        )
+        if trainer is not None:
+            # Resuming from a mid-epoch checkpoint: Lightning restores the step count before it
+            # asks for the loader; skip the batches of this epoch that were already trained on.
+            steps = self._steps_per_epoch(len(sampler))
+            done = trainer.global_step - trainer.current_epoch * steps
+            if 0 < done < steps:
+                sampler.skip(done * train.batch_size)
+        self.train_sampler = sampler
         return DataLoader(
-            self.train_dataset,
-            batch_size=self.config.train.batch_size,
-            shuffle=True,
+            CentreItems(len(sampler)),
+            batch_size=train.batch_size,
+            sampler=sampler,
             collate_fn=self.train_collate,
-            num_workers=self.config.train.num_workers,
-            drop_last=len(self.train_dataset) > self.config.train.batch_size,
+            num_workers=train.num_workers,
+            drop_last=len(sampler) > train.batch_size,
         )
 
     def val_dataloader(self) -> DataLoader:

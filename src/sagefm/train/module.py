@@ -88,8 +88,10 @@ class PretrainingModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         train = self.config.train
+        # fused: one kernel over all parameters, ~10x faster than the per-tensor loop on CPU
+        # (the 10000 x 1024 input layer makes the optimizer step a visible share of a step)
         optimizer = torch.optim.Adam(
-            self.parameters(), lr=train.learning_rate, weight_decay=train.weight_decay
+            self.parameters(), lr=train.learning_rate, weight_decay=train.weight_decay, fused=True
         )
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=train.lr_factor, patience=train.lr_patience

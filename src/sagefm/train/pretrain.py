@@ -22,13 +22,21 @@ from lightning.pytorch.loggers import CSVLogger
 
 from sagefm._constants import Files
 from sagefm.config import SageFMConfig
+from sagefm.data.corpus import Corpus
 from sagefm.data.expression import normalize_expression
 from sagefm.data.slides import PreparedSlide, prepare_slide, slide_name, spot_coordinates_um
 from sagefm.data.vocabulary import GeneVocabulary, build_vocabulary
 from sagefm.errors import InputDataError, OutputError
+from sagefm.io.write import write_text_atomic
 from sagefm.train.callbacks import ExportModelDirs
 from sagefm.train.datamodule import SubgraphDataModule
 from sagefm.train.module import PretrainingModule
+from sagefm.train.resume import (
+    CheckpointOnInterrupt,
+    ResumeCheckpointIO,
+    interruptible,
+    keeping_metrics,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +97,7 @@ def _prepare_all(
 
 
 def pretrain(
-    slides: Sequence[ad.AnnData],
+    slides: Sequence[ad.AnnData] | Corpus,
     *,
     output: Path | str,
     val_slides: Sequence[ad.AnnData] | None = None,
@@ -101,7 +109,9 @@ def pretrain(
     """Pretrain SAGE-FM by masked-gene reconstruction and write ``output/`` (see README).
 
     ``slides`` are raw-count AnnData with coordinates; ``val_slides`` are held out whole (default:
-    `split_validation`). The vocabulary is built from the training slides unless given. Writes
+    `split_validation`). The vocabulary is built from the training slides unless given. ``slides``
+    may instead be a prepared `Corpus` (`sagefm prepare`): its vocabulary is used, whole slides
+    are held out by ``val_fraction``, and slides stream from disk. Writes
     ``best/`` and ``last/`` model directories, ``metrics.csv`` (train/validation loss per epoch),
     ``resume/last.ckpt`` (resumable Lightning state) and ``run.json`` (what ran, how long, peak memory).
     """
@@ -116,27 +126,37 @@ def pretrain(
     started = time.perf_counter()
     L.seed_everything(config.train.seed, workers=True, verbose=False)
 
-    train_list, val_list = (
-        (list(slides), list(val_slides))
-        if val_slides
-        else split_validation(slides, config.train.val_fraction, config.train.seed)
-    )
-    if vocabulary is None:
-        expression = [
-            normalize_expression(a, normalized_input=config.data.normalized_input)
-            for a in train_list
-        ]
-        vocabulary = build_vocabulary(
-            train_list,
-            expression,
-            min_slide_fraction=config.data.min_slide_fraction,
-            max_genes=config.data.max_genes,
+    train_prepared: Sequence[PreparedSlide]
+    val_prepared: Sequence[PreparedSlide]
+    if isinstance(slides, Corpus):
+        # A prepared corpus streams from disk; its vocabulary and neighbourhoods are fixed.
+        vocabulary = slides.vocabulary
+        masks = {k: getattr(config.data, k) for k in ("mask_fraction", "neighbour_mask_fraction")}
+        config = dataclasses.replace(config, data=dataclasses.replace(slides.data_config, **masks))
+        train_prepared, val_prepared = slides.split(config.train.val_fraction, config.train.seed)
+    else:
+        train_list, val_list = (
+            (list(slides), list(val_slides))
+            if val_slides
+            else split_validation(slides, config.train.val_fraction, config.train.seed)
         )
+        if vocabulary is None:
+            expression = [
+                normalize_expression(a, normalized_input=config.data.normalized_input)
+                for a in train_list
+            ]
+            vocabulary = build_vocabulary(
+                train_list,
+                expression,
+                min_slide_fraction=config.data.min_slide_fraction,
+                max_genes=config.data.max_genes,
+            )
     config = dataclasses.replace(
         config, model=dataclasses.replace(config.model, n_genes=len(vocabulary))
     )
-    train_prepared = _prepare_all(train_list, vocabulary, config, "train")
-    val_prepared = _prepare_all(val_list, vocabulary, config, "val")
+    if not isinstance(slides, Corpus):
+        train_prepared = _prepare_all(train_list, vocabulary, config, "train")
+        val_prepared = _prepare_all(val_list, vocabulary, config, "val")
     logger.info(
         "pretraining on %d slides (%d spots), validating on %d (%d spots), %d genes",
         len(train_prepared),
@@ -150,10 +170,17 @@ def pretrain(
     module = PretrainingModule(config, [s.name for s in train_prepared])
     datamodule = SubgraphDataModule(train_prepared, val_prepared, config)
     exporter = ExportModelDirs(output, vocabulary)
+    ckpt = output / Files.RESUME / "last.ckpt"
+    on_interrupt = CheckpointOnInterrupt(ckpt)
     callbacks: list[L.Callback] = [
         exporter,
+        on_interrupt,
         ModelCheckpoint(
-            dirpath=output / Files.RESUME, filename="epoch{epoch}", save_last=True, save_top_k=0
+            dirpath=output / Files.RESUME,
+            filename="epoch{epoch}",
+            save_last=True,
+            save_top_k=0,
+            enable_version_counter=False,  # a resumed run overwrites last.ckpt, not last-v1.ckpt
         ),
     ]
     if config.train.early_stopping_patience:
@@ -161,6 +188,15 @@ def pretrain(
             EarlyStopping(monitor="val_loss", patience=config.train.early_stopping_patience)
         )
     train = config.train
+    if train.checkpoint_every_n_steps:  # mid-epoch resumable state, so a killed run loses little
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=output / Files.RESUME,
+                save_last=True,
+                save_top_k=0,
+                every_n_train_steps=train.checkpoint_every_n_steps,
+            )
+        )
     trainer = L.Trainer(
         max_epochs=train.max_epochs,
         accelerator=train.accelerator,
@@ -172,16 +208,23 @@ def pretrain(
         limit_train_batches=train.limit_train_batches or None,
         logger=CSVLogger(save_dir=output, name="", version=""),
         callbacks=callbacks,
+        plugins=[ResumeCheckpointIO()],
         enable_progress_bar=progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         log_every_n_steps=10,
         deterministic=False,
+        use_distributed_sampler=False,  # CentreSampler shards the centres across ranks itself
     )
-    ckpt = output / Files.RESUME / "last.ckpt"
-    trainer.fit(
-        module, datamodule=datamodule, ckpt_path=str(ckpt) if resume and ckpt.is_file() else None
-    )
+    if resume and not ckpt.is_file():
+        logger.warning("resume requested but %s does not exist: training from the start", ckpt)
+    # SIGTERM/SIGINT: checkpoint, then TrainingInterrupted; a resumed run keeps the earlier metrics
+    with interruptible(on_interrupt), keeping_metrics(output / Files.METRICS, resume):
+        trainer.fit(
+            module,
+            datamodule=datamodule,
+            ckpt_path=str(ckpt) if resume and ckpt.is_file() else None,
+        )
 
     result = PretrainResult(
         output=output,
@@ -210,5 +253,5 @@ def pretrain(
             },
             "config": config.to_dict(),
         }
-        (output / "run.json").write_text(json.dumps(record, indent=2, default=str))
+        write_text_atomic(output / "run.json", json.dumps(record, indent=2, default=str))
     return result

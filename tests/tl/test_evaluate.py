@@ -1,0 +1,100 @@
+"""`sagefm evaluate --quick` end to end: a tiny model pretrained here on real DLPFC slices."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sagefm.cli import main
+from sagefm.config import DataConfig, ModelConfig, SageFMConfig, TrainConfig
+from sagefm.errors import ConfigError
+from sagefm.io import read
+from sagefm.tl.evaluate import METHODS, SECTIONS, _crop, evaluate
+from sagefm.train import pretrain
+
+FIGURES = (
+    "recovery_gene_r.png",
+    "recovery_gene_maps.png",
+    "domains_maps.png",
+    "annotation_her2st.png",
+    "annotation_dlpfc.png",
+)
+
+
+def test_unknown_sections_are_refused_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown sections"):
+        evaluate(tmp_path / "no-model", data_dir=tmp_path, output=tmp_path / "r", sections=["x"])
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_quick_evaluation_writes_a_complete_report(shared_data: Path, tmp_path: Path) -> None:
+    dlpfc = shared_data / "dlpfc"
+    train = _crop(read(dlpfc / "dlpfc_151673.h5ad"), 700)
+    val = _crop(read(dlpfc / "dlpfc_151674.h5ad"), 700)
+    config = SageFMConfig(
+        model=ModelConfig(hidden_sizes=(32, 16, 16, 16, 32)),
+        data=DataConfig(max_genes=500),
+        train=TrainConfig(max_epochs=2, limit_train_batches=5, accelerator="cpu"),
+    )
+    pretrain([train], output=tmp_path / "run", val_slides=[val], config=config, progress=False)
+
+    report = tmp_path / "report"
+    code = main(
+        [
+            "--no-progress",
+            "evaluate",
+            "--model",
+            str(tmp_path / "run" / "best"),
+            "--data-dir",
+            str(shared_data),
+            "--output",
+            str(report),
+            "--quick",
+            "--seed",
+            "3",
+        ]
+    )
+    assert code == 0
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert set(metrics) == {*SECTIONS, "meta"}
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".report")]
+    for name in FIGURES:
+        assert (report / "figures" / name).stat().st_size > 10_000, name
+    text = (report / "report.md").read_text()
+    assert all(f"figures/{name}" in text for name in FIGURES)
+
+    meta = metrics["meta"]
+    assert meta["seed"] == 3 and meta["quick"] is True and meta["wall_time_s"] > 0
+    splits = {name: slide["split"] for name, slide in meta["slides"].items()}
+    assert splits["151673"] == "in-pretraining" and splits["151674"] == "validation"
+    assert splits["A1"] == splits["NP"] == "zero-shot"
+
+    recovery = metrics["recovery"]
+    assert len(recovery["per_slide"]) == len(meta["slides"])
+    for row in recovery["per_slide"]:
+        assert 0 < row["rmse_model"] and 0 <= row["frac_significant"] <= 1
+        assert row["rmse_gene_mean"] < row["rmse_zero"]  # a sanity check on the baselines
+    domains = metrics["domains"]
+    assert {(r["method"], r["clusterer"]) for r in domains["per_section"]} == {
+        (m, c) for m in METHODS for c in ("kmeans", "gmm")
+    }
+    for row in domains["per_section"]:
+        assert -0.5 <= row["ari"] <= 1 and 0 <= row["nmi"] <= 1
+    # PCA of log-normalised expression finds the cortical layers well above chance
+    assert domains["mean"]["kmeans"]["neighbour_pca"]["ari"] > 0.05
+    for dataset, n_slides in (("her2st", 3), ("dlpfc", 2)):
+        table = metrics["annotation"][dataset]
+        assert len(table["per_slide"]) == n_slides * len(METHODS)
+        assert all(0 <= r["accuracy"] <= 1 for r in table["per_slide"])
+        assert "undetermined" not in table["classes"]
+    assert set(metrics["phenotype"]["tasks"]) == {
+        "prostate cancer vs normal",
+        "her2st tumour vs non-tumour",
+    }
+    for task in metrics["phenotype"]["tasks"].values():
+        assert task["n_windows"] > task["n_positive"] > 0
+        for method in METHODS:
+            assert 0 <= task["scores"][method]["auroc"] <= 1

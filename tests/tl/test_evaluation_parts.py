@@ -1,0 +1,195 @@
+"""The pieces of the evaluation report, on hand-built inputs whose answers are known."""
+
+from __future__ import annotations
+
+import json
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from sagefm.data.neighbourhood import build_neighbourhoods
+from sagefm.tl.annotation import pooled_confusion, transfer_labels
+from sagefm.tl.baselines import mofa_factors, neighbour_average, pca_embeddings, shared_genes
+from sagefm.tl.domains import cluster, clustering_features, domain_scores
+from sagefm.tl.evaluate import markdown_table, pretraining_splits, verdict
+from sagefm.tl.phenotype import blocked_auroc, blocked_folds, make_windows, window_cells
+
+
+def _blobs(n_per: int, k: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = 20.0 * np.eye(k, dim)
+    labels = np.repeat(np.arange(k), n_per)
+    return centres[labels] + rng.normal(size=(labels.size, dim)), labels
+
+
+# ------------------------------------------------------------------ domains
+def test_perfect_clusters_score_one_and_unlabelled_spots_are_ignored() -> None:
+    truth = pd.Series(["L1"] * 5 + ["L2"] * 5 + [np.nan] * 3, dtype=object)
+    labels = np.array([3] * 5 + [7] * 5 + [3, 7, 7])  # cluster ids need not match label names
+    features = np.where(labels[:, None] == 3, 0.0, 10.0) + np.arange(13)[:, None] * 1e-3
+    scores = domain_scores(features, labels, truth)
+    assert scores["ari"] == pytest.approx(1.0)
+    assert scores["nmi"] == pytest.approx(1.0)
+    assert scores["silhouette"] > 0.99
+    assert scores["davies_bouldin"] < 0.01
+
+
+def test_swapped_halves_score_zero_ari() -> None:
+    truth = pd.Series(["a", "a", "b", "b"] * 25)
+    labels = np.array([0, 1, 0, 1] * 25)  # independent of the truth
+    assert domain_scores(np.eye(100)[:, :3], labels, truth)["ari"] == pytest.approx(0.0, abs=0.02)
+
+
+@pytest.mark.parametrize("method", ["kmeans", "gmm"])
+def test_clustering_recovers_separated_blobs(method: str) -> None:
+    x, truth = _blobs(40, 4, 6)
+    labels = cluster(x, 4, method, seed=0)
+    assert domain_scores(x, labels, pd.Series(truth))["ari"] == pytest.approx(1.0)
+
+
+def test_wide_representations_are_reduced_before_clustering() -> None:
+    x = np.random.default_rng(0).normal(size=(50, 80))
+    assert clustering_features(x, n_comps=10, seed=0).shape == (50, 10)
+    assert clustering_features(x[:, :5], n_comps=10, seed=0).shape == (50, 5)
+
+
+# ------------------------------------------------------------------ annotation
+def test_label_transfer_on_separable_features_is_perfect() -> None:
+    x, y = _blobs(30, 3, 5)
+    names = np.array(["tumour", "stroma", "fat"])[y]
+    result = transfer_labels(x[::2], names[::2], x[1::2], names[1::2], seed=0)
+    assert result.accuracy == result.balanced_accuracy == result.macro_f1 == 1.0
+    confusion = pooled_confusion([result, result], ["fat", "stroma", "tumour"])
+    assert np.array_equal(confusion, np.diag([30, 30, 30]))
+
+
+# ------------------------------------------------------------------ phenotype
+def _grid_windows(n: int, slides: tuple[str, ...] = ("s1", "s2")) -> pd.DataFrame:
+    cells = [(s, x, y) for s in slides for x in range(n) for y in range(n)]
+    return pd.DataFrame(cells, columns=["slide", "cell_x", "cell_y"])
+
+
+def test_spatial_folds_never_put_neighbouring_windows_on_both_sides() -> None:
+    table = _grid_windows(9)
+    y = (table["cell_x"] >= 4).to_numpy()
+    folds = blocked_folds(table, y, block_windows=3, n_splits=3, seed=0)
+    cells = table[["cell_x", "cell_y"]].to_numpy()
+    slide = table["slide"].to_numpy()
+    tested = np.concatenate([test for _, test in folds])
+    assert np.array_equal(np.sort(tested), np.arange(len(table)))  # every window tested once
+    for train, test in folds:
+        assert train.size > 0 and not set(train) & set(test)
+        for i in train:
+            same = slide[test] == slide[i]
+            gap = np.abs(cells[test][same] - cells[i]).max(axis=1)
+            assert (gap > 1).all(), "a training window touches a test window"
+        # a whole block is tested together
+        block = {(slide[i], cells[i, 0] // 3, cells[i, 1] // 3) for i in test}
+        members = [
+            j for j in range(len(table)) if (slide[j], cells[j, 0] // 3, cells[j, 1] // 3) in block
+        ]
+        assert set(members) == set(test)
+
+
+def test_windows_take_the_majority_label_and_pool_means() -> None:
+    coords = np.array([[0, 0], [10, 10], [20, 5], [150, 0], [160, 10]], dtype=float)
+    labels = np.array([True, True, False, False, None], dtype=object)
+    assert window_cells(coords, 100.0).tolist() == [[0, 0], [0, 0], [0, 0], [1, 0], [1, 0]]
+    windows = make_windows({"s": (coords, labels)}, window_um=100.0, min_spots=1)
+    assert windows.table["label"].tolist() == [True, False]
+    assert windows.table["n_spots"].tolist() == [3, 1]  # the unlabelled spot is not pooled
+    pooled = windows.pool({"s": np.arange(5, dtype=float)[:, None]})
+    assert pooled[:, 0].tolist() == [1.0, 3.0]
+    assert len(make_windows({"s": (coords, labels)}, window_um=100.0, min_spots=2).table) == 1
+
+
+def test_blocked_auroc_is_one_on_a_separable_signal() -> None:
+    table = _grid_windows(9)
+    y = ((table["cell_x"] + table["cell_y"]) % 2 == 0).to_numpy()
+    features = np.c_[y + np.random.default_rng(0).normal(0, 0.1, y.size), np.ones(y.size)]
+    folds = blocked_folds(table, y, block_windows=3, n_splits=3, seed=0)
+    result = blocked_auroc(features, y, folds, seed=0)
+    assert result["auroc"] == 1.0 and result["n_folds"] == 3
+
+
+# ------------------------------------------------------------------ baselines
+def _lattice_slide(n_side: int, values: np.ndarray) -> ad.AnnData:
+    xy = np.array([(x, y) for y in range(n_side) for x in range(n_side)], dtype=float) * 100.0
+    adata = ad.AnnData(X=sp.csr_matrix(values))
+    adata.obsm["spatial"] = xy
+    adata.uns["sagefm"] = {"um_per_unit": 1.0}
+    return adata
+
+
+def test_neighbour_average_is_the_mean_over_the_fifteen_spot_subgraph() -> None:
+    rng = np.random.default_rng(0)
+    values = rng.random((64, 3)).astype(np.float32)
+    adata = _lattice_slide(8, values)
+    neighbours = build_neighbourhoods(adata.obsm["spatial"], 14)
+    expected = values[neighbours].mean(axis=1)
+    np.testing.assert_allclose(neighbour_average(values, adata), expected, rtol=1e-6)
+    constant = np.full((64, 2), 3.0, dtype=np.float32)
+    np.testing.assert_allclose(neighbour_average(constant, adata), 3.0, rtol=1e-6)
+
+
+def test_pca_is_fitted_on_training_slides_and_projects_the_others() -> None:
+    rng = np.random.default_rng(0)
+    genes = [f"g{i}" for i in range(40)]
+    train = rng.normal(size=(60, 40)).astype(np.float32) + 5
+    test = rng.normal(size=(30, 40)).astype(np.float32) + 5
+    out = pca_embeddings(
+        [train, test], [train, test], genes, train=[0], n_hvg=20, n_comps=5, seed=0
+    )
+    assert [m.shape for m in out["pca"]] == [(60, 5), (30, 5)]
+    np.testing.assert_allclose(out["pca"][0].mean(axis=0), 0.0, atol=1e-4)  # centred on train only
+    assert np.abs(out["pca"][1].mean(axis=0)).max() > 1e-3
+
+
+def test_shared_genes_keeps_the_intersection_in_order() -> None:
+    a = ad.AnnData(np.zeros((2, 3)))
+    a.var_names = ["x", "y", "z"]
+    b = ad.AnnData(np.zeros((2, 2)))
+    b.var_names = ["z", "x"]
+    assert shared_genes([a, b]) == ["x", "z"]
+
+
+def test_mofa_recovers_a_planted_factor() -> None:
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(120, 1))
+    x = (z @ rng.normal(size=(1, 30)) * 2 + rng.normal(0, 0.3, (120, 30)) + 3).astype(np.float32)
+    genes = [f"g{i}" for i in range(30)]
+    factors = mofa_factors([x[:70], x[70:]], genes, n_genes=30, n_factors=3, iterations=50, seed=0)
+    assert [f.shape for f in factors] == [(70, 3), (50, 3)]
+    stacked = np.vstack(factors)
+    best = max(abs(np.corrcoef(stacked[:, k], z[:, 0])[0, 1]) for k in range(3))
+    assert best > 0.95
+
+
+# ------------------------------------------------------------------ report pieces
+def test_verdict_says_when_sagefm_loses() -> None:
+    text = verdict({"sagefm": 0.2, "pca": 0.3, "mofa": 0.1}, higher_is_better=True, metric="ARI")
+    assert "Best ARI: PCA (HVG) (0.300)" in text and "SAGE-FM (0.200) loses to PCA (HVG)" in text
+    won = verdict({"model": 0.5, "zero": 0.9}, higher_is_better=False, metric="RMSE")
+    assert "SAGE-FM (0.500)" in won and "loses" not in won
+
+
+def test_markdown_table_formats_floats_and_missing_values() -> None:
+    frame = pd.DataFrame({"a": ["x"], "b": [0.12345], "c": [float("nan")]})
+    assert markdown_table(frame).splitlines() == [
+        "| a | b | c |",
+        "|---|---|---|",
+        "| x | 0.123 | – |",
+    ]
+
+
+def test_pretraining_splits_come_from_the_run_record(tmp_path) -> None:
+    (tmp_path / "best").mkdir()
+    record = {"train_slides": ["A1", "B1"], "val_slides": ["C1"]}
+    (tmp_path / "run.json").write_text(json.dumps(record))
+    splits, source = pretraining_splits(tmp_path / "best")
+    assert splits == {"A1": "in-pretraining", "B1": "in-pretraining", "C1": "validation"}
+    assert source == str(tmp_path / "run.json")
+    assert pretraining_splits(None) == ({}, None)

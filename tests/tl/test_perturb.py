@@ -1,0 +1,260 @@
+"""In-silico perturbation: the fast path equals the network on perturbed inputs; statistics; errors;
+and ground truth — a model pretrained on synthetic tissue recovers the planted signs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sagefm.config import ModelConfig, SageFMConfig, TrainConfig
+from sagefm.data.batches import SubgraphBatch, SubgraphCollator
+from sagefm.data.slides import prepare_slide
+from sagefm.data.vocabulary import GeneVocabulary
+from sagefm.datasets import planted_pairs, synthetic_tissue
+from sagefm.errors import InputDataError
+from sagefm.model import SageFM
+from sagefm.nn.gcn import SageGCN
+from sagefm.tl.perturb import clamp_predictions, pair_label, perturb, perturbation_screen
+
+
+def _random_model(adata: ad.AnnData, model_config: ModelConfig, seed: int = 0) -> SageFM:
+    """An untrained model over the slide's genes with random (non-trivial) weights."""
+    torch.manual_seed(seed)
+    genes = list(adata.var_names)
+    config = SageFMConfig(model=dataclasses.replace(model_config, n_genes=len(genes)))
+    network = SageGCN(config.model)
+    for p in network.parameters():  # biases too, so that every unit is exercised
+        torch.nn.init.normal_(p, std=0.3)
+    return SageFM(network, config, GeneVocabulary.from_genes(genes))
+
+
+@pytest.fixture(scope="module")
+def slide() -> ad.AnnData:
+    return synthetic_tissue(n_slides=1, grid_rows=8, grid_cols=8, n_genes=40, n_lr_pairs=4)[0]
+
+
+def _naive(
+    model: SageFM,
+    adata: ad.AnnData,
+    spot: int,
+    ligand: int,
+    receptor: int,
+    value: float,
+    hide_nb: bool = False,
+) -> float:
+    """The network's forward pass on explicitly perturbed inputs of one subgraph."""
+    prepared, _ = prepare_slide(adata, model.vocabulary, model.config.data)
+    batch = SubgraphCollator([prepared], model.config.model, mask_fraction=None)([(0, spot, 0)])
+    values, visible = batch.values.clone(), batch.visible.clone()
+    neighbours = batch.node_index[0, 1:]
+    if hide_nb:
+        values[neighbours, receptor] = 0.0
+        visible[neighbours, receptor] = 0.0
+    values[neighbours, ligand] = float(value)
+    visible[neighbours, ligand] = 1.0
+    centre_values, centre_visible = batch.centre_values.clone(), batch.centre_visible.clone()
+    centre_values[0, receptor] = 0.0
+    centre_visible[0, receptor] = 0.0
+    with torch.no_grad():
+        pred, _ = model.network(
+            values, visible, batch.node_index, centre_values, centre_visible, batch.adj
+        )
+    return float(pred[0, receptor])
+
+
+@pytest.mark.parametrize(
+    "model_config",
+    [
+        ModelConfig(hidden_sizes=(16, 8, 12)),
+        ModelConfig(hidden_sizes=(16, 8, 12), edge_scheme="complete"),
+        ModelConfig(hidden_sizes=(16, 8), mask_indicator=False, output_activation="none"),
+    ],
+    ids=["weighted", "complete", "no-indicator"],
+)
+@pytest.mark.parametrize("hide_nb", [False, True], ids=["centre", "centre+neighbours"])
+def test_fast_path_equals_forward_on_perturbed_inputs(slide, model_config, hide_nb) -> None:
+    model = _random_model(slide, model_config)
+    prepared, _ = prepare_slide(slide, model.vocabulary, model.config.data)
+    spots = [0, 5, 17, 30]
+    batch: SubgraphBatch = SubgraphCollator([prepared], model.config.model, mask_fraction=None)(
+        [(0, s, 0) for s in spots]
+    )
+    ligands, receptors = np.array([3, 10, 3]), np.array([7, 2, 3])  # incl. ligand == receptor
+    clamps = np.array([[0.0, 2.5], [0.5, 1.0], [4.0, 0.0]], dtype=np.float32)
+    # batch_items=5 forces several calls with ragged chunks of spots and pairs
+    fast = clamp_predictions(
+        model.network,
+        batch,
+        ligands,
+        receptors,
+        clamps,
+        hide_receptor_in_neighbours=hide_nb,
+        batch_items=5,
+    )
+    assert fast.shape == (4, 3, 2)
+    for b, spot in enumerate(spots):
+        for k in range(3):
+            for c in range(2):
+                expected = _naive(
+                    model, slide, spot, ligands[k], receptors[k], clamps[k, c], hide_nb
+                )
+                assert fast[b, k, c] == pytest.approx(expected, abs=1e-5)
+
+
+def test_fast_path_handles_a_ligand_hidden_in_neighbours(slide) -> None:
+    """A ligand not visible in a neighbour becomes visible when clamped (indicator term)."""
+    model = _random_model(slide, ModelConfig(hidden_sizes=(16, 8)))
+    prepared, _ = prepare_slide(slide, model.vocabulary, model.config.data)
+    batch = SubgraphCollator([prepared], model.config.model, mask_fraction=None)([(0, 9, 0)])
+    ligand, receptor = 4, 11
+    batch.visible[:, ligand] = 0.0
+    batch.values[:, ligand] = 0.0
+    fast = clamp_predictions(
+        model.network, batch, np.array([ligand]), np.array([receptor]), np.array([[1.5]])
+    )
+    values, visible = batch.values.clone(), batch.visible.clone()
+    values[batch.node_index[0, 1:], ligand] = 1.5
+    visible[batch.node_index[0, 1:], ligand] = 1.0
+    centre_values, centre_visible = batch.centre_values.clone(), batch.centre_visible.clone()
+    centre_values[0, receptor] = centre_visible[0, receptor] = 0.0
+    with torch.no_grad():
+        pred, _ = model.network(
+            values, visible, batch.node_index, centre_values, centre_visible, batch.adj
+        )
+    assert fast[0, 0, 0] == pytest.approx(float(pred[0, receptor]), abs=1e-5)
+
+
+def test_screen_table_statistics_and_null(slide) -> None:
+    model = _random_model(slide, ModelConfig(hidden_sizes=(16, 8)))
+    pairs = pd.DataFrame({"ligand": ["LIG01", "LIG02"], "receptor": ["REC01", "REC02"]})
+    result = perturbation_screen(model, slide, pairs, n_spots=20, n_null=15, seed=1)
+    table = result.table
+    assert list(table["ligand"]) == ["LIG01", "LIG02"] and (table["n_spots"] == 20).all()
+    x = model.normalize(slide)
+    lig1 = x[:, list(slide.var_names).index("LIG01")]
+    assert table.loc[0, "ligand_low"] == pytest.approx(np.quantile(lig1, 0.05), rel=1e-5)
+    assert table.loc[0, "ligand_high"] == pytest.approx(np.quantile(lig1, 0.95), rel=1e-5)
+    effects = result.spot_effects
+    assert effects.shape == (20, 2) and list(effects.columns) == ["LIG01->REC01", "LIG02->REC02"]
+    assert set(effects.index) <= set(slide.obs_names)
+    np.testing.assert_allclose(table["mean_effect"], effects.mean().to_numpy(), rtol=1e-5)
+    np.testing.assert_allclose(table["frac_positive"], (effects > 0).mean().to_numpy())
+    assert (table["ci_low"] <= table["mean_effect"]).all()
+    assert (table["mean_effect"] <= table["ci_high"]).all()
+    assert table[["pvalue", "fdr", "null_pvalue", "null_fdr"]].apply(np.isfinite).all().all()
+    # null pairs keep a tested receptor, never a tested (ligand, receptor), never ligand == receptor
+    null = result.null
+    assert 0 < len(null) <= 15 and set(null["receptor"]) <= {"REC01", "REC02"}
+    tested = set(zip(pairs["ligand"], pairs["receptor"], strict=True))
+    assert not tested & set(zip(null["ligand"], null["receptor"], strict=True))
+    assert (null["ligand"] != null["receptor"]).all()
+    assert 0.0 <= result.enrichment["auroc_abs"] <= 1.0
+    assert slide.uns["sagefm"]["perturb"]["n_spots"] == 20
+    # the same seed gives the same spots, null and numbers
+    again = perturbation_screen(model, slide, pairs, n_spots=20, n_null=15, seed=1)
+    pd.testing.assert_frame_equal(again.table, table)
+
+
+def test_perturb_contract_and_spot_effects(slide) -> None:
+    model = _random_model(slide, ModelConfig(hidden_sizes=(16, 8)))
+    pairs = pd.DataFrame({"ligand": ["LIG01"], "receptor": ["REC03"]})
+    table = perturb(model, slide, pairs, n_spots=None, n_null=0)
+    assert isinstance(table, pd.DataFrame) and len(table) == 1
+    for column in ("ligand", "receptor", "mean_effect", "frac_positive", "pvalue", "fdr"):
+        assert column in table.columns
+    assert table.loc[0, "n_spots"] == slide.n_obs and np.isnan(table.loc[0, "null_pvalue"])
+    _, spots = perturb(model, slide, pairs, n_spots=10, n_null=0, return_spot_effects=True)
+    assert spots.shape == (10, 1) and spots.columns[0] == pair_label("LIG01", "REC03")
+
+
+def test_bad_input_is_named(slide) -> None:
+    model = _random_model(slide, ModelConfig(hidden_sizes=(16, 8)))
+    with pytest.raises(InputDataError, match="NOPE"):
+        perturb(model, slide, pd.DataFrame({"ligand": ["NOPE"], "receptor": ["REC01"]}))
+    with pytest.raises(InputDataError, match="columns 'ligand' and 'receptor'"):
+        perturb(model, slide, pd.DataFrame({"source": ["LIG01"], "target": ["REC01"]}))
+    unmeasured = slide[:, slide.var_names != "REC02"].copy()
+    with pytest.raises(InputDataError, match=r"not measured on this slide: \['REC02'\]"):
+        perturb(model, unmeasured, pd.DataFrame({"ligand": ["LIG01"], "receptor": ["REC02"]}))
+    silent = slide.copy()
+    counts = silent.X.toarray()
+    counts[:, list(slide.var_names).index("LIG01")] = 0
+    silent.X = counts
+    with pytest.raises(InputDataError, match=r"nothing to clamp: ligands \['LIG01'\]"):
+        perturb(model, silent, pd.DataFrame({"ligand": ["LIG01"], "receptor": ["REC01"]}))
+    with pytest.raises(InputDataError, match="n_spots"):
+        perturb(model, slide, pd.DataFrame({"ligand": ["LIG01"], "receptor": ["REC01"]}), n_spots=1)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="KNOWN FAILURE (issue 5): small models pretrained for minutes on the synthetic tissue do "
+    "not respond to the planted ligands: every effect is a small positive shift (~0.01-0.03 log1p) "
+    "whatever the planted sign, also with the ligand clamped in the centre or the receptor hidden "
+    "in the neighbours; the fast path itself equals the network (tests above). strict: an XPASS "
+    "fails, so this marker must be removed once pretraining learns the effect.",
+)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_planted_ligand_receptor_signs_are_recovered(tmp_path, seed) -> None:
+    """Pretrain a small model on synthetic tissue; perturbation must recover the planted signs and
+    rank planted pairs above the same receptors paired with other ligands and decoys."""
+    slides = synthetic_tissue(n_slides=4, grid_rows=30, grid_cols=30, n_genes=160, seed=seed)
+    config = SageFMConfig(
+        model=ModelConfig(hidden_sizes=(128, 64, 64, 64, 128)),
+        train=TrainConfig(max_epochs=5, batch_size=64, seed=seed, early_stopping_patience=0),
+    )
+    model, _ = SageFM.pretrain(
+        slides[:3], val_slides=slides[3:], output=tmp_path, config=config, progress=False
+    )
+    truth = planted_pairs(slides)
+    decoys = list(slides[0].uns["sagefm_synthetic"]["decoy_ligands"])
+    planted = set(zip(truth["ligand"], truth["receptor"], strict=True))
+    others = [
+        (lig, rec)
+        for lig in [*truth["ligand"], *decoys]
+        for rec in truth["receptor"]
+        if (lig, rec) not in planted
+    ]
+    pairs = pd.DataFrame([*zip(truth["ligand"], truth["receptor"], strict=True), *others])
+    pairs.columns = ["ligand", "receptor"]
+    result = perturbation_screen(model, slides[3], pairs, n_spots=150, n_null=100, seed=seed)
+    table = result.table
+    k = len(truth)
+    recovered = np.sign(table["mean_effect"].iloc[:k].to_numpy())
+    assert (recovered == truth["sign"].to_numpy()).mean() >= 0.9
+    planted_abs = table["mean_effect"].iloc[:k].abs()
+    unplanted_abs = table["mean_effect"].iloc[k:].abs()
+    assert planted_abs.median() > unplanted_abs.quantile(0.9)
+    assert result.enrichment["auroc_abs"] > 0.8  # planted + unplanted vs expression-matched null
+
+
+def test_cli_perturb_and_explain_write_their_outputs(slide, tmp_path) -> None:
+    from sagefm.cli import main
+    from sagefm.io.write import write_h5ad
+
+    model = _random_model(slide, ModelConfig(hidden_sizes=(16, 8)))
+    model.save(tmp_path / "model")
+    write_h5ad(slide, tmp_path / "slide.h5ad")
+    pd.DataFrame({"ligand": ["LIG01", "LIG02"], "receptor": ["REC01", "REC02"]}).to_csv(
+        tmp_path / "pairs.csv", index=False
+    )
+    common = ["--model", str(tmp_path / "model"), "--input", str(tmp_path / "slide.h5ad")]
+    out = tmp_path / "perturb"
+    argv = ["--no-progress", "perturb", *common, "--output", str(out), "--n-spots", "20"]
+    assert main([*argv, "--pairs", str(tmp_path / "pairs.csv"), "--n-null", "10"]) == 0
+    for name in ("perturbation.csv", "null_pairs.csv", "spot_effects.csv", "summary.json"):
+        assert (out / name).is_file()
+    for name in ("effects_vs_null.png", "top_pairs.png", "effect_map.png"):
+        assert (out / name).stat().st_size > 1000
+    assert len(pd.read_csv(out / "perturbation.csv")) == 2
+    out = tmp_path / "explain"
+    argv = ["--no-progress", "explain", *common, "--gene", "REC01", "--output", str(out)]
+    assert main([*argv, "--genes", "LIG01", "REC01", "--n-spots", "10", "--n-steps", "4"]) == 0
+    assert (out / "explain_REC01.png").is_file() and (out / "dependency_neighbours.png").is_file()
+    assert main([*argv, "--genes", "NOPE"]) == 2  # a clear error, exit code 2
