@@ -84,7 +84,9 @@ class ModelConfig:
     @classmethod
     def reference(cls, n_genes: int = 0) -> ModelConfig:
         """The authors' released implementation: complete unweighted 15-node graph, no indicator, no skip."""
-        return cls(n_genes=n_genes, edge_scheme="complete", mask_indicator=False, spatial_skip=False)
+        return cls(
+            n_genes=n_genes, edge_scheme="complete", mask_indicator=False, spatial_skip=False
+        )
 
 
 @dataclass(frozen=True)

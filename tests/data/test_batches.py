@@ -90,6 +90,7 @@ def test_neighbour_masking_hides_about_the_share_but_keeps_the_truth() -> None:
     np.testing.assert_allclose(batch.centre_truth[:, :10].numpy(), truth, rtol=1e-6)
     again = collate([(0, i, 0) for i in range(8)])
     assert (again.visible == batch.visible).all()
-    inference = SubgraphCollator([slide], ModelConfig(n_genes=12), mask_fraction=None,
-                                 neighbour_mask_fraction=0.5)([(0, 0, 0)])
+    inference = SubgraphCollator(
+        [slide], ModelConfig(n_genes=12), mask_fraction=None, neighbour_mask_fraction=0.5
+    )([(0, 0, 0)])
     assert inference.visible[:, :10].all()

@@ -193,6 +193,18 @@ class CentreDataset(Dataset[CentreItem]):
         return int(self.slide_of[index]), int(self.spot_of[index]), self.epoch
 
 
+def spatial_tiles(
+    coords_um: np.ndarray, spacing_um: float, tile_spots: int, *, shift: np.ndarray | None = None
+) -> np.ndarray:
+    """(n_spots,) id of the square tile of ~``tile_spots`` spots each spot lies in, numbered row by
+    row; ``shift`` (2,) in [0, 1) moves the grid by that share of a tile."""
+    coords = np.asarray(coords_um, dtype=np.float64)
+    tile = math.sqrt(tile_spots) * spacing_um
+    offset = tile * (np.zeros(2) if shift is None else shift)
+    cells = np.floor((coords - coords.min(axis=0) + offset) / tile).astype(np.int64)
+    return np.unique(cells[:, ::-1], axis=0, return_inverse=True)[1].ravel()
+
+
 class CentreItems(Dataset[CentreItem]):
     """The dataset behind `CentreSampler`: the sampler yields whole items, this hands them on."""
 
@@ -257,12 +269,11 @@ class CentreSampler(Sampler[CentreItem]):
 
     def _blocks(self, slide: int, rng: np.random.Generator) -> np.ndarray:
         """(n_spots,) block id of each spot: square tiles of ~block_size spots, randomly offset."""
-        coords = np.asarray(self.coords_um[slide], dtype=np.float64)
+        coords = self.coords_um[slide]
         if self.block_size <= 1:
             return np.arange(len(coords))
-        tile = math.sqrt(self.block_size) * self.spacing_um[slide]
-        cells = np.floor((coords - coords.min(axis=0) + rng.uniform(0, tile, 2)) / tile)
-        return np.unique(cells.astype(np.int64), axis=0, return_inverse=True)[1].ravel()
+        shift = rng.uniform(0, 1, 2)
+        return spatial_tiles(coords, self.spacing_um[slide], self.block_size, shift=shift)
 
     def epoch_order(self) -> tuple[np.ndarray, np.ndarray]:
         """(slide ids, spot ids) of the whole epoch over all ranks, in visiting order."""

@@ -108,12 +108,14 @@ class SageGCN(nn.Module):
         """
         weight = self.gcn_layers[0].linear.weight  # (h_0, F)
         n_genes = self.config.n_genes
-        out = torch.sparse.mm(shown, weight[:, :n_genes].T)
+        # Row-major (V, h_0) copies: sparse @ dense reads one dense row per non-zero, and rows of
+        # a transposed view are strided columns (~30x slower on CPU).
+        out = torch.sparse.mm(shown, weight[:, :n_genes].T.contiguous())
         if self.config.mask_indicator:
             indicator = weight[:, n_genes:]
             out = out + indicator @ observed.to(weight.dtype)
             if hidden is not None:
-                out = out - torch.sparse.mm(hidden, indicator.T)
+                out = out - torch.sparse.mm(hidden, indicator.T.contiguous())
         return out
 
     def encode(self, projected: torch.Tensor, adj: torch.Tensor | None) -> torch.Tensor:
