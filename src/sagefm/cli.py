@@ -187,6 +187,7 @@ def cmd_perturb(args: argparse.Namespace) -> None:
 
     from sagefm import pl
     from sagefm.data.slides import spot_coordinates_um
+    from sagefm.io.write import staged_directory
     from sagefm.model import load
     from sagefm.tl.perturb import perturbation_screen
 
@@ -211,22 +212,25 @@ def cmd_perturb(args: argparse.Namespace) -> None:
         progress=not args.no_progress,
     )
     table = result.table.sort_values(["null_pvalue", "pvalue"], kind="stable")
-    table.to_csv(output / "perturbation.csv", index=False)
-    result.null.to_csv(output / "null_pairs.csv", index=False)
-    result.spot_effects.to_csv(output / "spot_effects.csv")
-    (output / "summary.json").write_text(json.dumps(result.summary(), indent=2, default=float))
-    pl.effect_distribution(
-        result.table, result.null, result.enrichment, output / "effects_vs_null.png"
-    )
-    pl.top_pairs(result.table, output / "top_pairs.png")
-    best = table.iloc[0]
-    label = f"{best['ligand']}->{best['receptor']}"
-    if args.map_pair:
-        label = args.map_pair
-        if label not in result.spot_effects.columns:
-            raise InputDataError(f"--map-pair {label!r} was not tested (format LIGAND->RECEPTOR)")
-    coords = spot_coordinates_um(adata)[adata.obs_names.get_indexer(result.spot_effects.index)]
-    pl.effect_map(coords, result.spot_effects[label], output / "effect_map.png", title=label)
+    with staged_directory(output) as folder:  # all files appear together, or none
+        table.to_csv(folder / "perturbation.csv", index=False)
+        result.null.to_csv(folder / "null_pairs.csv", index=False)
+        result.spot_effects.to_csv(folder / "spot_effects.csv")
+        (folder / "summary.json").write_text(json.dumps(result.summary(), indent=2, default=float))
+        pl.effect_distribution(
+            result.table, result.null, result.enrichment, folder / "effects_vs_null.png"
+        )
+        pl.top_pairs(result.table, folder / "top_pairs.png")
+        best = table.iloc[0]
+        label = f"{best['ligand']}->{best['receptor']}"
+        if args.map_pair:
+            label = args.map_pair
+            if label not in result.spot_effects.columns:
+                raise InputDataError(
+                    f"--map-pair {label!r} was not tested (format LIGAND->RECEPTOR)"
+                )
+        coords = spot_coordinates_um(adata)[adata.obs_names.get_indexer(result.spot_effects.index)]
+        pl.effect_map(coords, result.spot_effects[label], folder / "effect_map.png", title=label)
     enrichment = result.enrichment
     logger.info(
         "%d pairs at %d spots; |effect| AUROC vs %d null pairs %.2f (p = %.2g); outputs in %s",
@@ -244,6 +248,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
     import numpy as np
 
     from sagefm import pl
+    from sagefm.io.write import staged_directory
     from sagefm.model import load
     from sagefm.tl.explain import dependency_matrix, explain
 
@@ -255,12 +260,15 @@ def cmd_explain(args: argparse.Namespace) -> None:
         rng = np.random.default_rng(args.seed)
         spots = np.sort(rng.choice(adata.n_obs, args.n_spots, replace=False))
     table = explain(model, adata, args.gene, spots=spots, method=args.method, n_steps=args.n_steps)
-    table.to_csv(output / f"explain_{args.gene}.csv", index=False)
-    pl.attribution_bars(table, output / f"explain_{args.gene}.png")
-    if args.genes:
-        matrix = dependency_matrix(model, adata, args.genes, position=args.position, spots=spots)
-        matrix.to_csv(output / f"dependency_{args.position}.csv")
-        pl.dependency_heatmap(matrix, output / f"dependency_{args.position}.png")
+    with staged_directory(output) as folder:  # all files appear together, or none
+        table.to_csv(folder / f"explain_{args.gene}.csv", index=False)
+        pl.attribution_bars(table, folder / f"explain_{args.gene}.png")
+        if args.genes:
+            matrix = dependency_matrix(
+                model, adata, args.genes, position=args.position, spots=spots
+            )
+            matrix.to_csv(folder / f"dependency_{args.position}.csv")
+            pl.dependency_heatmap(matrix, folder / f"dependency_{args.position}.png")
     logger.info(
         "wrote attributions of %s over %d spots to %s", args.gene, table.attrs["n_spots"], output
     )
@@ -268,7 +276,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     """Pretrain on generated tissue, then embed and score masked-gene recovery on the held-out slide."""
-    from sagefm.io.write import write_h5ad
+    from sagefm.io.write import write_h5ad, write_text_atomic
     from sagefm.model import SageFM
     from sagefm.tl.imputation import masked_gene_recovery
 
@@ -286,7 +294,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         "peak_memory_mb": result.peak_memory_mb,
         "masked_gene_recovery": recovery.summary(),
     }
-    (output / "demo.json").write_text(json.dumps(summary, indent=2))
+    write_text_atomic(output / "demo.json", json.dumps(summary, indent=2))
     write_h5ad(held_out, output / "held_out_embedded.h5ad")
     rmse = recovery.rmse
     logger.info(
