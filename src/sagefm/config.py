@@ -49,10 +49,6 @@ class ModelConfig:
     #: output: a full-rank spatial path beside the 1024-d bottleneck, so the GCN learns corrections
     #: to spatial smoothing rather than having to re-derive it through a low-rank map.
     spatial_skip: bool = True
-    #: initial value of every per-gene skip weight: 1 starts the model at the neighbour-mean
-    #: predictor, so training learns corrections to it (0 made the skip path slow to learn: on the
-    #: synthetic tissue, 10 epochs reached RMSE 0.543 with 0 vs 0.520 with 1; neighbour mean 0.524).
-    skip_init: float = 1.0
     output_activation: OutputActivation = "relu"
     dropout: float = 0.0
 

@@ -111,10 +111,9 @@ def test_neighbour_mean_skip_averages_visible_neighbours_only() -> None:
     torch.testing.assert_close(got, torch.tensor([[3.0, 3.0]]))
 
 
-def test_skip_path_starts_at_its_init_and_reference_has_none() -> None:
+def test_skip_path_starts_at_zero_and_reference_has_none() -> None:
     net = SageGCN(ModelConfig(n_genes=4, hidden_sizes=(8, 8)))
-    assert net.skip_weight is not None and (net.skip_weight == 1.0).all()
-    assert not SageGCN(ModelConfig(n_genes=4, hidden_sizes=(8, 8), skip_init=0.0)).skip_weight.any()
+    assert net.skip_weight is not None and not net.skip_weight.any()
     assert SageGCN(ModelConfig.reference(n_genes=4)).skip_weight is None
     with pytest.raises(ValueError, match="neighbour_mean"):
         net.reconstruct(torch.zeros(1, 8))

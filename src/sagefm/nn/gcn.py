@@ -78,9 +78,7 @@ class SageGCN(nn.Module):
         self.out_act = _output_activation(config)
         # Per-gene weight of the neighbour-mean skip path (see ModelConfig.spatial_skip).
         self.skip_weight = (
-            nn.Parameter(torch.full((config.n_genes,), config.skip_init))
-            if config.spatial_skip
-            else None
+            nn.Parameter(torch.zeros(config.n_genes)) if config.spatial_skip else None
         )
 
     @property
