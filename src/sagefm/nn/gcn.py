@@ -76,7 +76,9 @@ class SageGCN(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_sizes[-1], config.n_genes)
         self.out_act = _output_activation(config)
-        # Per-gene weight of the neighbour-mean skip path (see ModelConfig.spatial_skip).
+        # Per-gene weight of the neighbour-mean skip path (see ModelConfig.spatial_skip). Starts at
+        # 0: started at 1, the skip path alone matched the baseline from step one and the GCN
+        # collapsed (constant embeddings, no response to any input) on the synthetic tissue.
         self.skip_weight = (
             nn.Parameter(torch.zeros(config.n_genes)) if config.spatial_skip else None
         )
