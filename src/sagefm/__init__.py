@@ -1,6 +1,6 @@
 """sagefm: a lightweight, interpretable foundation model for spatial transcriptomics (SAGE-FM)."""
 
-from sagefm import tl
+from sagefm import pl, tl
 from sagefm.config import DataConfig, ModelConfig, SageFMConfig, TrainConfig
 from sagefm.errors import SageFMError
 from sagefm.io import read
@@ -18,6 +18,7 @@ __all__ = [
     "TrainConfig",
     "__version__",
     "load",
+    "pl",
     "pretrain",
     "read",
     "tl",
