@@ -121,10 +121,6 @@ class DataConfig:
         )
         _check(self.max_genes >= 1, f"max_genes must be >= 1, got {self.max_genes}")
 
-    @property
-    def subgraph_size(self) -> int:
-        return self.n_neighbours + 1
-
 
 @dataclass(frozen=True)
 class TrainConfig:

@@ -167,30 +167,24 @@ class SubgraphCollator:
 
 
 class CentreDataset(Dataset[CentreItem]):
-    """Every spot of every slide as a subgraph centre.
+    """Every spot of every slide as a subgraph centre, always with mask seed 0.
 
-    ``set_epoch`` changes the masks drawn for the next epoch (training); a dataset built with
-    ``fixed_masks=True`` draws the same masks every epoch (validation).
+    Used for validation, whose masks must be the same every epoch (training order and masks come
+    from `CentreSampler`).
     """
 
-    def __init__(self, slides: Sequence[PreparedSlide], *, fixed_masks: bool = False) -> None:
+    def __init__(self, slides: Sequence[PreparedSlide]) -> None:
         sizes = [s.n_spots for s in slides]
         self.slide_of = np.repeat(np.arange(len(slides)), sizes)
         self.spot_of = (
             np.concatenate([np.arange(n) for n in sizes]) if sizes else np.empty(0, np.int64)
         )
-        self.fixed_masks = fixed_masks
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        if not self.fixed_masks:
-            self.epoch = epoch
 
     def __len__(self) -> int:
         return int(self.slide_of.size)
 
     def __getitem__(self, index: int) -> CentreItem:
-        return int(self.slide_of[index]), int(self.spot_of[index]), self.epoch
+        return int(self.slide_of[index]), int(self.spot_of[index]), 0
 
 
 def spatial_tiles(

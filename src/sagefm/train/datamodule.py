@@ -26,7 +26,7 @@ class SubgraphDataModule(L.LightningDataModule):
         super().__init__()
         self.config = config
         self.train_slides = train
-        self.val_dataset = CentreDataset(val, fixed_masks=True)
+        self.val_dataset = CentreDataset(val)
         masks = {
             "mask_fraction": config.data.mask_fraction,
             "neighbour_mask_fraction": config.data.neighbour_mask_fraction,
@@ -34,12 +34,6 @@ class SubgraphDataModule(L.LightningDataModule):
         # Validation masks use a seed of their own so they never coincide with a training epoch's.
         self.train_collate = SubgraphCollator(train, config.model, seed=config.train.seed, **masks)
         self.val_collate = SubgraphCollator(val, config.model, seed=config.train.seed + 1, **masks)
-        self.train_sampler: CentreSampler | None = None
-
-    def set_epoch(self, epoch: int) -> None:
-        """Lightning sets the sampler's epoch itself; this keeps direct callers working."""
-        if self.train_sampler is not None:
-            self.train_sampler.set_epoch(epoch)
 
     def _steps_per_epoch(self, n_items: int) -> int:
         batch, limit = self.config.train.batch_size, self.config.train.limit_train_batches
@@ -66,7 +60,6 @@ class SubgraphDataModule(L.LightningDataModule):
             done = trainer.global_step - trainer.current_epoch * steps
             if 0 < done < steps:
                 sampler.skip(done * train.batch_size)
-        self.train_sampler = sampler
         return DataLoader(
             CentreItems(len(sampler)),
             batch_size=train.batch_size,

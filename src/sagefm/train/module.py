@@ -81,11 +81,6 @@ class PretrainingModule(L.LightningModule):
             batch_size=int(batch.target.sum()),
         )
 
-    def on_train_epoch_start(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None:
-            datamodule.set_epoch(self.current_epoch)
-
     def configure_optimizers(self) -> Any:
         train = self.config.train
         # fused: one kernel over all parameters, ~10x faster than the per-tensor loop on CPU
