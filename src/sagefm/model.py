@@ -165,7 +165,7 @@ class SageFM:
                     skip = network.neighbour_mean(
                         torch.from_numpy(shown[rows].toarray()).to(device),
                         torch.from_numpy(slide.visible_rows(rows).astype(np.float32)).to(device),
-                        torch.from_numpy(nodes.reshape(len(spots), -1)).to(device),
+                        node_index,
                     )
                 prediction[spots] = network.reconstruct(emb, skip).float().cpu().numpy()
         return embedding, prediction, mapping
