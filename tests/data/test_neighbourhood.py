@@ -112,3 +112,16 @@ def test_adjacency_kernel_and_normalisation() -> None:
     torch.testing.assert_close(row.sum(1), torch.ones(3))
     complete = subgraph_adjacency(torch.zeros(2, 15, 2), scheme="complete", bandwidth_um=1.0)
     torch.testing.assert_close(complete, torch.full((2, 15, 15), 1 / 15))
+
+
+def test_neighbourhood_matrix_sums_neighbours() -> None:
+    from sagefm.data.neighbourhood import neighbourhood_matrix
+
+    neighbours = np.array([[0, 1, 2], [1, 2, 0], [2, 0, 1]])
+    values = np.array([[1.0], [10.0], [100.0]])
+    np.testing.assert_allclose(
+        neighbourhood_matrix(neighbours, include_self=False) @ values, [[110], [101], [11]]
+    )
+    np.testing.assert_allclose(
+        neighbourhood_matrix(neighbours, include_self=True) @ values, [[111]] * 3
+    )

@@ -9,6 +9,7 @@ choice does not depend on how the spots are listed.
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from scipy.spatial import cKDTree
 
@@ -79,6 +80,18 @@ def _fill_nearest(
         out[pending[done], 1:] = chosen[done, 1:]
         pending = pending[unresolved]
         k_query = min(n, 2 * k_query)
+
+
+def neighbourhood_matrix(neighbours: np.ndarray, *, include_self: bool) -> sp.csr_matrix:
+    """(n, n) 0/1 sparse matrix whose row i marks spot i's neighbours (and i itself if asked).
+
+    ``neighbours`` is `build_neighbourhoods` output (column 0 = the spot). ``M @ values`` sums each
+    spot's neighbourhood without the (n, k, G) gather ``values[neighbours]`` would allocate.
+    """
+    cols = neighbours if include_self else neighbours[:, 1:]
+    n, k = cols.shape
+    rows = np.repeat(np.arange(n), k)
+    return sp.csr_matrix((np.ones(n * k), (rows, cols.ravel())), shape=(n, neighbours.shape[0]))
 
 
 def subgraph_adjacency(

@@ -21,11 +21,10 @@ from collections.abc import Sequence
 
 import anndata as ad
 import numpy as np
-import scipy.sparse as sp
 from sklearn.decomposition import PCA
 
 from sagefm._constants import SUBGRAPH_SIZE
-from sagefm.data.neighbourhood import build_neighbourhoods
+from sagefm.data.neighbourhood import build_neighbourhoods, neighbourhood_matrix
 from sagefm.data.slides import spot_coordinates_um
 from sagefm.errors import InputDataError
 
@@ -60,11 +59,7 @@ def log_normalize(adata: ad.AnnData, genes: Sequence[str]) -> np.ndarray:
 def neighbour_average(values: np.ndarray, adata: ad.AnnData) -> np.ndarray:
     """(n_spots, G): each spot's values averaged with its 14 nearest spots (15 spots in all)."""
     neighbours = build_neighbourhoods(spot_coordinates_um(adata), SUBGRAPH_SIZE - 1)  # (n, 15)
-    n, k = neighbours.shape
-    # A sparse averaging operator rather than values[neighbours]: the gather would hold n × 15 × G.
-    operator = sp.csr_matrix(
-        (np.full(n * k, 1.0 / k), (np.repeat(np.arange(n), k), neighbours.ravel())), shape=(n, n)
-    )
+    operator = neighbourhood_matrix(neighbours, include_self=True) / neighbours.shape[1]
     return np.asarray(operator @ values, dtype=np.float32)
 
 

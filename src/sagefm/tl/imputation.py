@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING, Any
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import scipy.stats
 
-from sagefm.data.neighbourhood import build_neighbourhoods
+from sagefm.data.neighbourhood import build_neighbourhoods, neighbourhood_matrix
 from sagefm.data.slides import spot_coordinates_um
 
 if TYPE_CHECKING:
@@ -52,11 +51,7 @@ def baseline_predictions(
     shown = np.where(visible, truth, 0.0)
     counts = visible.sum(axis=0)
     gene_mean = np.divide(shown.sum(axis=0), counts, out=np.zeros(truth.shape[1]), where=counts > 0)
-    # Sum over each spot's neighbours (column 0 is the spot itself) as a sparse operator: a gather
-    # shown[neighbours] would hold n × 14 × G values.
-    n, k = neighbours.shape[0], neighbours.shape[1] - 1
-    rows = np.repeat(np.arange(n), k)
-    operator = sp.csr_matrix((np.ones(n * k), (rows, neighbours[:, 1:].ravel())), shape=(n, n))
+    operator = neighbourhood_matrix(neighbours, include_self=False)
     nb_sum = operator @ shown
     nb_count = operator @ visible.astype(np.float64)
     nb_mean = np.where(nb_count > 0, nb_sum / np.maximum(nb_count, 1), gene_mean[None, :])
