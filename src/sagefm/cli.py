@@ -402,6 +402,13 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/resume/last.ckpt")
 
 
+def _add_model_input_output(p: argparse.ArgumentParser, *, output: str) -> None:
+    """The options every command that applies a model to one slide takes."""
+    p.add_argument("--model", required=True, help="model directory or pretraining output")
+    p.add_argument("--input", required=True, help="one slide (.h5ad or Space Ranger outs/)")
+    p.add_argument("--output", required=True, help=output)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sagefm", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -436,9 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("embed", help="write spot embeddings to obsm")
-    p.add_argument("--model", required=True)
-    p.add_argument("--input", required=True)
-    p.add_argument("--output", required=True)
+    _add_model_input_output(p, output="output .h5ad file")
     p.add_argument("--key-added", default=Keys.X_EMB)
     p.add_argument(
         "--chunk-size", type=int, default=256, help="subgraphs per chunk (bounds memory)"
@@ -446,9 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("impute", help="write model predictions as a layer")
-    p.add_argument("--model", required=True)
-    p.add_argument("--input", required=True)
-    p.add_argument("--output", required=True)
+    _add_model_input_output(p, output="output .h5ad file")
     p.add_argument("--chunk-size", type=int, default=256)
     p.add_argument(
         "--vocabulary-genes",
@@ -468,9 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("perturb", help="in-silico ligand→receptor perturbation with a null")
-    p.add_argument("--model", required=True)
-    p.add_argument("--input", required=True, help="one slide")
-    p.add_argument("--output", required=True, help="output directory")
+    _add_model_input_output(p, output="output directory")
     p.add_argument("--pairs", help="CSV/TSV with columns ligand, receptor (default: LIANA pairs)")
     p.add_argument("--resource", default="consensus", help="LIANA resource for the default pairs")
     p.add_argument("--n-spots", type=int, default=100, help="centres sampled (0 = all spots)")
@@ -482,10 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_perturb)
 
     p = sub.add_parser("explain", help="which input genes drive a gene's prediction")
-    p.add_argument("--model", required=True)
-    p.add_argument("--input", required=True, help="one slide")
+    _add_model_input_output(p, output="output directory")
     p.add_argument("--gene", required=True, help="target gene (predicted at the centre)")
-    p.add_argument("--output", required=True, help="output directory")
     p.add_argument("--genes", nargs="+", help="gene set for the gene × gene dependency matrix")
     p.add_argument("--position", choices=["neighbours", "centre"], default="neighbours")
     p.add_argument(
