@@ -24,7 +24,9 @@ def test_reference_gcnconv_stack_reproduces_our_embeddings(scheme: str) -> None:
 
 
 def test_flop_counts_by_hand() -> None:
-    config = ModelConfig(n_genes=10, hidden_sizes=(4, 3, 2), mask_indicator=False)
+    config = ModelConfig(
+        n_genes=10, hidden_sizes=(4, 3, 2), mask_indicator=False, standardize_input=False
+    )
     # layer 0: Â@P (N*N*4); layer 1: N rows x 4->3 + Â (N*N*3); last: Â[0]@H (N*3) then 3->2
     n = 5
     per = 2 * n * n * 4 + (2 * n * 4 * 3 + 2 * n * n * 3) + (2 * n * 3 + 2 * 3 * 2)

@@ -207,3 +207,41 @@ def test_unwritable_output_is_refused(tmp_path: Path) -> None:
         sagefm.pretrain(
             small_slides(), output=blocker / "out", config=SageFMConfig(model=SMALL), progress=False
         )
+
+
+def test_input_scaling_is_the_training_data_and_survives_loading(trained) -> None:
+    import torch
+
+    from sagefm.data.slides import observed_gene_stats, prepare_slide
+    from sagefm.train.module import SCALE_PAD
+
+    out, _, slides = trained
+    model = sagefm.load(out / "last")
+    prepared = [prepare_slide(a, model.vocabulary, model.config.data)[0] for a in slides[:2]]
+    mean, sd = observed_gene_stats(prepared, len(model.vocabulary))
+    network = model.network
+    assert model.config.model.standardize_input
+    torch.testing.assert_close(network.input_mean, torch.as_tensor(mean))
+    torch.testing.assert_close(network.input_scale, torch.as_tensor(sd) + SCALE_PAD)
+    # a configuration saved before the option existed describes a raw-input model
+    raw = json.loads((out / "last" / "config.json").read_text())
+    del raw["model"]["standardize_input"]
+    assert SageFMConfig.from_dict(raw).model.standardize_input is False
+
+
+@pytest.mark.parametrize(
+    ("argv", "neighbours", "whole_genes"),
+    [
+        ([], 0.3, 0.5),
+        (["--whole-gene-mask-fraction", "0"], 0.3, 0.0),
+        (["--preset", "reference"], 0.0, 0.0),
+    ],
+)
+def test_cli_masking_options(argv: list[str], neighbours: float, whole_genes: float) -> None:
+    from sagefm.cli import _config_from_args, build_parser
+
+    args = build_parser().parse_args(["pretrain", "--output", "o", *argv])
+    config = _config_from_args(args)
+    assert config.data.neighbour_mask_fraction == neighbours
+    assert config.data.whole_gene_mask_fraction == whole_genes
+    assert config.model.standardize_input == ("reference" not in argv)

@@ -103,7 +103,7 @@ def matmul_gflops(size: int = 4096, repeats: int = 5) -> float:
 
 # ----------------------------------------------------------------------------- FLOP counts
 def _in_features(config: ModelConfig) -> int:
-    return config.n_genes * (2 if config.mask_indicator else 1)
+    return config.n_genes * (2 if config.input_has_visibility else 1)
 
 
 def encoder_flops(config: ModelConfig, n_subgraphs: int, n_nodes: int) -> float:
@@ -151,7 +151,8 @@ def reference_flops(config: ModelConfig, n_subgraphs: int, n_nodes: int, trainin
 def our_embedding_flops(config: ModelConfig, slide: PreparedSlide) -> float:
     """Executed FLOPs of `SageFM.embed`: the sparse first layer once per spot, then `encode`."""
     h0 = config.hidden_sizes[0]
-    first = 2 * slide.values.nnz * h0 + (2 * config.n_genes * h0 if config.mask_indicator else 0)
+    visibility = 2 * config.n_genes * h0 if config.input_has_visibility else 0
+    first = 2 * slide.values.nnz * h0 + visibility
     return first + encoder_flops(config, slide.n_spots, slide.neighbours.shape[1])
 
 
@@ -173,8 +174,13 @@ class ReferenceGCN(nn.Module):
     def load_from(self, network: SageGCN) -> None:
         """Copy our weights (same maths: `DenseGCNLayer` equals GCNConv)."""
         with torch.no_grad():
-            for conv, layer in zip(self.convs, network.gcn_layers, strict=True):
-                conv.get_parameter("lin.weight").copy_(layer.linear.weight)
+            # the first layer on the raw features: standardisation folded in
+            w_value, w_visible = network.input_weights()
+            for i, (conv, layer) in enumerate(zip(self.convs, network.gcn_layers, strict=True)):
+                weight = layer.linear.weight
+                if i == 0:
+                    weight = w_value if w_visible is None else torch.cat([w_value, w_visible], 1)
+                conv.get_parameter("lin.weight").copy_(weight)
                 conv.get_parameter("bias").copy_(layer.bias)
             self.head.load_state_dict(network.head.state_dict())
 
@@ -294,9 +300,8 @@ def training_benchmark(
     collate = SubgraphCollator(
         [slide],
         model_config,
-        mask_fraction=config.data.mask_fraction,
-        neighbour_mask_fraction=config.data.neighbour_mask_fraction,
         seed=seed,
+        **config.data.masking(),
     )
     plan = PretrainingModule(dataclasses.replace(config, model=model_config))
     plan.network.load_state_dict(network.state_dict())

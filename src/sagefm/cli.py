@@ -15,7 +15,7 @@ from typing import Any
 import anndata as ad
 
 from sagefm._constants import DATA_ENV, Keys
-from sagefm.config import ModelConfig, SageFMConfig, TrainConfig
+from sagefm.config import DataConfig, ModelConfig, SageFMConfig, TrainConfig
 from sagefm.errors import InputDataError, SageFMError, TrainingInterrupted
 
 logger = logging.getLogger("sagefm")
@@ -46,8 +46,13 @@ def _config_from_args(args: argparse.Namespace) -> SageFMConfig:
         model = dataclasses.replace(model, hidden_sizes=tuple(args.hidden_sizes))
     base = SageFMConfig()
     data = dataclasses.replace(
-        base.data, max_genes=args.max_genes, normalized_input=args.normalized_input
+        base.data,
+        max_genes=args.max_genes,
+        normalized_input=args.normalized_input,
+        whole_gene_mask_fraction=args.whole_gene_mask_fraction,
     )
+    if args.preset == "reference":  # the released code masks the centre only
+        data = dataclasses.replace(data, neighbour_mask_fraction=0.0, whole_gene_mask_fraction=0.0)
     train_overrides = {
         "max_epochs": args.max_epochs,
         "seed": args.seed,
@@ -312,7 +317,6 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_prepare(args: argparse.Namespace) -> None:
     import time
 
-    from sagefm.config import DataConfig
     from sagefm.data.corpus import prepare_corpus, read_vocabulary_tsv
 
     started = time.perf_counter()
@@ -368,6 +372,13 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-genes", type=int, default=5000, help="vocabulary size cap")
     p.add_argument("--normalized-input", action="store_true", help="X is already log-normalised")
+    p.add_argument(
+        "--whole-gene-mask-fraction",
+        type=float,
+        default=DataConfig().whole_gene_mask_fraction,
+        help="share of batches hiding their genes in every spot (teaches gene-from-other-genes "
+        "prediction, needed by perturb); 0 = centre-only masking",
+    )
     p.add_argument("--accelerator", default=d.accelerator, help="cpu, gpu, auto")
     p.add_argument(
         "--devices", default=str(d.devices), help="number of devices per node, or 'auto'"

@@ -91,3 +91,46 @@ def test_neighbour_masking_hides_about_the_share_but_keeps_the_truth() -> None:
         [slide], ModelConfig(n_genes=12), mask_fraction=None, neighbour_mask_fraction=0.5
     )([(0, 0, 0)])
     assert inference.visible[:, :10].all()
+
+
+def test_whole_gene_masking_hides_the_same_genes_in_every_spot() -> None:
+    adata, slide = _prepared()
+    config = ModelConfig(n_genes=12)
+    collate = SubgraphCollator(
+        [slide], config, mask_fraction=0.3, whole_gene_mask_fraction=1.0, seed=0
+    )
+    batch = collate([(0, i, 0) for i in range(6)])
+    target = batch.target.numpy()
+    invisible = ~batch.visible.numpy().astype(bool)
+    assert (invisible == invisible[0]).all()  # the same genes in every node
+    assert invisible[0, 10:].all()  # genes the slide does not measure stay invisible
+    hidden = invisible[0] & (np.arange(12) < 10)  # the measured genes hidden for this batch
+    assert 1 <= hidden.sum() <= round(0.3 * 12)  # drawn from the whole vocabulary
+    # the targets are the hidden genes the centres observe: the same for every centre
+    assert (target == hidden[None, :]).all()
+    assert (batch.centre_visible.numpy()[target] == 0).all()
+    assert (batch.values.numpy()[:, hidden] == 0).all()
+    truth = np.log1p(adata.X[:6].toarray())
+    np.testing.assert_allclose(batch.centre_truth[:, :10].numpy(), truth, rtol=1e-6)
+    # a share of batches: about half of them hide whole genes, the others mask per centre
+    half = SubgraphCollator(
+        [slide], config, mask_fraction=0.3, whole_gene_mask_fraction=0.5, seed=0
+    )
+    whole = [
+        bool((half([(0, i, e)]).visible[:, :10] == 0).any()) for i in range(6) for e in range(10)
+    ]
+    assert 0.3 < np.mean(whole) < 0.7
+    # validation/inference batches (no mask) are never masked
+    plain = SubgraphCollator([slide], config, mask_fraction=None, whole_gene_mask_fraction=1.0)
+    assert plain([(0, 0, 0)]).visible[:, :10].all()
+
+
+def test_observed_gene_stats_count_only_slides_measuring_the_gene() -> None:
+    from sagefm.data.slides import observed_gene_stats
+
+    adata, slide = _prepared()
+    mean, sd = observed_gene_stats([slide, slide], 12)
+    truth = np.log1p(adata.X.toarray())
+    np.testing.assert_allclose(mean[:10], truth.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(sd[:10], truth.std(0), rtol=1e-4)
+    assert (mean[10:] == 0).all() and (sd[10:] == 0).all()  # measured by no slide

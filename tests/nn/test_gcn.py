@@ -117,3 +117,28 @@ def test_skip_path_starts_at_zero_and_reference_has_none() -> None:
     assert SageGCN(ModelConfig.reference(n_genes=4)).skip_weight is None
     with pytest.raises(ValueError, match="neighbour_mean"):
         net.reconstruct(torch.zeros(1, 8))
+
+
+@pytest.mark.parametrize("indicator", [True, False])
+def test_standardised_input_is_folded_into_the_first_layer(indicator: bool) -> None:
+    """project() on raw values equals the first layer applied to explicit z-scores."""
+    torch.manual_seed(0)
+    config = ModelConfig(n_genes=6, hidden_sizes=(5, 3), mask_indicator=indicator)
+    network = SageGCN(config)
+    mean, scale = torch.rand(6) * 3, torch.rand(6) + 0.5
+    network.set_input_scaling(mean, scale)
+    values = torch.rand(4, 6) * 4
+    visible = (torch.rand(4, 6) > 0.3).float()
+    z = (values - mean) / scale * visible  # hidden genes read as the mean: z = 0
+    explicit = network.gcn_layers[0].linear(torch.cat([z, visible], 1) if indicator else z)
+    torch.testing.assert_close(network.project(values, visible), explicit)
+    sparse = torch.tensor((values * visible).numpy()).to_sparse_csr()
+    hidden = torch.tensor((1 - visible).numpy()).to_sparse_csr()
+    torch.testing.assert_close(
+        network.project_sparse(sparse, torch.ones(6), hidden), explicit, rtol=1e-5, atol=1e-5
+    )
+    with pytest.raises(ValueError, match="positive"):
+        network.set_input_scaling(mean, torch.zeros(6))
+    # the state (saved with the weights) carries the scaling; the reference preset has none
+    assert torch.equal(network.state_dict()["input_scale"], scale)
+    assert "input_scale" not in SageGCN(ModelConfig.reference(n_genes=6)).state_dict()

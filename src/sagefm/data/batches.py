@@ -96,6 +96,10 @@ class SubgraphCollator:
     With ``neighbour_mask_fraction`` set, each neighbour also hides about that share of its genes
     (independent Bernoulli draws, seeded by the batch's centres): imputation hides genes in the
     neighbours too, and a model trained only on complete neighbours would meet inputs it never saw.
+    With ``whole_gene_mask_fraction`` set, that share of batches instead hides one random set of
+    ``mask_fraction`` of the vocabulary in every spot of the batch, centres and neighbours alike
+    (the targets are those genes where the centre observes them), so that a gene must be predicted
+    from other genes (see `DataConfig.whole_gene_mask_fraction`).
     """
 
     def __init__(
@@ -105,12 +109,14 @@ class SubgraphCollator:
         *,
         mask_fraction: float | None,
         neighbour_mask_fraction: float = 0.0,
+        whole_gene_mask_fraction: float = 0.0,
         seed: int = 0,
     ) -> None:
         self.slides = slides  # not list(): a `Corpus` loads slides lazily and evicts them
         self.model_config = model_config
         self.mask_fraction = mask_fraction
         self.neighbour_mask_fraction = neighbour_mask_fraction
+        self.whole_gene_mask_fraction = whole_gene_mask_fraction
         self.seed = seed
 
     def __call__(self, items: Sequence[CentreItem]) -> SubgraphBatch:
@@ -141,17 +147,29 @@ class SubgraphCollator:
                 adj[rows] = subgraph_weights(slide, spot_ids[rows], self.model_config)
         centre_truth = centre_values * centre_visible
         target = np.zeros_like(centre_visible)
-        if self.mask_fraction is not None:
-            for b, (slide_id, spot_id, item_seed) in enumerate(items):
-                rng = np.random.default_rng([self.seed, item_seed, slide_id, spot_id])
-                target[b] = mask_observed_genes(centre_visible[b], self.mask_fraction, rng)
-            centre_visible &= ~target
         values = np.concatenate(value_blocks)
         visible_all = np.concatenate(visible_blocks)
-        if self.mask_fraction is not None and self.neighbour_mask_fraction > 0:
+        if self.mask_fraction is not None:
+            # one stream per batch, a pure function of its centres (like the per-centre masks)
             entropy = [self.seed, items[0][2], *slide_ids.tolist(), *spot_ids.tolist()]
-            draws = np.random.default_rng(entropy).random(visible_all.shape, dtype=np.float32)
-            visible_all &= draws >= self.neighbour_mask_fraction
+            batch_rng = np.random.default_rng(entropy)
+            if self.whole_gene_mask_fraction > 0 and (
+                batch_rng.random() < self.whole_gene_mask_fraction
+            ):
+                n_genes = centre_visible.shape[1]
+                hidden = np.zeros(n_genes, dtype=bool)
+                n_hide = max(1, round(self.mask_fraction * n_genes))
+                hidden[batch_rng.choice(n_genes, size=n_hide, replace=False)] = True
+                target = centre_visible & hidden
+                visible_all &= ~hidden
+            else:
+                for b, (slide_id, spot_id, item_seed) in enumerate(items):
+                    rng = np.random.default_rng([self.seed, item_seed, slide_id, spot_id])
+                    target[b] = mask_observed_genes(centre_visible[b], self.mask_fraction, rng)
+            centre_visible &= ~target
+            if self.neighbour_mask_fraction > 0:
+                draws = batch_rng.random(visible_all.shape, dtype=np.float32)
+                visible_all &= draws >= self.neighbour_mask_fraction
         return SubgraphBatch(
             values=torch.from_numpy(np.multiply(values, visible_all, out=values)),
             visible=torch.from_numpy(visible_all.astype(np.float32)),

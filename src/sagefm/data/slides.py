@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import anndata as ad
@@ -57,6 +58,29 @@ class PreparedSlide:
         if self.hidden is not None:
             visible &= ~self.hidden[rows].toarray()
         return visible
+
+
+def observed_gene_stats(
+    slides: Iterable[PreparedSlide], n_genes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(V,) float32 mean and standard deviation of each vocabulary gene over the spots of the
+    slides that measure it (0 and 0 for genes no slide measures).
+
+    Pretraining starts the reconstruction head from the means (its bias), so that it begins at
+    the gene-mean predictor instead of spending its first epochs finding each gene's level, and
+    standardises the input with them (`SageGCN.set_input_scaling`).
+    """
+    total = np.zeros(n_genes, dtype=np.float64)
+    total_sq = np.zeros(n_genes, dtype=np.float64)
+    count = np.zeros(n_genes, dtype=np.float64)
+    for slide in slides:
+        total += np.asarray(slide.values.sum(axis=0), dtype=np.float64).ravel()
+        total_sq += np.asarray(slide.values.multiply(slide.values).sum(axis=0)).ravel()
+        count += slide.n_spots * slide.observed
+    n = np.maximum(count, 1.0)
+    mean = total / n
+    sd = np.sqrt(np.maximum(total_sq / n - mean**2, 0.0))
+    return mean.astype(np.float32), sd.astype(np.float32)
 
 
 def spot_coordinates_um(adata: ad.AnnData) -> np.ndarray:

@@ -60,15 +60,21 @@ class SageGCN(nn.Module):
     """GCN encoder (``len(hidden_sizes)`` layers) + linear head reconstructing the centre's genes.
 
     Input per node: expression (V,) with hidden/unobserved genes set to 0, and, when
-    ``mask_indicator``, the visibility flags (V,) concatenated, so the input layer has 2V features.
+    ``mask_indicator`` or ``standardize_input``, the visibility flags (V,) concatenated, so the input
+    layer has 2V features. Standardisation (z-scores with the training data's mean and sd) is folded
+    into the first layer's weights (`input_weights`), so the features stay sparse.
     The embedding of a spot is the last GCN layer's output at the centre node.
     """
+
+    input_mean: torch.Tensor  # (V,) buffers, present with ModelConfig.standardize_input
+    input_scale: torch.Tensor
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         if config.n_genes < 1:
             raise ValueError("ModelConfig.n_genes must be set before building the network")
         self.config = config
+        # learnable weights on values (V) and on the mask indicator (V); see `input_weights`
         in_features = config.n_genes * (2 if config.mask_indicator else 1)
         sizes = (in_features, *config.hidden_sizes)
         self.layers = nn.ModuleList(DenseGCNLayer(a, b) for a, b in itertools.pairwise(sizes))
@@ -82,6 +88,20 @@ class SageGCN(nn.Module):
         self.skip_weight = (
             nn.Parameter(torch.zeros(config.n_genes)) if config.spatial_skip else None
         )
+        # z-scores of the input (ModelConfig.standardize_input): fixed, saved with the weights.
+        # The identity until `set_input_scaling` is called with the training data's statistics.
+        if config.standardize_input:
+            self.register_buffer("input_mean", torch.zeros(config.n_genes))
+            self.register_buffer("input_scale", torch.ones(config.n_genes))
+
+    def set_input_scaling(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
+        """Standardise gene ``g`` as ``(x_g - mean[g]) / scale[g]`` (both (V,), scale > 0)."""
+        if not self.config.standardize_input:
+            raise ValueError("this network was built with standardize_input=False")
+        if bool((scale <= 0).any()):
+            raise ValueError("input scales must be positive")
+        self.input_mean.copy_(mean)
+        self.input_scale.copy_(scale)
 
     @property
     def gcn_layers(self) -> list[DenseGCNLayer]:
@@ -89,13 +109,41 @@ class SageGCN(nn.Module):
         return [layer for layer in self.layers if isinstance(layer, DenseGCNLayer)]
 
     def node_features(self, values: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-        """(U, V) values and (U, V) visibility -> (U, V or 2V) input features; hidden values zeroed."""
+        """(U, V) values and (U, V) visibility -> (U, V or 2V) input features; hidden values zeroed.
+
+        Features are on the raw scale; standardisation lives in `input_weights`, so that sparse
+        inputs stay sparse and a clamp changes one feature.
+        """
         shown = values * visible
-        return torch.cat([shown, visible], dim=-1) if self.config.mask_indicator else shown
+        return torch.cat([shown, visible], dim=-1) if self.config.input_has_visibility else shown
+
+    def input_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """First-layer weights on the raw features: (h_0, V) on values, (h_0, V) on visibility.
+
+        With standardisation, ``W z`` for ``z = (x - mean) / scale`` on visible genes equals
+        ``(W / scale) x - (W mean / scale) visible``: the value weights are rescaled and the
+        visibility weights (the indicator's, or none) get ``-W mean / scale``. None: no
+        visibility term.
+        """
+        weight = self.gcn_layers[0].linear.weight  # (h_0, F)
+        n_genes = self.config.n_genes
+        w_value = weight[:, :n_genes]
+        w_visible = weight[:, n_genes:] if self.config.mask_indicator else None
+        if self.config.standardize_input:
+            w_value = w_value / self.input_scale
+            offset = -w_value * self.input_mean
+            w_visible = offset if w_visible is None else w_visible + offset
+        return w_value, w_visible
+
+    def project_features(self, features: torch.Tensor) -> torch.Tensor:
+        """First layer's linear map of node features (..., F) from `node_features` -> (..., h_0)."""
+        w_value, w_visible = self.input_weights()
+        weight = w_value if w_visible is None else torch.cat([w_value, w_visible], dim=1)
+        return features @ weight.T
 
     def project(self, values: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
         """First layer's linear map of U spots: (U, V), (U, V) -> (U, h_0), shareable across subgraphs."""
-        return self.gcn_layers[0].linear(self.node_features(values, visible))
+        return self.project_features(self.node_features(values, visible))
 
     def project_sparse(
         self, shown: torch.Tensor, observed: torch.Tensor, hidden: torch.Tensor | None = None
@@ -104,20 +152,18 @@ class SageGCN(nn.Module):
 
         ``shown`` holds the visible values (0 elsewhere), ``observed`` (V,) the slide's measured
         genes and ``hidden`` an optional (U, V) CSR 0/1 matrix of observed entries hidden in those
-        spots. The indicator half of the input is then ``observed - hidden``, so its projection is
+        spots. The visibility half of the input is then ``observed - hidden``, so its projection is
         one vector for the slide minus a sparse correction: the dense (U, 2V) input is never built,
         and the value half costs nnz x h_0 instead of U x V x h_0 multiply-adds.
         """
-        weight = self.gcn_layers[0].linear.weight  # (h_0, F)
-        n_genes = self.config.n_genes
+        w_value, w_visible = self.input_weights()
         # Row-major (V, h_0) copies: sparse @ dense reads one dense row per non-zero, and rows of
         # a transposed view are strided columns (~30x slower on CPU).
-        out = torch.sparse.mm(shown, weight[:, :n_genes].T.contiguous())
-        if self.config.mask_indicator:
-            indicator = weight[:, n_genes:]
-            out = out + indicator @ observed.to(weight.dtype)
+        out = torch.sparse.mm(shown, w_value.T.contiguous())
+        if w_visible is not None:
+            out = out + w_visible @ observed.to(w_visible.dtype)
             if hidden is not None:
-                out = out - torch.sparse.mm(hidden, indicator.T.contiguous())
+                out = out - torch.sparse.mm(hidden, w_visible.T.contiguous())
         return out
 
     def encode(self, projected: torch.Tensor, adj: torch.Tensor | None) -> torch.Tensor:
@@ -187,7 +233,7 @@ class SageGCN(nn.Module):
             features = self.node_features(values, visible)[node_index[:, 1:]]  # (B, N-1, F)
             centre = self.node_features(centre_values, centre_visible)  # (B, F)
             mean = (features.sum(dim=1) + centre) / node_index.shape[1]
-            projected = self.gcn_layers[0].linear(mean).unsqueeze(1)  # (B, 1, h_0)
+            projected = self.project_features(mean).unsqueeze(1)  # (B, 1, h_0)
         else:
             projected = self.project(values, visible)[node_index]  # (B, N, h_0)
             centre = self.project(centre_values, centre_visible)  # (B, h_0)

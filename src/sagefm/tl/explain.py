@@ -121,7 +121,7 @@ def _predict_target(
     `SageGCN.forward` takes values and visibility and builds the features itself; attribution
     needs the features as the differentiable leaf, so this composes the same public pieces.
     """
-    projected = network.gcn_layers[0].linear(features)  # (b, N, h0)
+    projected = network.project_features(features)  # (b, N, h0)
     if adj is None:
         projected = projected.mean(dim=1, keepdim=True)
     embedding = network.encode(projected, adj)
@@ -158,7 +158,7 @@ def _attributions(
     if n_steps < 1:
         raise InputDataError(f"n_steps must be >= 1, got {n_steps}")
     network = model.network
-    n_genes, indicator = network.config.n_genes, network.config.mask_indicator
+    n_genes, indicator = network.config.n_genes, network.config.input_has_visibility
     slide, _ = prepare_slide(adata, model.vocabulary, model.config.data)
     gene_mean = torch.as_tensor(np.asarray(slide.values.mean(axis=0)).ravel(), dtype=torch.float32)
     total = np.zeros((targets.size, 2, n_genes))

@@ -128,11 +128,10 @@ def clamp_predictions(
     Uses the linearity of the first layer (module docstring); equals `SageGCN.forward` on the
     perturbed inputs (tests/tl/test_perturb.py).
     """
-    n_genes = network.config.n_genes
-    weight = network.gcn_layers[0].linear.weight  # (h0, V or 2V)
+    w_value, w_visible = network.input_weights()  # (h0, V) each; see SageGCN.input_weights
     lig = torch.as_tensor(ligands, dtype=torch.long)
     rec = torch.as_tensor(receptors, dtype=torch.long)
-    values_to = torch.as_tensor(clamp_values, dtype=weight.dtype)  # (K, C)
+    values_to = torch.as_tensor(clamp_values, dtype=w_value.dtype)  # (K, C)
     n_items = values_to.shape[1]
     projected = torch.cat(
         [
@@ -147,12 +146,12 @@ def clamp_predictions(
     rec_seen = batch.centre_values[:, rec]  # (B, K)
     rec_visible = batch.centre_visible[:, rec]  # (B, K)
     # receptor in the neighbours, to hide there too (not when it is the clamped ligand itself)
-    hide_nb = float(hide_receptor_in_neighbours) * (lig != rec).to(weight.dtype)  # (K,)
+    hide_nb = float(hide_receptor_in_neighbours) * (lig != rec).to(w_value.dtype)  # (K,)
     rec_nb_seen = batch.values[:, rec][neighbours] * hide_nb  # (B, N-1, K)
     rec_nb_visible = batch.visible[:, rec][neighbours] * hide_nb
-    w_lig, w_rec = weight[:, lig].T, weight[:, rec].T  # (K, h0)
-    if network.config.mask_indicator:
-        w_lig_flag, w_rec_flag = weight[:, n_genes + lig].T, weight[:, n_genes + rec].T
+    w_lig, w_rec = w_value[:, lig].T, w_value[:, rec].T  # (K, h0)
+    if w_visible is not None:
+        w_lig_flag, w_rec_flag = w_visible[:, lig].T, w_visible[:, rec].T
     else:
         w_lig_flag = w_rec_flag = torch.zeros_like(w_lig)
     head_w, head_b = network.head.weight[rec], network.head.bias[rec]  # (K, h_last), (K,)

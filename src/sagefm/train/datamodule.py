@@ -27,10 +27,7 @@ class SubgraphDataModule(L.LightningDataModule):
         self.config = config
         self.train_slides = train
         self.val_dataset = CentreDataset(val)
-        masks = {
-            "mask_fraction": config.data.mask_fraction,
-            "neighbour_mask_fraction": config.data.neighbour_mask_fraction,
-        }
+        masks = config.data.masking()
         # Validation masks use a seed of their own so they never coincide with a training epoch's.
         self.train_collate = SubgraphCollator(train, config.model, seed=config.train.seed, **masks)
         self.val_collate = SubgraphCollator(val, config.model, seed=config.train.seed + 1, **masks)

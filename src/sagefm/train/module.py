@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 
 from sagefm.config import SageFMConfig
@@ -19,13 +20,32 @@ def masked_mse(prediction: torch.Tensor, truth: torch.Tensor, target: torch.Tens
     return (prediction - truth)[target].square().mean()
 
 
+#: added to each gene's standard deviation (log1p units) before it divides: rarely detected
+#: genes (sd near 0) would otherwise turn a single count into a z-score in the hundreds
+SCALE_PAD = 0.1
+
+
 class PretrainingModule(L.LightningModule):
     """Wraps `SageGCN` with the masked-MSE objective, Adam and ReduceLROnPlateau."""
 
-    def __init__(self, config: SageFMConfig, slide_names: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        config: SageFMConfig,
+        slide_names: Sequence[str] = (),
+        gene_stats: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        """``gene_stats``: (V,) means and standard deviations of the training data
+        (`observed_gene_stats`): the head's starting bias and, with
+        ``ModelConfig.standardize_input``, the input's z-scores (scale = sd + `SCALE_PAD`)."""
         super().__init__()
         self.config = config
         self.network = SageGCN(config.model)
+        if gene_stats is not None:
+            mean, sd = (torch.as_tensor(v, dtype=torch.float32) for v in gene_stats)
+            with torch.no_grad():
+                self.network.head.bias.copy_(mean)
+                if config.model.standardize_input:
+                    self.network.set_input_scaling(mean, sd + SCALE_PAD)
         self.slide_names = list(slide_names)
 
     def transfer_batch_to_device(

@@ -24,7 +24,13 @@ from sagefm._constants import Files
 from sagefm.config import SageFMConfig
 from sagefm.data.corpus import Corpus
 from sagefm.data.expression import normalize_expression
-from sagefm.data.slides import PreparedSlide, prepare_slide, slide_name, spot_coordinates_um
+from sagefm.data.slides import (
+    PreparedSlide,
+    observed_gene_stats,
+    prepare_slide,
+    slide_name,
+    spot_coordinates_um,
+)
 from sagefm.data.vocabulary import GeneVocabulary, build_vocabulary
 from sagefm.errors import InputDataError, OutputError
 from sagefm.io.write import write_text_atomic
@@ -131,7 +137,7 @@ def pretrain(
     if isinstance(slides, Corpus):
         # A prepared corpus streams from disk; its vocabulary and neighbourhoods are fixed.
         vocabulary = slides.vocabulary
-        masks = {k: getattr(config.data, k) for k in ("mask_fraction", "neighbour_mask_fraction")}
+        masks = config.data.masking()
         config = dataclasses.replace(config, data=dataclasses.replace(slides.data_config, **masks))
         train_prepared, val_prepared = slides.split(config.train.val_fraction, config.train.seed)
     else:
@@ -167,7 +173,11 @@ def pretrain(
     )
     config.save(output / Files.CONFIG)
 
-    module = PretrainingModule(config, [s.name for s in train_prepared])
+    module = PretrainingModule(
+        config,
+        [s.name for s in train_prepared],
+        gene_stats=observed_gene_stats(train_prepared, len(vocabulary)),
+    )
     datamodule = SubgraphDataModule(train_prepared, val_prepared, config)
     exporter = ExportModelDirs(output, vocabulary)
     ckpt = output / Files.RESUME / "last.ckpt"
