@@ -174,12 +174,9 @@ class ReferenceGCN(nn.Module):
     def load_from(self, network: SageGCN) -> None:
         """Copy our weights (same maths: `DenseGCNLayer` equals GCNConv)."""
         with torch.no_grad():
-            # the first layer on the raw features: standardisation folded in
-            w_value, w_visible = network.input_weights()
             for i, (conv, layer) in enumerate(zip(self.convs, network.gcn_layers, strict=True)):
-                weight = layer.linear.weight
-                if i == 0:
-                    weight = w_value if w_visible is None else torch.cat([w_value, w_visible], 1)
+                # the first layer on the raw features, with the standardisation folded in
+                weight = network.feature_weight() if i == 0 else layer.linear.weight
                 conv.get_parameter("lin.weight").copy_(weight)
                 conv.get_parameter("bias").copy_(layer.bias)
             self.head.load_state_dict(network.head.state_dict())

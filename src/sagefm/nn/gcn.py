@@ -135,11 +135,14 @@ class SageGCN(nn.Module):
             w_visible = offset if w_visible is None else w_visible + offset
         return w_value, w_visible
 
+    def feature_weight(self) -> torch.Tensor:
+        """(h_0, F) first-layer weight on `node_features` (the two halves of `input_weights`)."""
+        w_value, w_visible = self.input_weights()
+        return w_value if w_visible is None else torch.cat([w_value, w_visible], dim=1)
+
     def project_features(self, features: torch.Tensor) -> torch.Tensor:
         """First layer's linear map of node features (..., F) from `node_features` -> (..., h_0)."""
-        w_value, w_visible = self.input_weights()
-        weight = w_value if w_visible is None else torch.cat([w_value, w_visible], dim=1)
-        return features @ weight.T
+        return features @ self.feature_weight().T
 
     def project(self, values: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
         """First layer's linear map of U spots: (U, V), (U, V) -> (U, h_0), shareable across subgraphs."""
