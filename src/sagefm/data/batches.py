@@ -156,10 +156,8 @@ class SubgraphCollator:
             if self.whole_gene_mask_fraction > 0 and (
                 batch_rng.random() < self.whole_gene_mask_fraction
             ):
-                n_genes = centre_visible.shape[1]
-                hidden = np.zeros(n_genes, dtype=bool)
-                n_hide = max(1, round(self.mask_fraction * n_genes))
-                hidden[batch_rng.choice(n_genes, size=n_hide, replace=False)] = True
+                every_gene = np.ones(centre_visible.shape[1], dtype=bool)
+                hidden = mask_observed_genes(every_gene, self.mask_fraction, batch_rng)
                 target = centre_visible & hidden
                 visible_all &= ~hidden
             else:

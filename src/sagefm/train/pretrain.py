@@ -173,14 +173,17 @@ def pretrain(
     )
     config.save(output / Files.CONFIG)
 
+    ckpt = output / Files.RESUME / "last.ckpt"
+    resuming = resume and ckpt.is_file()
+    # The starting point needs one pass over the training data; a resumed run restores it (the
+    # input scaling is part of the state), so it skips that pass.
     module = PretrainingModule(
         config,
         [s.name for s in train_prepared],
-        gene_stats=observed_gene_stats(train_prepared, len(vocabulary)),
+        gene_stats=None if resuming else observed_gene_stats(train_prepared, len(vocabulary)),
     )
     datamodule = SubgraphDataModule(train_prepared, val_prepared, config)
     exporter = ExportModelDirs(output, vocabulary)
-    ckpt = output / Files.RESUME / "last.ckpt"
     on_interrupt = CheckpointOnInterrupt(ckpt)
     callbacks: list[L.Callback] = [
         exporter,
@@ -233,7 +236,7 @@ def pretrain(
         trainer.fit(
             module,
             datamodule=datamodule,
-            ckpt_path=str(ckpt) if resume and ckpt.is_file() else None,
+            ckpt_path=str(ckpt) if resuming else None,
         )
 
     result = PretrainResult(
