@@ -205,6 +205,18 @@ class _InProcess:
 
 
 # ----------------------------------------------------------------------------- reading
+def held_out_slides(n_slides: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Positions of the training and the validation slides, each sorted: ``val_fraction`` of the
+    ``n_slides`` (at least one) held out whole, drawn from ``seed``.
+
+    Both `Corpus.split` and `sagefm.train.split_validation` hold slides out by this rule, so a
+    corpus and the same slides in memory are split alike.
+    """
+    n_val = max(1, round(val_fraction * n_slides))
+    order = np.random.default_rng(seed).permutation(n_slides)
+    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+
+
 class Corpus(Sequence[PreparedSlide]):
     """A prepared corpus on disk, as a sequence of `PreparedSlide` loaded on demand.
 
@@ -285,13 +297,13 @@ class Corpus(Sequence[PreparedSlide]):
         )
 
     def split(self, val_fraction: float, seed: int) -> tuple[Corpus, Corpus]:
-        """Hold out whole slides for validation (at least one), as `split_validation` does."""
+        """Training and validation corpora: whole slides held out by `held_out_slides`."""
         if len(self) < 2:
-            raise InputDataError("a corpus needs at least 2 slides to hold one out for validation")
-        n_val = max(1, round(val_fraction * len(self)))
-        order = np.random.default_rng(seed).permutation(len(self))
-        val = sorted(order[:n_val].tolist())
-        train = sorted(order[n_val:].tolist())
+            raise InputDataError(
+                "a corpus needs at least 2 slides to hold one out for validation (or pass "
+                "validation slides)"
+            )
+        train, val = held_out_slides(len(self), val_fraction, seed)
         return self.subset(train), self.subset(val)
 
     def summary(self) -> pd.DataFrame:

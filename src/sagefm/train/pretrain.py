@@ -21,8 +21,8 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from sagefm._constants import Files
-from sagefm.config import SageFMConfig
-from sagefm.data.corpus import Corpus
+from sagefm.config import SageFMConfig, TrainConfig
+from sagefm.data.corpus import Corpus, held_out_slides
 from sagefm.data.expression import normalize_expression
 from sagefm.data.slides import (
     PreparedSlide,
@@ -66,18 +66,14 @@ class PretrainResult:
 def split_validation(
     slides: Sequence[ad.AnnData], val_fraction: float, seed: int
 ) -> tuple[list[ad.AnnData], list[ad.AnnData]]:
-    """Hold out whole slides for validation (at least one); with a single slide, a spatial block.
+    """Hold out whole slides for validation (`held_out_slides`); with a single slide, a spatial block.
 
     The single-slide fallback holds out the ``val_fraction`` (at least 10%) of spots with the largest
     x coordinate: a contiguous region, so validation centres are not interleaved with training ones.
     """
     if len(slides) >= 2:
-        n_val = max(1, round(val_fraction * len(slides)))
-        order = np.random.default_rng(seed).permutation(len(slides))
-        val_ids = set(order[:n_val].tolist())
-        return [s for i, s in enumerate(slides) if i not in val_ids], [
-            slides[i] for i in sorted(val_ids)
-        ]
+        train, val = held_out_slides(len(slides), val_fraction, seed)
+        return [slides[i] for i in train], [slides[i] for i in val]
     only = slides[0]
     x = spot_coordinates_um(only)[:, 0]
     cut = np.quantile(x, 1.0 - max(val_fraction, 0.1))
@@ -90,104 +86,103 @@ def split_validation(
     return [only[x <= cut].copy()], [only[x > cut].copy()]
 
 
-def _prepare_all(
-    slides: Sequence[ad.AnnData], vocabulary: GeneVocabulary, config: SageFMConfig, prefix: str
-) -> list[PreparedSlide]:
-    prepared = []
-    for i, adata in enumerate(slides):
-        slide, _ = prepare_slide(
-            adata, vocabulary, config.data, name=slide_name(adata, f"{prefix}{i}")
-        )
-        prepared.append(slide)
-    return prepared
+@dataclass(frozen=True)
+class _Inputs:
+    """What a run trains on: prepared slides, the vocabulary, and the configuration as run."""
+
+    train: Sequence[PreparedSlide]
+    val: Sequence[PreparedSlide]
+    vocabulary: GeneVocabulary
+    config: SageFMConfig
 
 
-def pretrain(
+def _training_inputs(
     slides: Sequence[ad.AnnData] | Corpus,
-    *,
-    output: Path | str,
-    val_slides: Sequence[ad.AnnData] | None = None,
-    config: SageFMConfig | None = None,
-    vocabulary: GeneVocabulary | None = None,
-    progress: bool = True,
-    resume: bool = False,
-) -> PretrainResult:
-    """Pretrain SAGE-FM by masked-gene reconstruction and write ``output/`` (see README).
+    val_slides: Sequence[ad.AnnData] | None,
+    vocabulary: GeneVocabulary | None,
+    config: SageFMConfig,
+) -> _Inputs:
+    """Split, fix the vocabulary and the data config, prepare: the same steps for both sources.
 
-    ``slides`` are raw-count AnnData with coordinates; ``val_slides`` are held out whole (default:
-    `split_validation`). The vocabulary is built from the training slides unless given. ``slides``
-    may instead be a prepared `Corpus` (`sagefm prepare`): its vocabulary is used, whole slides
-    are held out by ``val_fraction``, and slides stream from disk. Writes
-    ``best/`` and ``last/`` model directories, ``metrics.csv`` (train/validation loss per epoch),
-    ``resume/last.ckpt`` (resumable Lightning state) and ``run.json`` (what ran, how long, peak memory).
+    A `Corpus` fixes the vocabulary and the neighbourhoods it was prepared with (only the masking
+    of ``config.data`` applies); given ``val_slides`` are prepared with that vocabulary.
     """
-    config = config or SageFMConfig()
-    output = Path(output)
-    if not slides:
-        raise InputDataError("pretraining needs at least one slide")
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create the output directory {output}: {exc}") from exc
-    started = time.perf_counter()
-    L.seed_everything(config.train.seed, workers=True, verbose=False)
-
-    train_prepared: Sequence[PreparedSlide]
-    val_prepared: Sequence[PreparedSlide]
-    if isinstance(slides, Corpus):
-        # A prepared corpus streams from disk; its vocabulary and neighbourhoods are fixed.
-        vocabulary = slides.vocabulary
-        masks = config.data.masking()
-        config = dataclasses.replace(config, data=dataclasses.replace(slides.data_config, **masks))
-        train_prepared, val_prepared = slides.split(config.train.val_fraction, config.train.seed)
-    else:
-        train_list, val_list = (
-            (list(slides), list(val_slides))
-            if val_slides
-            else split_validation(slides, config.train.val_fraction, config.train.seed)
-        )
-        if vocabulary is None:
-            expression = [
-                normalize_expression(a, normalized_input=config.data.normalized_input)
-                for a in train_list
-            ]
-            vocabulary = build_vocabulary(
-                train_list,
-                expression,
-                min_slide_fraction=config.data.min_slide_fraction,
-                max_genes=config.data.max_genes,
+    train, val = _split(slides, val_slides, config.train)
+    if isinstance(train, Corpus):
+        if vocabulary is not None and vocabulary != train.vocabulary:
+            raise InputDataError(
+                f"the corpus {train.path} fixes its vocabulary ({len(train.vocabulary)} genes); "
+                "do not pass another one (prepare the corpus with `sagefm prepare --vocabulary`)"
             )
+        vocabulary = train.vocabulary
+        config = dataclasses.replace(
+            config, data=dataclasses.replace(train.data_config, **config.data.masking())
+        )
+    elif vocabulary is None:
+        vocabulary = _build_vocabulary(train, config)
     config = dataclasses.replace(
         config, model=dataclasses.replace(config.model, n_genes=len(vocabulary))
     )
-    if not isinstance(slides, Corpus):
-        train_prepared = _prepare_all(train_list, vocabulary, config, "train")
-        val_prepared = _prepare_all(val_list, vocabulary, config, "val")
+    inputs = _Inputs(
+        train=_prepare_all(train, vocabulary, config, "train"),
+        val=_prepare_all(val, vocabulary, config, "val"),
+        vocabulary=vocabulary,
+        config=config,
+    )
     logger.info(
         "pretraining on %d slides (%d spots), validating on %d (%d spots), %d genes",
-        len(train_prepared),
-        sum(s.n_spots for s in train_prepared),
-        len(val_prepared),
-        sum(s.n_spots for s in val_prepared),
+        len(inputs.train),
+        sum(s.n_spots for s in inputs.train),
+        len(inputs.val),
+        sum(s.n_spots for s in inputs.val),
         len(vocabulary),
     )
-    config.save(output / Files.CONFIG)
+    return inputs
 
-    ckpt = output / Files.RESUME / "last.ckpt"
-    resuming = resume and ckpt.is_file()
-    # The starting point needs one pass over the training data; a resumed run restores it (the
-    # input scaling is part of the state), so it skips that pass.
-    module = PretrainingModule(
-        config,
-        [s.name for s in train_prepared],
-        gene_stats=None if resuming else observed_gene_stats(train_prepared, len(vocabulary)),
+
+def _split(
+    slides: Sequence[ad.AnnData] | Corpus,
+    val_slides: Sequence[ad.AnnData] | None,
+    train: TrainConfig,
+) -> tuple[Sequence[ad.AnnData] | Corpus, Sequence[ad.AnnData] | Corpus]:
+    """The given validation slides, or whole slides held out by ``train.val_fraction``."""
+    if val_slides:
+        return slides, list(val_slides)
+    if isinstance(slides, Corpus):
+        return slides.split(train.val_fraction, train.seed)
+    return split_validation(slides, train.val_fraction, train.seed)
+
+
+def _build_vocabulary(slides: Sequence[ad.AnnData], config: SageFMConfig) -> GeneVocabulary:
+    expression = [
+        normalize_expression(a, normalized_input=config.data.normalized_input) for a in slides
+    ]
+    return build_vocabulary(
+        slides,
+        expression,
+        min_slide_fraction=config.data.min_slide_fraction,
+        max_genes=config.data.max_genes,
     )
-    datamodule = SubgraphDataModule(train_prepared, val_prepared, config)
-    exporter = ExportModelDirs(output, vocabulary)
-    on_interrupt = CheckpointOnInterrupt(ckpt)
+
+
+def _prepare_all(
+    slides: Sequence[ad.AnnData] | Corpus,
+    vocabulary: GeneVocabulary,
+    config: SageFMConfig,
+    prefix: str,
+) -> Sequence[PreparedSlide]:
+    """AnnData slides prepared over ``vocabulary``; a corpus as it is (it streams from disk)."""
+    if isinstance(slides, Corpus):
+        return slides
+    return [
+        prepare_slide(adata, vocabulary, config.data, name=slide_name(adata, f"{prefix}{i}"))[0]
+        for i, adata in enumerate(slides)
+    ]
+
+
+def _checkpointing(output: Path, train: TrainConfig) -> list[L.Callback]:
+    """Resumable state each epoch (and every N steps if asked), and early stopping."""
     callbacks: list[L.Callback] = [
-        exporter,
-        on_interrupt,
         ModelCheckpoint(
             dirpath=output / Files.RESUME,
             filename="epoch{epoch}",
@@ -196,11 +191,8 @@ def pretrain(
             enable_version_counter=False,  # a resumed run overwrites last.ckpt, not last-v1.ckpt
         ),
     ]
-    if config.train.early_stopping_patience:
-        callbacks.append(
-            EarlyStopping(monitor="val_loss", patience=config.train.early_stopping_patience)
-        )
-    train = config.train
+    if train.early_stopping_patience:
+        callbacks.append(EarlyStopping(monitor="val_loss", patience=train.early_stopping_patience))
     if train.checkpoint_every_n_steps:  # mid-epoch resumable state, so a killed run loses little
         callbacks.append(
             ModelCheckpoint(
@@ -210,7 +202,13 @@ def pretrain(
                 every_n_train_steps=train.checkpoint_every_n_steps,
             )
         )
-    trainer = L.Trainer(
+    return callbacks
+
+
+def _trainer(
+    train: TrainConfig, output: Path, callbacks: list[L.Callback], progress: bool
+) -> L.Trainer:
+    return L.Trainer(
         max_epochs=train.max_epochs,
         accelerator=train.accelerator,
         devices=train.devices,
@@ -229,16 +227,87 @@ def pretrain(
         deterministic=False,
         use_distributed_sampler=False,  # CentreSampler shards the centres across ranks itself
     )
-    if resume and not ckpt.is_file():
+
+
+def _write_run_record(result: PretrainResult, config: SageFMConfig) -> None:
+    """``run.json``: the result, the command line, the seed, library versions and the config."""
+    record = {
+        **{
+            k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(result).items()
+        },
+        "command": sys.argv,
+        "seed": config.train.seed,
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "lightning": L.__version__,
+        },
+        "config": config.to_dict(),
+    }
+    write_text_atomic(result.output / "run.json", json.dumps(record, indent=2, default=str))
+
+
+def pretrain(
+    slides: Sequence[ad.AnnData] | Corpus,
+    *,
+    output: Path | str,
+    val_slides: Sequence[ad.AnnData] | None = None,
+    config: SageFMConfig | None = None,
+    vocabulary: GeneVocabulary | None = None,
+    progress: bool = True,
+    resume: bool = False,
+) -> PretrainResult:
+    """Pretrain SAGE-FM by masked-gene reconstruction and write ``output/`` (see README).
+
+    ``slides`` are raw-count AnnData with coordinates, or a prepared `Corpus` (`sagefm prepare`)
+    that streams from disk and brings its own vocabulary. ``val_slides`` (AnnData) are held out
+    whole; by default `split_validation` / `Corpus.split` hold out ``val_fraction`` of the slides.
+    The vocabulary is built from the training slides unless given. Writes ``best/`` and ``last/``
+    model directories, ``metrics.csv`` (train/validation loss per epoch), ``resume/last.ckpt``
+    (resumable Lightning state) and ``run.json`` (what ran, how long, peak memory).
+    """
+    started = time.perf_counter()
+    if not slides:
+        raise InputDataError("pretraining needs at least one slide")
+    output = Path(output)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output directory {output}: {exc}") from exc
+    config = config or SageFMConfig()
+    L.seed_everything(config.train.seed, workers=True, verbose=False)
+
+    # 1. inputs
+    inputs = _training_inputs(slides, val_slides, vocabulary, config)
+    config = inputs.config
+    config.save(output / Files.CONFIG)
+    ckpt = output / Files.RESUME / "last.ckpt"
+    resuming = resume and ckpt.is_file()
+    if resume and not resuming:
         logger.warning("resume requested but %s does not exist: training from the start", ckpt)
+    # The starting point needs one pass over the training data; a resumed run restores it (the
+    # input scaling is part of the state), so it skips that pass.
+    module = PretrainingModule(
+        config,
+        [s.name for s in inputs.train],
+        gene_stats=None if resuming else observed_gene_stats(inputs.train, len(inputs.vocabulary)),
+    )
+
+    # 2. callbacks: model directories, checkpoint on SIGTERM/SIGINT, resumable state
+    exporter = ExportModelDirs(output, inputs.vocabulary)
+    on_interrupt = CheckpointOnInterrupt(ckpt)
+    callbacks = [exporter, on_interrupt, *_checkpointing(output, config.train)]
+    # 3. trainer
+    trainer = _trainer(config.train, output, callbacks, progress)
     # SIGTERM/SIGINT: checkpoint, then TrainingInterrupted; a resumed run keeps the earlier metrics
     with interruptible(on_interrupt), keeping_metrics(output / Files.METRICS, resume):
         trainer.fit(
             module,
-            datamodule=datamodule,
+            datamodule=SubgraphDataModule(inputs.train, inputs.val, config),
             ckpt_path=str(ckpt) if resuming else None,
         )
 
+    # 4. run record
     result = PretrainResult(
         output=output,
         best_dir=output / "best",
@@ -248,23 +317,9 @@ def pretrain(
         epochs_run=trainer.current_epoch,
         wall_time_s=time.perf_counter() - started,
         peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        train_slides=[s.name for s in train_prepared],
-        val_slides=[s.name for s in val_prepared],
+        train_slides=[s.name for s in inputs.train],
+        val_slides=[s.name for s in inputs.val],
     )
     if trainer.is_global_zero:
-        record = {
-            **{
-                k: (str(v) if isinstance(v, Path) else v)
-                for k, v in dataclasses.asdict(result).items()
-            },
-            "command": sys.argv,
-            "seed": config.train.seed,
-            "versions": {
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-                "lightning": L.__version__,
-            },
-            "config": config.to_dict(),
-        }
-        write_text_atomic(output / "run.json", json.dumps(record, indent=2, default=str))
+        _write_run_record(result, config)
     return result
