@@ -228,20 +228,3 @@ def test_input_scaling_is_the_training_data_and_survives_loading(trained) -> Non
     del raw["model"]["standardize_input"]
     assert SageFMConfig.from_dict(raw).model.standardize_input is False
 
-
-@pytest.mark.parametrize(
-    ("argv", "neighbours", "whole_genes"),
-    [
-        ([], 0.3, 0.5),
-        (["--whole-gene-mask-fraction", "0"], 0.3, 0.0),
-        (["--preset", "reference"], 0.0, 0.0),
-    ],
-)
-def test_cli_masking_options(argv: list[str], neighbours: float, whole_genes: float) -> None:
-    from sagefm.cli import _config_from_args, build_parser
-
-    args = build_parser().parse_args(["pretrain", "--output", "o", *argv])
-    config = _config_from_args(args)
-    assert config.data.neighbour_mask_fraction == neighbours
-    assert config.data.whole_gene_mask_fraction == whole_genes
-    assert config.model.standardize_input == ("reference" not in argv)

@@ -1,0 +1,162 @@
+"""Options and inputs shared by several commands; defaults come from the config dataclasses."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+
+from sagefm.config import DataConfig, ModelConfig, SageFMConfig, TrainConfig
+from sagefm.errors import InputDataError, OutputError
+
+logger = logging.getLogger("sagefm")
+
+#: `TrainConfig` fields set by a flag of the same name (``--max-epochs`` → ``max_epochs``): the
+#: flag's type and default are the field's, so the two cannot drift apart.
+TRAIN_FLAGS = {
+    "max_epochs": "epochs at most",
+    "seed": "seed of the split, initialisation and masks",
+    "batch_size": "subgraphs per step",
+    "learning_rate": "Adam learning rate",
+    "accelerator": "cpu, gpu, auto",
+    "devices": "number of devices per node, or 'auto'",
+    "num_nodes": "machines",
+    "strategy": "e.g. ddp, ddp_find_unused_parameters_false",
+    "precision": "32-true, bf16-mixed, 16-mixed",
+    "num_workers": "DataLoader worker processes",
+    "limit_train_batches": "cap steps per epoch (0 = all)",
+    "centre_block_size": "batches of spatial blocks of ~this many neighbouring centres "
+    "(1 = random centres)",
+    "slides_per_group": "slides visited together in an epoch (0 = all); bounds what a corpus "
+    "keeps resident",
+    "checkpoint_every_n_steps": "also save the resumable state every N steps (0 = each epoch)",
+}
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: ...)`` to an option's help, unless the default is None or a switch's False."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        unset = action.default in (None, argparse.SUPPRESS) or action.default is False
+        if action.option_strings and not unset and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_vocabulary_options(p: argparse.ArgumentParser, target: Any = None) -> None:
+    """``--max-genes`` (into ``target``, e.g. a mutually exclusive group) and ``--normalized-input``."""
+    (target or p).add_argument(
+        "--max-genes",
+        type=int,
+        default=DataConfig.max_genes,
+        help="vocabulary size cap when the vocabulary is built",
+    )
+    p.add_argument("--normalized-input", action="store_true", help="X is already log-normalised")
+
+
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    """Model preset, vocabulary, masking and every `TrainConfig` flag of ``sagefm pretrain``."""
+    p.add_argument(
+        "--preset",
+        choices=["default", "reference"],
+        default="default",
+        help="'reference': the authors' released code (complete graph, no mask indicator)",
+    )
+    p.add_argument(
+        "--edge-scheme", choices=["weighted", "complete"], help="override the preset's edges"
+    )
+    p.add_argument(
+        "--hidden-sizes",
+        type=int,
+        nargs="+",
+        help=f"GCN layer sizes (default {' '.join(map(str, ModelConfig.hidden_sizes))})",
+    )
+    add_vocabulary_options(p)
+    p.add_argument(
+        "--whole-gene-mask-fraction",
+        type=float,
+        default=DataConfig.whole_gene_mask_fraction,
+        help="share of batches hiding their genes in every spot (teaches gene-from-other-genes "
+        "prediction, needed by perturb); 0 = centre-only masking",
+    )
+    defaults = TrainConfig()
+    for name, text in TRAIN_FLAGS.items():
+        default = getattr(defaults, name)
+        # devices is an int or "auto": read as text, converted in `config_from_args`
+        kind = str if name == "devices" else type(default)
+        p.add_argument(flag(name), type=kind, default=default, help=text)
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/resume/last.ckpt")
+
+
+def config_from_args(args: argparse.Namespace) -> SageFMConfig:
+    """The configuration that `add_training_options` flags describe."""
+    reference = args.preset == "reference"
+    model = ModelConfig.reference() if reference else ModelConfig()
+    if args.edge_scheme:
+        model = dataclasses.replace(model, edge_scheme=args.edge_scheme)
+    if args.hidden_sizes:
+        model = dataclasses.replace(model, hidden_sizes=tuple(args.hidden_sizes))
+    data = DataConfig(
+        max_genes=args.max_genes,
+        normalized_input=args.normalized_input,
+        whole_gene_mask_fraction=args.whole_gene_mask_fraction,
+    )
+    if reference:  # the released code masks the centre only
+        data = dataclasses.replace(data, neighbour_mask_fraction=0.0, whole_gene_mask_fraction=0.0)
+    train = {name: getattr(args, name) for name in TRAIN_FLAGS}
+    devices = str(train["devices"])
+    train["devices"] = int(devices) if devices.isdigit() else devices
+    return SageFMConfig(model=model, data=data, train=TrainConfig(**train))
+
+
+def add_model_input_output(p: argparse.ArgumentParser, *, output: str) -> None:
+    """The options every command that applies a model to one slide takes."""
+    p.add_argument("--model", required=True, help="model directory or pretraining output")
+    p.add_argument("--input", required=True, help="one slide (.h5ad or Space Ranger outs/)")
+    p.add_argument("--output", required=True, help=output)
+
+
+def read_slides(paths: Sequence[str]) -> list[ad.AnnData]:
+    """Every slide in ``paths`` (files, Space Ranger outs/ or folders), in order."""
+    from sagefm.io import read
+
+    slides: list[ad.AnnData] = []
+    for path in paths:
+        result = read(path)
+        slides.extend(result if isinstance(result, list) else [result])
+    return slides
+
+
+def read_one(path: str) -> ad.AnnData:
+    slides = read_slides([path])
+    if len(slides) != 1:
+        raise InputDataError(f"{path} holds {len(slides)} slides; give one slide per call")
+    return slides[0]
+
+
+def output_dir(path: str) -> Path:
+    directory = Path(path)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output directory {directory}: {exc}") from exc
+    return directory
+
+
+def synthetic_slides(seed: int) -> tuple[list[ad.AnnData], list[ad.AnnData]]:
+    """The default data: generated tissue; the last slide is held out for validation."""
+    from sagefm.datasets import synthetic_tissue
+
+    slides = synthetic_tissue(seed=seed)
+    logger.info("no --data given: using %d generated synthetic slides (seed %d)", len(slides), seed)
+    return slides[:-1], slides[-1:]

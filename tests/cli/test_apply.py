@@ -1,0 +1,64 @@
+"""The CLI end to end on tiny tissue: prepare → pretrain (corpus + --val-data) → embed, impute."""
+
+import json
+from pathlib import Path
+
+import anndata as ad
+import pytest
+
+from sagefm._constants import Keys
+from sagefm.cli import main
+from sagefm.datasets import synthetic_tissue
+from sagefm.io.write import write_h5ad
+
+TINY = ["--hidden-sizes", "16", "8", "16", "--max-epochs", "1", "--batch-size", "16"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A model directory pretrained through the CLI, and a slide file it was not trained on."""
+    root = tmp_path_factory.mktemp("cli")
+    raw = root / "raw"
+    raw.mkdir()
+    slides = synthetic_tissue(n_slides=3, grid_rows=8, grid_cols=8, n_genes=60, seed=2)
+    for i, adata in enumerate(slides[:2]):
+        write_h5ad(adata, raw / f"s{i}.h5ad")
+    held_out = write_h5ad(slides[2], root / "held_out.h5ad")
+    assert (
+        main(["prepare", "--input", str(raw), "--output", str(root / "c"), "--max-genes", "40"])
+        == 0
+    )
+    argv = ["--corpus", str(root / "c"), "--val-data", str(held_out), "--accelerator", "cpu"]
+    assert main(["--no-progress", "pretrain", *argv, "--output", str(root / "run"), *TINY]) == 0
+    run = json.loads((root / "run" / "run.json").read_text())
+    assert run["val_slides"] == ["synthetic_2"] and len(run["train_slides"]) == 2
+    return root / "run" / "best", held_out
+
+
+def test_embed_writes_the_embedding(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    model, slide = trained
+    out = tmp_path / "e.h5ad"
+    argv = ["--model", str(model), "--input", str(slide), "--output", str(out)]
+    assert main(["--no-progress", "embed", *argv, "--key-added", "emb", "--chunk-size", "7"]) == 0
+    embedded = ad.read_h5ad(out)
+    assert embedded.obsm["emb"].shape == (embedded.n_obs, 16)
+
+
+def test_impute_writes_a_layer_or_the_vocabulary(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model, slide = trained
+    argv = ["--no-progress", "impute", "--model", str(model), "--input", str(slide)]
+    assert main([*argv, "--output", str(tmp_path / "i.h5ad")]) == 0
+    imputed = ad.read_h5ad(tmp_path / "i.h5ad")
+    assert imputed.layers[Keys.LAYER_IMPUTED].shape == imputed.shape
+    assert main([*argv, "--output", str(tmp_path / "v.h5ad"), "--vocabulary-genes"]) == 0
+    assert ad.read_h5ad(tmp_path / "v.h5ad").n_vars == 40  # the corpus vocabulary
+
+
+def test_embed_refuses_a_file_with_several_slides(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model, slide = trained
+    argv = ["embed", "--model", str(model), "--input", str(slide.parent / "raw")]
+    assert main([*argv, "--output", str(tmp_path / "e.h5ad")]) == 2

@@ -1,0 +1,78 @@
+"""Shared CLI options: defaults read from the config dataclasses, flags land in the config."""
+
+import dataclasses
+
+import pytest
+
+from sagefm.cli import build_parser
+from sagefm.cli.options import TRAIN_FLAGS, config_from_args
+from sagefm.config import DataConfig, ModelConfig, SageFMConfig, TrainConfig
+
+
+def _pretrain_config(*argv: str) -> SageFMConfig:
+    return config_from_args(build_parser().parse_args(["pretrain", "--output", "o", *argv]))
+
+
+@pytest.mark.parametrize(
+    ("argv", "neighbours", "whole_genes"),
+    [
+        ([], 0.3, 0.5),
+        (["--whole-gene-mask-fraction", "0"], 0.3, 0.0),
+        (["--preset", "reference"], 0.0, 0.0),
+    ],
+)
+def test_cli_masking_options(argv: list[str], neighbours: float, whole_genes: float) -> None:
+    config = _pretrain_config(*argv)
+    assert config.data.neighbour_mask_fraction == neighbours
+    assert config.data.whole_gene_mask_fraction == whole_genes
+    assert config.model.standardize_input == ("reference" not in argv)
+
+
+def test_pretrain_defaults_are_the_config_defaults() -> None:
+    assert _pretrain_config() == SageFMConfig()
+    reference = _pretrain_config("--preset", "reference")
+    assert reference.model == ModelConfig.reference()
+
+
+def test_every_training_flag_sets_its_field() -> None:
+    changed = {
+        "max_epochs": 3,
+        "seed": 7,
+        "batch_size": 5,
+        "learning_rate": 0.5,
+        "accelerator": "cpu",
+        "devices": 2,
+        "num_nodes": 2,
+        "strategy": "ddp",
+        "precision": "bf16-mixed",
+        "num_workers": 1,
+        "limit_train_batches": 4,
+        "centre_block_size": 6,
+        "slides_per_group": 2,
+        "checkpoint_every_n_steps": 9,
+    }
+    assert set(changed) == set(TRAIN_FLAGS)
+    argv = [x for name, v in changed.items() for x in (f"--{name.replace('_', '-')}", str(v))]
+    config = _pretrain_config(*argv, "--hidden-sizes", "8", "4", "--max-genes", "11")
+    assert config.train == dataclasses.replace(TrainConfig(), **changed)
+    assert config.model.hidden_sizes == (8, 4) and config.data.max_genes == 11
+    assert _pretrain_config("--devices", "auto").train.devices == "auto"
+
+
+def test_help_shows_the_config_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["pretrain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"epochs at most (default: {TrainConfig.max_epochs})" in text
+    assert f"(default: {DataConfig.max_genes})" in text
+    assert "(default 1024 512 512 512 1024)" in text
+    assert "(default: None)" not in text and "(default: False)" not in text
+
+
+def test_prepare_builds_the_vocabulary_with_the_data_config_cap() -> None:
+    args = build_parser().parse_args(["prepare", "--input", "i", "--output", "o"])
+    assert args.max_genes == DataConfig.max_genes and args.vocabulary is None
+    with pytest.raises(SystemExit):  # a given vocabulary and a cap exclude each other
+        build_parser().parse_args(
+            ["prepare", "--input", "i", "--output", "o", "--vocabulary", "v", "--max-genes", "3"]
+        )
