@@ -21,7 +21,8 @@ GraphNorm = Literal["symmetric", "row"]
 OutputActivation = Literal["relu", "softplus", "none"]
 
 
-def _check(condition: bool, message: str) -> None:
+def check_config(condition: bool, message: str) -> None:
+    """Raise `ConfigError` with ``message`` unless ``condition``: the validation of every config."""
     if not condition:
         raise ConfigError(message)
 
@@ -57,26 +58,28 @@ class ModelConfig:
     standardize_input: bool = True
 
     def __post_init__(self) -> None:
-        _check(self.n_genes >= 0, f"n_genes must be >= 0, got {self.n_genes}")
-        _check(len(self.hidden_sizes) >= 1, "hidden_sizes needs at least one layer")
-        _check(
+        check_config(self.n_genes >= 0, f"n_genes must be >= 0, got {self.n_genes}")
+        check_config(len(self.hidden_sizes) >= 1, "hidden_sizes needs at least one layer")
+        check_config(
             all(h > 0 for h in self.hidden_sizes), f"hidden sizes must be > 0: {self.hidden_sizes}"
         )
-        _check(
+        check_config(
             self.activation in ("leaky_relu", "relu", "gelu"),
             f"unknown activation {self.activation!r}",
         )
-        _check(
+        check_config(
             self.edge_scheme in ("weighted", "complete"),
             f"unknown edge_scheme {self.edge_scheme!r}",
         )
-        _check(self.graph_norm in ("symmetric", "row"), f"unknown graph_norm {self.graph_norm!r}")
-        _check(
+        check_config(
+            self.graph_norm in ("symmetric", "row"), f"unknown graph_norm {self.graph_norm!r}"
+        )
+        check_config(
             self.output_activation in ("relu", "softplus", "none"),
             f"unknown output_activation {self.output_activation!r}",
         )
-        _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
-        _check(
+        check_config(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        check_config(
             self.edge_bandwidth_um is None or self.edge_bandwidth_um > 0,
             f"edge_bandwidth_um must be > 0, got {self.edge_bandwidth_um}",
         )
@@ -138,24 +141,24 @@ class DataConfig:
         }
 
     def __post_init__(self) -> None:
-        _check(self.n_neighbours >= 1, f"n_neighbours must be >= 1, got {self.n_neighbours}")
-        _check(
+        check_config(self.n_neighbours >= 1, f"n_neighbours must be >= 1, got {self.n_neighbours}")
+        check_config(
             0.0 < self.mask_fraction < 1.0,
             f"mask_fraction must be in (0, 1), got {self.mask_fraction}",
         )
-        _check(
+        check_config(
             0.0 <= self.neighbour_mask_fraction < 1.0,
             f"neighbour_mask_fraction must be in [0, 1), got {self.neighbour_mask_fraction}",
         )
-        _check(
+        check_config(
             0.0 <= self.whole_gene_mask_fraction <= 1.0,
             f"whole_gene_mask_fraction must be in [0, 1], got {self.whole_gene_mask_fraction}",
         )
-        _check(
+        check_config(
             0.0 < self.min_slide_fraction <= 1.0,
             f"min_slide_fraction must be in (0, 1], got {self.min_slide_fraction}",
         )
-        _check(self.max_genes >= 1, f"max_genes must be >= 1, got {self.max_genes}")
+        check_config(self.max_genes >= 1, f"max_genes must be >= 1, got {self.max_genes}")
 
 
 @dataclass(frozen=True)
@@ -193,20 +196,20 @@ class TrainConfig:
     checkpoint_every_n_steps: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
-        _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
-        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        _check(self.max_epochs >= 1, f"max_epochs must be >= 1, got {self.max_epochs}")
-        _check(
+        check_config(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        check_config(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        check_config(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        check_config(self.max_epochs >= 1, f"max_epochs must be >= 1, got {self.max_epochs}")
+        check_config(
             0.0 <= self.val_fraction < 1.0,
             f"val_fraction must be in [0, 1), got {self.val_fraction}",
         )
-        _check(self.gradient_clip_norm >= 0, "gradient_clip_norm must be >= 0")
-        _check(self.num_workers >= 0, "num_workers must be >= 0")
-        _check(self.limit_train_batches >= 0, "limit_train_batches must be >= 0")
-        _check(self.centre_block_size >= 1, "centre_block_size must be >= 1")
-        _check(self.slides_per_group >= 0, "slides_per_group must be >= 0")
-        _check(self.checkpoint_every_n_steps >= 0, "checkpoint_every_n_steps must be >= 0")
+        check_config(self.gradient_clip_norm >= 0, "gradient_clip_norm must be >= 0")
+        check_config(self.num_workers >= 0, "num_workers must be >= 0")
+        check_config(self.limit_train_batches >= 0, "limit_train_batches must be >= 0")
+        check_config(self.centre_block_size >= 1, "centre_block_size must be >= 1")
+        check_config(self.slides_per_group >= 0, "slides_per_group must be >= 0")
+        check_config(self.checkpoint_every_n_steps >= 0, "checkpoint_every_n_steps must be >= 0")
 
 
 @dataclass(frozen=True)
