@@ -10,7 +10,7 @@ from typing import Any
 
 import anndata as ad
 
-from sagefm.cli.options import DefaultsHelpFormatter, add_model_input_output, output_dir, read_one
+from sagefm.cli.options import add_command, add_model_input_output, output_dir, read_one
 from sagefm.errors import InputDataError
 from sagefm.tl.perturb import DEFAULT_N_NULL, DEFAULT_N_SPOTS, PerturbationResult
 
@@ -120,10 +120,8 @@ def cmd_explain(args: argparse.Namespace) -> None:
 
 def add_parsers(sub: Any) -> None:
     """``perturb`` and ``explain`` on the subparsers ``sub``."""
-    p = sub.add_parser(
-        "perturb",
-        help="in-silico ligand→receptor perturbation with a null",
-        formatter_class=DefaultsHelpFormatter,
+    p = add_command(
+        sub, "perturb", "in-silico ligand→receptor perturbation with a null", cmd_perturb
     )
     add_model_input_output(p, output="output directory")
     p.add_argument("--pairs", help="CSV/TSV with columns ligand, receptor (default: LIANA pairs)")
@@ -138,13 +136,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--high-quantile", type=float, default=0.95, help="the ligand clamped high")
     p.add_argument("--map-pair", help="pair for the spatial map, LIGAND->RECEPTOR (default: top)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled centres and null")
-    p.set_defaults(func=cmd_perturb)
 
-    p = sub.add_parser(
-        "explain",
-        help="which input genes drive a gene's prediction",
-        formatter_class=DefaultsHelpFormatter,
-    )
+    p = add_command(sub, "explain", "which input genes drive a gene's prediction", cmd_explain)
     add_model_input_output(p, output="output directory")
     p.add_argument("--gene", required=True, help="target gene (predicted at the centre)")
     p.add_argument("--genes", nargs="+", help="gene set for the gene × gene dependency matrix")
@@ -163,4 +156,3 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--n-steps", type=int, default=32, help="integrated-gradient steps")
     p.add_argument("--n-spots", type=int, default=200, help="centres sampled (0 = all spots)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled centres")
-    p.set_defaults(func=cmd_explain)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sagefm._constants import Keys
-from sagefm.cli.options import DefaultsHelpFormatter, add_model_input_output, read_one
+from sagefm.cli.options import add_command, add_model_input_output, read_one
 from sagefm.model import DEFAULT_CHUNK_SIZE
 
 logger = logging.getLogger("sagefm")
@@ -64,17 +64,12 @@ def _add_chunk_size(p: argparse.ArgumentParser) -> None:
 
 def add_parsers(sub: Any) -> None:
     """``embed`` and ``impute`` on the subparsers ``sub``."""
-    p = sub.add_parser(
-        "embed", help="write spot embeddings to obsm", formatter_class=DefaultsHelpFormatter
-    )
+    p = add_command(sub, "embed", "write spot embeddings to obsm", cmd_embed)
     add_model_input_output(p, output="output .h5ad file")
     p.add_argument("--key-added", default=Keys.X_EMB, help="obsm key of the embedding")
     _add_chunk_size(p)
-    p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser(
-        "impute", help="write model predictions as a layer", formatter_class=DefaultsHelpFormatter
-    )
+    p = add_command(sub, "impute", "write model predictions as a layer", cmd_impute)
     add_model_input_output(p, output="output .h5ad file")
     _add_chunk_size(p)
     p.add_argument(
@@ -82,4 +77,3 @@ def add_parsers(sub: Any) -> None:
         action="store_true",
         help="write an AnnData over the model's vocabulary (incl. genes the slide did not measure)",
     )
-    p.set_defaults(func=cmd_impute)

@@ -13,7 +13,7 @@ from typing import Any
 
 import sagefm
 from sagefm._constants import DATA_ENV
-from sagefm.cli.options import DefaultsHelpFormatter
+from sagefm.cli.options import add_command
 from sagefm.errors import SageFMError
 
 logger = logging.getLogger("sagefm")
@@ -82,11 +82,7 @@ def add_parsers(sub: Any) -> None:
     """``evaluate`` and ``bench`` on the subparsers ``sub``."""
     from sagefm.tl.evaluate import SECTIONS
 
-    p = sub.add_parser(
-        "evaluate",
-        help="write the evaluation report against baselines",
-        formatter_class=DefaultsHelpFormatter,
-    )
+    p = add_command(sub, "evaluate", "write the evaluation report against baselines", cmd_evaluate)
     p.add_argument("--model", required=True, help="model directory or pretraining output")
     p.add_argument(
         "--data-dir",
@@ -97,7 +93,6 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--quick", action="store_true", help="small slices, a few minutes")
     p.add_argument("--seed", type=int, default=0, help="seed of the masks and baselines")
     p.add_argument("--sections", nargs="+", choices=SECTIONS, help="default: all")
-    p.set_defaults(func=cmd_evaluate)
 
     # the benchmark script parses its own flags (--output, --data-dir, --quick, ...)
     p = sub.add_parser(

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import anndata as ad
 
-from sagefm.config import DataConfig, ModelConfig, SageFMConfig, TrainConfig
+from sagefm.config import DataConfig, EdgeScheme, ModelConfig, SageFMConfig, TrainConfig
 from sagefm.errors import InputDataError, OutputError
 
 logger = logging.getLogger("sagefm")
@@ -49,6 +49,17 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         return text
 
 
+def add_command(
+    sub: Any, name: str, help_text: str, func: Callable[[argparse.Namespace], int | None]
+) -> argparse.ArgumentParser:
+    """A subcommand ``name`` on the subparsers ``sub``, running ``func``; help shows defaults."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        name, help=help_text, formatter_class=DefaultsHelpFormatter
+    )
+    p.set_defaults(func=func)
+    return p
+
+
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -73,7 +84,7 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         help="'reference': the authors' released code (complete graph, no mask indicator)",
     )
     p.add_argument(
-        "--edge-scheme", choices=["weighted", "complete"], help="override the preset's edges"
+        "--edge-scheme", choices=get_args(EdgeScheme), help="override the preset's edges"
     )
     p.add_argument(
         "--hidden-sizes",

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sagefm.cli.options import (
-    DefaultsHelpFormatter,
+    add_command,
     add_training_options,
     add_vocabulary_options,
     config_from_args,
@@ -119,10 +119,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def add_parsers(sub: Any) -> None:
     """``pretrain``, ``prepare`` and ``demo`` on the subparsers ``sub``."""
-    p = sub.add_parser(
-        "pretrain",
-        help="pretrain a model (no --data: generated synthetic tissue)",
-        formatter_class=DefaultsHelpFormatter,
+    p = add_command(
+        sub, "pretrain", "pretrain a model (no --data: generated synthetic tissue)", cmd_pretrain
     )
     p.add_argument(
         "--data", nargs="+", help=".h5ad files, Space Ranger outs/ or HEST-style folders"
@@ -138,12 +136,9 @@ def add_parsers(sub: Any) -> None:
     )
     p.add_argument("--output", required=True, help="output directory")
     add_training_options(p)
-    p.set_defaults(func=cmd_pretrain)
 
-    p = sub.add_parser(
-        "prepare",
-        help="turn a folder of slides into a sharded on-disk corpus",
-        formatter_class=DefaultsHelpFormatter,
+    p = add_command(
+        sub, "prepare", "turn a folder of slides into a sharded on-disk corpus", cmd_prepare
     )
     p.add_argument("--input", required=True, help="folder of .h5ad slides (HEST-1k layout)")
     p.add_argument("--output", required=True, help="corpus folder to write")
@@ -151,14 +146,8 @@ def add_parsers(sub: Any) -> None:
     vocab.add_argument("--vocabulary", help="TSV with a 'symbol' (and 'gene_id') column")
     add_vocabulary_options(p, vocab)
     p.add_argument("--workers", type=int, default=1, help="slides prepared in parallel")
-    p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser(
-        "demo",
-        help="the whole flow on generated tissue in a few minutes",
-        formatter_class=DefaultsHelpFormatter,
-    )
+    p = add_command(sub, "demo", "the whole flow on generated tissue in a few minutes", cmd_demo)
     p.add_argument("--output", default="runs/demo", help="output directory")
     p.add_argument("--max-epochs", type=int, default=DEMO_MAX_EPOCHS, help="epochs at most")
     p.add_argument("--seed", type=int, default=TrainConfig.seed, help="seed of data and training")
-    p.set_defaults(func=cmd_demo)
