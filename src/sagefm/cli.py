@@ -158,8 +158,8 @@ def cmd_impute(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    """The evaluation report (see `sagefm.tl.evaluate`)."""
-    from sagefm.tl.evaluate import evaluate
+    """The evaluation report (see `sagefm.evaluation.evaluate`)."""
+    from sagefm.evaluation import evaluate
 
     metrics = evaluate(
         args.model,
@@ -281,9 +281,9 @@ def cmd_explain(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     """Pretrain on generated tissue, then embed and score masked-gene recovery on the held-out slide."""
+    from sagefm.evaluation import masked_gene_recovery
     from sagefm.io.write import write_h5ad, write_text_atomic
     from sagefm.model import SageFM
-    from sagefm.tl.imputation import masked_gene_recovery
 
     output = Path(args.output)
     train, val = _synthetic_slides(args.seed)
@@ -512,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
 
-    from sagefm.tl.evaluate import SECTIONS
+    from sagefm.evaluation import SECTIONS
 
     p = sub.add_parser("evaluate", help="write the evaluation report against baselines")
     p.add_argument("--model", required=True, help="model directory or pretraining output")
