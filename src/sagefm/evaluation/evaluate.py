@@ -58,6 +58,15 @@ def _chosen_config(config: EvaluationConfig | None, quick: bool) -> EvaluationCo
     return EvaluationConfig.quick() if quick else EvaluationConfig()
 
 
+def _slides(run: EvaluationRun, data: dict[str, list[ad.AnnData]]) -> dict[str, dict[str, Any]]:
+    """Slide name -> dataset, number of spots, pretraining split (the report's section 5)."""
+    return {
+        slide_name(a, "?"): {"dataset": d, "n_spots": a.n_obs, "split": run.split(a)}
+        for d, group in data.items()
+        for a in group
+    }
+
+
 def evaluate(
     model: SageFM | str | Path,
     *,
@@ -84,14 +93,12 @@ def evaluate(
         raise ConfigError(f"unknown sections {unknown}; choose from {list(SECTIONS)}")
     config = _chosen_config(config, quick)
     model_dir = None if isinstance(model, SageFM) else Path(model)
-    if not isinstance(model, SageFM):
-        model = SageFM.load(model)
+    model = model if isinstance(model, SageFM) else SageFM.load(model)
     splits, run_json = pretraining_splits(model_dir)
     data = load_data(Path(data_dir), config, chosen)
     metrics: dict[str, Any] = {}
     texts: dict[str, str] = {}
-    output = Path(output)
-    with staged_directory(output) as folder:
+    with staged_directory(Path(output)) as folder:
         (folder / "figures").mkdir()
         run = EvaluationRun(
             model, config, seed, splits, run_json is not None, folder / "figures", progress
@@ -111,11 +118,7 @@ def evaluate(
             "model_dir": str(model_dir) if model_dir else None,
             "pretraining_record": run_json,
             "data_dir": str(data_dir),
-            "slides": {
-                slide_name(a, "?"): {"dataset": d, "n_spots": a.n_obs, "split": run.split(a)}
-                for d, group in data.items()
-                for a in group
-            },
+            "slides": _slides(run, data),
             "command": sys.argv,
             "versions": versions(),
         }
