@@ -28,6 +28,10 @@ class Keys:
     SYNTHETIC = "sagefm_synthetic"
     #: `adata.obs[...]`: the slide a spot comes from.
     SAMPLE_ID = "sample_id"
+    #: `adata.obs[...]`: spatial domains found by `sagefm.tl.domains` (categorical).
+    DOMAIN = "sagefm_domain"
+    #: Inside `adata.uns[Keys.UNS]`: parameters of each `sagefm.tl.domains` call, by ``key_added``.
+    DOMAINS = "domains"
 
 
 class Files:

@@ -27,8 +27,8 @@ _INSTALL_HINT = (
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    """The evaluation report (see `sagefm.tl.evaluate`)."""
-    from sagefm.tl.evaluate import evaluate
+    """The evaluation report (see `sagefm.evaluation.evaluate`)."""
+    from sagefm.evaluation import evaluate
 
     metrics = evaluate(
         args.model,
@@ -80,7 +80,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any) -> None:
     """``evaluate`` and ``bench`` on the subparsers ``sub``."""
-    from sagefm.tl.evaluate import SECTIONS
+    from sagefm.evaluation import SECTIONS
 
     p = add_command(sub, "evaluate", "write the evaluation report against baselines", cmd_evaluate)
     p.add_argument("--model", required=True, help="model directory or pretraining output")

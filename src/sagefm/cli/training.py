@@ -84,9 +84,9 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     """Pretrain on generated tissue, then embed and score masked-gene recovery on the held-out slide."""
+    from sagefm.evaluation import masked_gene_recovery
     from sagefm.io.write import write_h5ad, write_text_atomic
     from sagefm.model import SageFM
-    from sagefm.tl.imputation import masked_gene_recovery
 
     output = Path(args.output)
     train, val = synthetic_slides(args.seed)

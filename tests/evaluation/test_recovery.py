@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from sagefm.tl.imputation import baseline_predictions, random_observed_mask
+from sagefm.evaluation.recovery import baseline_predictions, random_observed_mask
 
 
 def test_baselines_use_visible_entries_only() -> None:

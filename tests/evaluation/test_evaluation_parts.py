@@ -11,11 +11,21 @@ import pytest
 import scipy.sparse as sp
 
 from sagefm.data.neighbourhood import build_neighbourhoods
-from sagefm.tl.annotation import pooled_confusion, transfer_labels
-from sagefm.tl.baselines import mofa_factors, neighbour_average, pca_embeddings, shared_genes
-from sagefm.tl.domains import cluster, clustering_features, domain_scores
-from sagefm.tl.evaluate import markdown_table, pretraining_splits, verdict
-from sagefm.tl.phenotype import blocked_auroc, blocked_folds, make_windows, window_cells
+from sagefm.errors import ConfigError, InputDataError
+from sagefm.evaluation import EvaluationConfig
+from sagefm.evaluation.annotation import pooled_confusion, transfer_labels
+from sagefm.evaluation.baselines import (
+    banksy_features,
+    mofa_factors,
+    neighbour_average,
+    pca_embeddings,
+    shared_genes,
+)
+from sagefm.evaluation.data import pretraining_splits, spot_labels
+from sagefm.evaluation.domains import domain_scores
+from sagefm.evaluation.phenotype import blocked_auroc, blocked_folds, make_windows, window_cells
+from sagefm.evaluation.report import markdown_table, verdict
+from sagefm.tl.domains import cluster, domain_features
 
 
 def _blobs(n_per: int, k: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -52,8 +62,8 @@ def test_clustering_recovers_separated_blobs(method: str) -> None:
 
 def test_wide_representations_are_reduced_before_clustering() -> None:
     x = np.random.default_rng(0).normal(size=(50, 80))
-    assert clustering_features(x, n_comps=10, seed=0).shape == (50, 10)
-    assert clustering_features(x[:, :5], n_comps=10, seed=0).shape == (50, 5)
+    assert domain_features(x, n_comps=10, seed=0).shape == (50, 10)
+    assert domain_features(x[:, :5], n_comps=10, seed=0).shape == (50, 5)
 
 
 # ------------------------------------------------------------------ annotation
@@ -130,9 +140,9 @@ def test_neighbour_average_is_the_mean_over_the_fifteen_spot_subgraph() -> None:
     adata = _lattice_slide(8, values)
     neighbours = build_neighbourhoods(adata.obsm["spatial"], 14)
     expected = values[neighbours].mean(axis=1)
-    np.testing.assert_allclose(neighbour_average(values, adata), expected, rtol=1e-6)
+    np.testing.assert_allclose(neighbour_average(values, neighbours), expected, rtol=1e-6)
     constant = np.full((64, 2), 3.0, dtype=np.float32)
-    np.testing.assert_allclose(neighbour_average(constant, adata), 3.0, rtol=1e-6)
+    np.testing.assert_allclose(neighbour_average(constant, neighbours), 3.0, rtol=1e-6)
 
 
 def test_pca_is_fitted_on_training_slides_and_projects_the_others() -> None:
@@ -140,9 +150,8 @@ def test_pca_is_fitted_on_training_slides_and_projects_the_others() -> None:
     genes = [f"g{i}" for i in range(40)]
     train = rng.normal(size=(60, 40)).astype(np.float32) + 5
     test = rng.normal(size=(30, 40)).astype(np.float32) + 5
-    out = pca_embeddings(
-        [train, test], [train, test], genes, train=[0], n_hvg=20, n_comps=5, seed=0
-    )
+    neighbours = [build_neighbourhoods(rng.random((n, 2)) * 1000, 14) for n in (60, 30)]
+    out = pca_embeddings([train, test], neighbours, genes, train=[0], n_hvg=20, n_comps=5, seed=0)
     assert [m.shape for m in out["pca"]] == [(60, 5), (30, 5)]
     np.testing.assert_allclose(out["pca"][0].mean(axis=0), 0.0, atol=1e-4)  # centred on train only
     assert np.abs(out["pca"][1].mean(axis=0)).max() > 1e-3
@@ -193,3 +202,67 @@ def test_pretraining_splits_come_from_the_run_record(tmp_path) -> None:
     assert splits == {"A1": "in-pretraining", "B1": "in-pretraining", "C1": "validation"}
     assert source == str(tmp_path / "run.json")
     assert pretraining_splits(None) == ({}, None)
+
+
+def test_banksy_features_weight_z_scored_own_and_neighbour_expression() -> None:
+    rng = np.random.default_rng(0)
+    own = [rng.normal(3, 2, (50, 4)), rng.normal(3, 2, (20, 4))]
+    nb = [rng.normal(-1, 5, (50, 4)), rng.normal(-1, 5, (20, 4))]
+    features = banksy_features(own, nb, train=[0], lam=0.8)
+    assert [f.shape for f in features] == [(50, 8), (20, 8)]
+    # on the training slide each half is z-scored, then weighted sqrt(1 - λ) and sqrt(λ)
+    np.testing.assert_allclose(features[0].std(axis=0), np.sqrt([0.2] * 4 + [0.8] * 4), rtol=1e-5)
+    np.testing.assert_allclose(features[0].mean(axis=0), 0.0, atol=1e-6)
+    expected = np.sqrt(0.8) * (nb[1] - nb[0].mean(axis=0)) / nb[0].std(axis=0)
+    np.testing.assert_allclose(features[1][:, 4:], expected, rtol=1e-5)
+    assert not banksy_features(own, nb, train=[0], lam=0.0)[0][:, 4:].any()
+
+
+def test_neighbour_average_without_the_spot_is_the_mean_of_its_neighbours() -> None:
+    values = np.random.default_rng(1).random((64, 3)).astype(np.float32)
+    adata = _lattice_slide(8, values)
+    neighbours = build_neighbourhoods(adata.obsm["spatial"], 14)
+    expected = values[neighbours[:, 1:]].mean(axis=1)
+    np.testing.assert_allclose(
+        neighbour_average(values, neighbours, include_self=False), expected, rtol=1e-6
+    )
+
+
+def test_every_baseline_is_fitted_on_the_training_slides() -> None:
+    rng = np.random.default_rng(0)
+    genes = [f"g{i}" for i in range(40)]
+    matrices = [rng.normal(size=(n, 40)).astype(np.float32) + 5 for n in (60, 30)]
+    neighbours = [build_neighbourhoods(rng.random((n, 2)) * 1000, 14) for n in (60, 30)]
+    out = pca_embeddings(matrices, neighbours, genes, train=[0], n_hvg=20, n_comps=5, seed=0)
+    assert set(out) == {"pca", "neighbour_pca", "banksy"}
+    for name, (train, test) in out.items():
+        assert train.shape == (60, 5) and test.shape == (30, 5), name
+        np.testing.assert_allclose(train.mean(axis=0), 0.0, atol=1e-4)
+
+
+def test_evaluation_config_round_trips_through_json(tmp_path) -> None:
+    config = EvaluationConfig.quick()
+    config.save(tmp_path / "config.json")
+    again = EvaluationConfig.load(tmp_path / "config.json")
+    assert again == config
+    assert again.dataset("dlpfc").slides == ("dlpfc_151673", "dlpfc_151674")
+    assert again.dataset("her2st").missing_labels == ("undetermined",)
+    assert EvaluationConfig().dataset("her2st").slides == ("A1", "B1", "C1", "D1", "E1", "F1")
+
+
+def test_evaluation_config_refuses_undescribed_datasets() -> None:
+    with pytest.raises(ConfigError, match="not described"):
+        EvaluationConfig(domain_dataset="mouse")
+    dlpfc = EvaluationConfig().dataset("dlpfc")
+    with pytest.raises(ConfigError, match="unique"):
+        EvaluationConfig(datasets=(dlpfc, dlpfc))
+
+
+def test_spot_labels_drop_the_missing_values_and_needs_the_column() -> None:
+    adata = ad.AnnData(np.zeros((3, 1)))
+    adata.obs["label"] = ["tumour", "undetermined", np.nan]
+    her2st = EvaluationConfig().dataset("her2st")
+    labels = spot_labels(adata, her2st)
+    assert labels.iloc[0] == "tumour" and labels.iloc[1:].isna().all()
+    with pytest.raises(InputDataError, match="no label column 'layer'"):
+        spot_labels(adata, EvaluationConfig().dataset("dlpfc"))

@@ -5,9 +5,15 @@
 * ``neighbour_pca``: the same, after averaging each spot's expression with its 14 nearest spots
   (the subgraph SAGE-FM sees). The simplest spatial baseline: a model that does not beat it has
   learned nothing beyond spatial smoothing.
+* ``banksy``: BANKSY's spot features (Singhal et al., Nat. Genet. 2024, ``banksy_py``): each gene's
+  own expression and its mean over the 14 nearest spots (the spot excluded), each z-scored, weighted
+  sqrt(1 - λ) and sqrt(λ) (λ = 0.8, BANKSY's setting for domains) and concatenated, then PCA.
+  Unlike BANKSY the neighbours are weighted uniformly (BANKSY: a Gaussian of distance), the same 14
+  spots as the other spatial baselines.
 * ``mofa``: MOFA+ factors (`mofapy2`, the paper's baseline) on a few hundred HVGs.
 
-PCA is fitted on training slides and applied to the others (features comparable across slides).
+HVGs, z-scores and PCA are fitted on training slides and applied to the others (features comparable
+across slides).
 MOFA+ has no projection of new samples, so its factors are always fitted, without labels, on the
 concatenation of every slide it is asked about.
 """
@@ -22,16 +28,17 @@ from collections.abc import Sequence
 import anndata as ad
 import numpy as np
 from sklearn.decomposition import PCA
+from sklearn.preprocessing import StandardScaler
 
-from sagefm._constants import SUBGRAPH_SIZE
-from sagefm.data.neighbourhood import build_neighbourhoods, neighbourhood_matrix
-from sagefm.data.slides import spot_coordinates_um
+from sagefm.data.neighbourhood import neighbourhood_matrix
 from sagefm.errors import InputDataError
 
 logger = logging.getLogger(__name__)
 
 #: Baseline names, in the order tables list them.
-BASELINE_METHODS = ("pca", "mofa", "neighbour_pca")
+BASELINE_METHODS = ("pca", "mofa", "neighbour_pca", "banksy")
+#: BANKSY's neighbourhood weight λ for domain finding.
+BANKSY_LAMBDA = 0.8
 
 
 def shared_genes(slides: Sequence[ad.AnnData]) -> list[str]:
@@ -56,11 +63,17 @@ def log_normalize(adata: ad.AnnData, genes: Sequence[str]) -> np.ndarray:
     return np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float32)
 
 
-def neighbour_average(values: np.ndarray, adata: ad.AnnData) -> np.ndarray:
-    """(n_spots, G): each spot's values averaged with its 14 nearest spots (15 spots in all)."""
-    neighbours = build_neighbourhoods(spot_coordinates_um(adata), SUBGRAPH_SIZE - 1)  # (n, 15)
-    operator = neighbourhood_matrix(neighbours, include_self=True) / neighbours.shape[1]
-    return np.asarray(operator @ values, dtype=np.float32)
+def neighbour_average(
+    values: np.ndarray, neighbours: np.ndarray, *, include_self: bool = True
+) -> np.ndarray:
+    """(n_spots, G) float32: each spot's values averaged over its subgraph.
+
+    ``neighbours`` is `build_neighbourhoods` output (n, k + 1), column 0 the spot: the mean is over
+    the k + 1 spots, or over the k neighbours alone with ``include_self=False``.
+    """
+    operator = neighbourhood_matrix(neighbours, include_self=include_self)
+    n_spots = neighbours.shape[1] - (0 if include_self else 1)
+    return np.asarray(operator @ values / n_spots, dtype=np.float32)
 
 
 def highly_variable(matrices: Sequence[np.ndarray], genes: Sequence[str], n_top: int) -> np.ndarray:
@@ -74,28 +87,64 @@ def highly_variable(matrices: Sequence[np.ndarray], genes: Sequence[str], n_top:
     return np.flatnonzero(stacked.var["highly_variable"].to_numpy())
 
 
+def _fitted_pca(
+    matrices: Sequence[np.ndarray], train: Sequence[int], n_comps: int, seed: int
+) -> list[np.ndarray]:
+    fit = np.vstack([matrices[i] for i in train])
+    pca = PCA(n_components=min(n_comps, *fit.shape), random_state=seed).fit(fit)
+    return [pca.transform(m).astype(np.float32) for m in matrices]
+
+
+def banksy_features(
+    own: Sequence[np.ndarray],
+    neighbour_mean: Sequence[np.ndarray],
+    *,
+    train: Sequence[int],
+    lam: float = BANKSY_LAMBDA,
+) -> list[np.ndarray]:
+    """(n_spots_i, 2G) per slide: [sqrt(1 - λ) z(own), sqrt(λ) z(neighbour mean)] (BANKSY, m = 0).
+
+    z-scores per gene use the ``train`` slides' mean and SD (constant genes stay 0).
+    """
+    parts = []
+    for weight, matrices in ((np.sqrt(1.0 - lam), own), (np.sqrt(lam), neighbour_mean)):
+        scaler = StandardScaler().fit(np.vstack([matrices[i] for i in train]))
+        parts.append([weight * scaler.transform(m) for m in matrices])
+    return [np.hstack(pair).astype(np.float32) for pair in zip(*parts, strict=True)]
+
+
 def pca_embeddings(
     expression: Sequence[np.ndarray],
-    smoothed: Sequence[np.ndarray],
+    neighbours: Sequence[np.ndarray],
     genes: Sequence[str],
     *,
     train: Sequence[int],
     n_hvg: int,
     n_comps: int,
     seed: int,
+    banksy_lambda: float = BANKSY_LAMBDA,
 ) -> dict[str, list[np.ndarray]]:
-    """``pca`` and ``neighbour_pca`` for every slide, (n_spots_i, n_comps) each.
+    """``pca``, ``neighbour_pca`` and ``banksy`` for every slide, (n_spots_i, n_comps) each.
 
-    ``expression[i]`` is slide i's log-normalised matrix, ``smoothed[i]`` its neighbour average
-    (same genes). HVGs and both PCAs are fitted on the ``train`` slides only and applied to all.
+    ``expression[i]`` is slide i's log-normalised matrix, ``neighbours[i]`` its subgraphs
+    (`build_neighbourhoods`). HVGs, z-scores and PCAs are fitted on the ``train`` slides only.
     """
     hvg = highly_variable([expression[i] for i in train], genes, n_hvg)
-    out: dict[str, list[np.ndarray]] = {}
-    for name, matrices in (("pca", expression), ("neighbour_pca", smoothed)):
-        fit = np.vstack([matrices[i][:, hvg] for i in train])
-        pca = PCA(n_components=min(n_comps, *fit.shape), random_state=seed).fit(fit)
-        out[name] = [pca.transform(m[:, hvg]).astype(np.float32) for m in matrices]
-    return out
+    own = [x[:, hvg] for x in expression]
+    inputs = {
+        "pca": own,
+        "neighbour_pca": [neighbour_average(x, nb) for x, nb in zip(own, neighbours, strict=True)],
+        "banksy": banksy_features(
+            own,
+            [
+                neighbour_average(x, nb, include_self=False)
+                for x, nb in zip(own, neighbours, strict=True)
+            ],
+            train=train,
+            lam=banksy_lambda,
+        ),
+    }
+    return {name: _fitted_pca(m, train, n_comps, seed) for name, m in inputs.items()}
 
 
 def mofa_factors(

@@ -10,8 +10,10 @@ import pytest
 from sagefm.cli import main
 from sagefm.config import DataConfig, ModelConfig, SageFMConfig, TrainConfig
 from sagefm.errors import ConfigError
+from sagefm.evaluation import SECTIONS, EvaluationConfig, evaluate
+from sagefm.evaluation.data import crop
+from sagefm.evaluation.report import METHODS
 from sagefm.io import read
-from sagefm.tl.evaluate import METHODS, SECTIONS, _crop, evaluate
 from sagefm.train import pretrain
 
 FIGURES = (
@@ -32,8 +34,8 @@ def test_unknown_sections_are_refused_before_any_work(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_quick_evaluation_writes_a_complete_report(shared_data: Path, tmp_path: Path) -> None:
     dlpfc = shared_data / "dlpfc"
-    train = _crop(read(dlpfc / "dlpfc_151673.h5ad"), 700)
-    val = _crop(read(dlpfc / "dlpfc_151674.h5ad"), 700)
+    train = crop(read(dlpfc / "dlpfc_151673.h5ad"), 700)
+    val = crop(read(dlpfc / "dlpfc_151674.h5ad"), 700)
     config = SageFMConfig(
         model=ModelConfig(hidden_sizes=(32, 16, 16, 16, 32)),
         data=DataConfig(max_genes=500),
@@ -85,6 +87,10 @@ def test_quick_evaluation_writes_a_complete_report(shared_data: Path, tmp_path: 
         assert -0.5 <= row["ari"] <= 1 and 0 <= row["nmi"] <= 1
     # PCA of log-normalised expression finds the cortical layers well above chance
     assert domains["mean"]["kmeans"]["neighbour_pca"]["ari"] > 0.05
+    # one protocol (sagefm.tl.domains) for every representation, with and without refinement
+    assert {r["refined"] for r in domains["per_section"]} == {False, True}
+    assert set(domains["mean"]["gmm_refined"]) == set(METHODS) >= {"banksy", "neighbour_pca"}
+    assert EvaluationConfig.load(report / "config.json") == EvaluationConfig.quick()
     for dataset, n_slides in (("her2st", 3), ("dlpfc", 2)):
         table = metrics["annotation"][dataset]
         assert len(table["per_slide"]) == n_slides * len(METHODS)

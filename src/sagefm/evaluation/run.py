@@ -1,0 +1,96 @@
+"""State shared by the report sections: the model, the settings, caches of embeddings and baselines."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+
+from sagefm._constants import SUBGRAPH_SIZE
+from sagefm.data.neighbourhood import build_neighbourhoods
+from sagefm.data.slides import slide_name, spot_coordinates_um
+from sagefm.evaluation.baselines import log_normalize, mofa_factors, pca_embeddings, shared_genes
+from sagefm.evaluation.config import EvaluationConfig
+from sagefm.model import SageFM
+
+
+@dataclass
+class Expression:
+    """Baseline inputs of a group of slides: shared genes, log-normalised matrices, subgraphs."""
+
+    genes: list[str]
+    matrices: list[np.ndarray]  #: (n_spots_i, len(genes)) float32 each
+    neighbours: list[np.ndarray]  #: (n_spots_i, 15) each, `build_neighbourhoods`
+
+
+@dataclass
+class EvaluationRun:
+    """One evaluation: the sections read the settings from it and share its caches."""
+
+    model: SageFM
+    config: EvaluationConfig
+    seed: int
+    splits: dict[str, str]  #: slide name -> "in-pretraining" / "validation"
+    known_splits: bool  #: False when no run.json was found (every split is then "unknown")
+    figures: Path
+    progress: bool = False
+    _embeddings: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _expression: dict[str, Expression] = field(default_factory=dict, repr=False)
+    _mofa: dict[str, list[np.ndarray]] = field(default_factory=dict, repr=False)
+
+    def split(self, adata: ad.AnnData) -> str:
+        if not self.known_splits:
+            return "unknown"
+        return self.splits.get(slide_name(adata, ""), "zero-shot")
+
+    def embedding(self, adata: ad.AnnData) -> np.ndarray:
+        name = slide_name(adata, str(id(adata)))
+        if name not in self._embeddings:
+            self._embeddings[name] = self.model.embed(adata, progress=self.progress)
+        return self._embeddings[name]
+
+    def expression(self, key: str, slides: Sequence[ad.AnnData]) -> Expression:
+        """The baselines' inputs for ``slides``, cached by ``key``."""
+        if key not in self._expression:
+            genes = shared_genes(slides)
+            self._expression[key] = Expression(
+                genes,
+                [log_normalize(a, genes) for a in slides],
+                [build_neighbourhoods(spot_coordinates_um(a), SUBGRAPH_SIZE - 1) for a in slides],
+            )
+        return self._expression[key]
+
+    def mofa(self, key: str, slides: Sequence[ad.AnnData]) -> list[np.ndarray]:
+        if key not in self._mofa:
+            inputs, c = self.expression(key, slides), self.config
+            self._mofa[key] = mofa_factors(
+                inputs.matrices,
+                inputs.genes,
+                n_genes=c.mofa_genes,
+                n_factors=c.mofa_factors,
+                iterations=c.mofa_iterations,
+                seed=self.seed,
+            )
+        return self._mofa[key]
+
+    def representations(
+        self, key: str, slides: Sequence[ad.AnnData], train: Sequence[int]
+    ) -> dict[str, list[np.ndarray]]:
+        """Every method's spot features per slide; HVGs and PCAs fitted on the ``train`` slides."""
+        inputs = self.expression(key, slides)
+        out = pca_embeddings(
+            inputs.matrices,
+            inputs.neighbours,
+            inputs.genes,
+            train=train,
+            n_hvg=self.config.n_hvg,
+            n_comps=self.config.n_comps,
+            seed=self.seed,
+            banksy_lambda=self.config.banksy_lambda,
+        )
+        out["mofa"] = self.mofa(key, slides)
+        out["sagefm"] = [self.embedding(a) for a in slides]
+        return out
