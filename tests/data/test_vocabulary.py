@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from sagefm.data.vocabulary import GeneVocabulary, build_vocabulary, normalise_gene_key
+from sagefm.data.vocabulary import GeneVocabulary, build_vocabulary, normalize_gene_key
 from sagefm.errors import InputDataError
 
 
@@ -18,9 +18,9 @@ def _slide(symbols: list[str], ids: list[str] | None = None, n: int = 5) -> ad.A
 
 
 def test_gene_keys() -> None:
-    assert normalise_gene_key(" ensg00000141510.17 ") == "ENSG00000141510"
-    assert normalise_gene_key("Gapdh") == "GAPDH"
-    assert normalise_gene_key("MT-CO1") == "MT-CO1"
+    assert normalize_gene_key(" ensg00000141510.17 ") == "ENSG00000141510"
+    assert normalize_gene_key("Gapdh") == "GAPDH"
+    assert normalize_gene_key("MT-CO1") == "MT-CO1"
 
 
 def test_map_by_ensembl_id_then_symbol_case_insensitive() -> None:

@@ -405,7 +405,7 @@ def _draw_slide(
         rng, xy_um, ligand_like.size, _LIGAND_LENGTH_UM
     )
     if biology.ligands.size:
-        ligand_signal = _standardise(
+        ligand_signal = _standardize(
             _neighbour_mean(xy_um, log_rate[:, biology.ligands], LR_RADIUS_UM)
         )  # (N, n_lr)
         effect = (biology.pairs["sign"] * biology.pairs["strength"]).to_numpy()
@@ -511,10 +511,10 @@ def _smooth_fields(
     weight = rng.standard_normal(n_fields * m)
     features = np.cos(xy_um @ omega + phase) * weight  # (N, F * M)
     values = features.reshape(xy_um.shape[0], n_fields, m).sum(axis=2) * math.sqrt(2 / m)
-    return _standardise(values)
+    return _standardize(values)
 
 
-def _standardise(values: NDArray[np.float64]) -> NDArray[np.float64]:
+def _standardize(values: NDArray[np.float64]) -> NDArray[np.float64]:
     """Columns to mean 0, standard deviation 1 (a constant column becomes 0)."""
     centred = values - values.mean(axis=0)
     sd = centred.std(axis=0)
