@@ -103,6 +103,10 @@ class GeneVocabulary:
     def __len__(self) -> int:
         return len(self.symbols)
 
+    def __getstate__(self) -> dict[str, object]:
+        # worker processes get the genes, not the cached `index` with its gene table (~36k rows)
+        return {"symbols": self.symbols, "gene_ids": self.gene_ids}
+
     @cached_property
     def index(self) -> GeneIndex:
         """The lookup structure `map` uses (built once per vocabulary)."""
