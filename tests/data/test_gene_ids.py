@@ -132,3 +132,19 @@ def test_mouse_slide_on_a_human_model_is_refused(vocabulary, shared_data: Path) 
     del symbols_only.var["gene_ids"]  # Xkr4, Gm1992, ...: mouse spelling, no ids
     with pytest.raises(SageFMError, match=r"capitalised symbols.*between species"):
         _model(vocabulary).embed(symbols_only)
+
+
+@pytest.mark.parametrize("symbol_column", ["gene_symbols", None])
+def test_ensembl_named_file_reads_and_embeds(
+    vocabulary, by_symbol, symbol_column, tmp_path: Path
+) -> None:
+    """Through `sagefm.read`, as a user would: the same embeddings as the symbol-named slide."""
+    model = _model(vocabulary)
+    expected = model.embed(by_symbol.copy())
+    path = tmp_path / "held_out.h5ad"
+    _by_id(by_symbol, symbol_column=symbol_column).write_h5ad(path)
+    slide = sagefm.read(path)
+    assert slide.var_names[0] == (
+        by_symbol.var_names[0] if symbol_column else by_symbol.var["gene_ids"].iloc[0]
+    )
+    np.testing.assert_array_equal(model.embed(slide), expected)

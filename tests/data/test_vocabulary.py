@@ -137,3 +137,11 @@ def test_build_keeps_a_symbol_paired_with_two_ids_apart() -> None:
     vocab = build_vocabulary([one, two, bare], expr, min_slide_fraction=0.0)
     assert sorted(vocab.gene_ids) == ["", "ENSG1", "ENSG2"]
     assert len(set(vocab.symbols)) == 3  # suffixed, never merged
+
+
+def test_position_of_a_gene_named_by_a_user() -> None:
+    vocab = GeneVocabulary.from_genes(["TP53", "GAPDH", "TBCE"])
+    assert vocab.index.position("tp53") == 0
+    assert vocab.index.position("ENSG00000111640.4") == 1  # translated by the table
+    assert vocab.index.position("ENSG00000285053") == -1  # one of the table's two TBCE
+    assert vocab.index.position("NOTAGENE") == -1

@@ -168,7 +168,7 @@ class GeneTable:
 
 @cache
 def human_gene_table() -> GeneTable:
-    """The bundled human table (GRCh38-2020-A), read once per process (~40 ms)."""
+    """The bundled human table (GRCh38-2020-A), read once per process."""
     raw = files("sagefm.io").joinpath("resources", _HUMAN_TABLE).read_bytes()
     with io.TextIOWrapper(gzip.GzipFile(fileobj=io.BytesIO(raw)), encoding="utf-8") as handle:
         rows = list(csv.reader(handle, delimiter="\t"))
