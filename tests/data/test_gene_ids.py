@@ -123,11 +123,17 @@ def test_old_model_directory_loads_and_translates(vocabulary, by_symbol, tmp_pat
     assert mapping.counts["translated"] == len(_measured_truth(vocabulary, by_symbol))
 
 
-def test_mouse_slide_on_a_human_model_is_refused(vocabulary, shared_data: Path) -> None:
+def test_mouse_slide_on_a_human_model_is_refused(vocabulary, by_symbol, shared_data: Path) -> None:
     mouse = sagefm.read(shared_data / "spaceranger" / "mouse_brain_100genes_sr1")
     assert str(mouse.var["gene_ids"].iloc[0]).startswith("ENSMUSG")
-    with pytest.raises(SageFMError, match=r"look mouse .* vocabulary is human"):
+    with pytest.raises(SageFMError, match=r"look like mouse .* vocabulary is human"):
         vocabulary.map(mouse)
+    mixed = mouse.copy()  # half of its genes renamed to human ids: 50 human, 50 mouse
+    ids = mixed.var["gene_ids"].astype(str).to_numpy()
+    ids[:50] = by_symbol.var["gene_ids"].iloc[:50]
+    mixed.var["gene_ids"] = ids
+    with pytest.raises(SageFMError, match=r"mixed species \(human 50%, mouse 50%\)"):
+        vocabulary.map(mixed)
     symbols_only = mouse.copy()
     del symbols_only.var["gene_ids"]  # Xkr4, Gm1992, ...: mouse spelling, no ids
     with pytest.raises(SageFMError, match=r"capitalised symbols.*between species"):

@@ -59,6 +59,7 @@ def test_identifiers_from_every_layout() -> None:
 def test_species_from_ids_or_symbol_style() -> None:
     assert gene_species(["ENSG00000141510", "ENSG00000111640"], []) == "human"
     assert gene_species(["ENSMUSG00000051951"] * 3 + ["ENSG00000141510"], []) == "mouse"
+    assert gene_species(["ENSMUSG1", "ENSG1"], []) == "mixed species (mouse 50%, human 50%)"
     assert gene_species(["", ""], ["Gapdh", "Actb", "Xkr4"]) == "capitalised symbols"
     assert gene_species([], ["GAPDH", "ACTB", "C1orf112"]) == "upper-case symbols"
     assert gene_species([], ["gapdh", "actb"]) is None  # lower case says nothing

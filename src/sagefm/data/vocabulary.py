@@ -146,10 +146,10 @@ class GeneVocabulary:
         model = gene_species(self.gene_ids, self.symbols)
         if species_conflict(slide, model):
             raise InputDataError(
-                f"the slide's genes look {slide} (e.g. {', '.join(map(str, adata.var_names[:3]))}) "
+                f"the slide's genes look like {slide} (e.g. {', '.join(map(str, adata.var_names[:3]))}) "
                 f"but the model's vocabulary is {model} (e.g. {', '.join(self.symbols[:3])}): "
                 "sagefm does not translate genes between species; use a model pretrained on "
-                "this species"
+                "this species (a slide holding two species: keep the genes of the model's one)"
             )
 
     @classmethod

@@ -105,14 +105,19 @@ def slide_gene_identifiers(adata: ad.AnnData) -> tuple[list[str], list[str]]:
 def gene_species(ids: Sequence[str], symbols: Sequence[str]) -> str | None:
     """A gene list's species, from its Ensembl id prefixes, else the style of its symbols.
 
-    Returns a species name ("human", "mouse", ...), "capitalised symbols" (mouse and rat write
-    ``Gapdh``), "upper-case symbols" (human writes ``GAPDH``), or None when no majority shows.
+    Returns a species name ("human", "mouse", ...), "mixed species (...)" when no species holds
+    a majority of the ids, "capitalised symbols" (mouse and rat write ``Gapdh``), "upper-case
+    symbols" (human writes ``GAPDH``), or None when nothing shows.
     """
-    prefixes = [m.group(1).rstrip("0123456789") for m in map(_ENSEMBL_ID.match, ids) if m]
+    prefixes = Counter(m.group(1).rstrip("0123456789") for m in map(_ENSEMBL_ID.match, ids) if m)
     if prefixes:
-        prefix, count = Counter(prefixes).most_common(1)[0]
-        if count >= _MAJORITY * len(prefixes):
-            return _ENSEMBL_SPECIES.get(prefix, f"Ensembl prefix {prefix}")
+        total = sum(prefixes.values())
+        named = [
+            (_ENSEMBL_SPECIES.get(p, f"Ensembl prefix {p}"), n) for p, n in prefixes.most_common()
+        ]
+        if named[0][1] >= _MAJORITY * total:
+            return named[0][0]
+        return "mixed species (" + ", ".join(f"{s} {n / total:.0%}" for s, n in named[:3]) + ")"
     lettered = [s for s in symbols if any(c.isalpha() for c in s)]
     if not lettered:
         return None
