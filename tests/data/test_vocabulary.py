@@ -90,7 +90,7 @@ def test_ambiguous_symbols_are_counted_not_merged() -> None:
     slide = _slide(
         ["ENSG00000285053", "ENSG92", "ENSG93", "ENSG94", "ENSG95", "ENSG96", "ENSG00000141510"]
     )
-    slide.var["symbol"] = ["", "MT1", "MT1", "actb", "ACTB", "GAPDH", ""]
+    slide.var["symbol"] = ["TBCE", "MT1", "MT1", "actb", "ACTB", "GAPDH", ""]
     # ENSG00000285053 is one of the two TBCE of the table; MT1 and ACTB are each carried by two
     # slide genes; the slide's GAPDH has another id than the vocabulary's; TP53 translates
     assert _counts(vocab, slide) == {"ambiguous": 6, "translated": 1, "n_vocabulary_measured": 1}

@@ -6,9 +6,9 @@ Every slide gene gets one outcome (`MATCH_KINDS`):
 - ``by_symbol``: its symbol is a vocabulary symbol (case-insensitive) and no id contradicts it;
 - ``translated``: the gene table turns its id into a vocabulary symbol, or (for a slide without
   ids) its symbol into a vocabulary id;
-- ``ambiguous``: a symbol that names several genes (twice in the slide, several ids in the table,
-  or a vocabulary gene whose id differs from the slide's), or several slide genes claiming one
-  vocabulary gene: left out, never merged;
+- ``ambiguous``: a symbol that may name several genes (twice in the slide, several ids in the
+  table for a vocabulary gene without an id, or a vocabulary gene whose id differs from the
+  slide's), or several slide genes claiming one vocabulary gene: left out, never merged;
 - ``unmatched``: nothing fits.
 """
 
@@ -63,7 +63,7 @@ class GeneIndex:
         ambiguous = False
         pos = self.by_symbol.get(normalize_gene_key(symbol)) if symbol else None
         if pos is not None:
-            if not symbol_shared and not self._conflicts(pos, id_key):
+            if not symbol_shared and not self._conflicts(pos, id_key, symbol):
                 return pos, "by_symbol"
             ambiguous = True
         if id_key:
@@ -82,15 +82,22 @@ class GeneIndex:
             return self.find(name, "")[0]
         return self.find("", name)[0]
 
-    def _conflicts(self, pos: int, id_key: str) -> bool:
-        return bool(id_key and self.id_keys[pos] and self.id_keys[pos] != id_key)
+    def _conflicts(self, pos: int, id_key: str, symbol: str) -> bool:
+        """Whether a slide gene with id ``id_key`` may be another gene than vocabulary gene
+        ``pos`` of the same symbol: their ids differ, or the vocabulary gene has no id and the
+        table gives the symbol to several ids."""
+        if not id_key:
+            return False
+        if self.id_keys[pos]:
+            return self.id_keys[pos] != id_key
+        return len(self.table.ids_of.get(symbol.strip(), ())) > 1
 
     def _translate_id(self, id_key: str) -> tuple[int, str]:
         symbol = self.table.symbol_of.get(id_key)
         pos = self.by_symbol.get(normalize_gene_key(symbol)) if symbol else None
         if pos is None:
             return -1, "unmatched"
-        if self._conflicts(pos, id_key) or len(self.table.ids_of[symbol or ""]) > 1:
+        if self._conflicts(pos, id_key, symbol or ""):
             return -1, "ambiguous"
         return pos, "translated"
 
