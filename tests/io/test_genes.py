@@ -52,6 +52,8 @@ def test_identifiers_from_every_layout() -> None:
         ["ENSG00000141510.3", "ENSG00000111640"],
         ["TP53", ""],
     )
+    partly_stored = _slide(["ENSG00000141510", "ENSG00000111640"], gene_ids=[None, "ENSG7"])
+    assert slide_gene_identifiers(partly_stored)[0] == ["ENSG00000141510", "ENSG7"]
     ids_only = _slide(["ENSG00000141510", "custom"])
     assert slide_gene_identifiers(ids_only) == (["ENSG00000141510", ""], ["", "custom"])
 

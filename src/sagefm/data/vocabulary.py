@@ -244,7 +244,9 @@ class _GeneKeys:
         for ids, symbols in identifiers:
             for gene_id, symbol in zip(ids, symbols, strict=True):
                 if gene_id and symbol:
-                    paired.setdefault(normalize_gene_key(symbol), set()).add(gene_id.strip())
+                    paired.setdefault(normalize_gene_key(symbol), set()).add(
+                        normalize_gene_key(gene_id)
+                    )
         self._paired = paired
         self._names: dict[str, list[str]] = {}  # key -> [symbol, id]
 

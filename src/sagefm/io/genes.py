@@ -89,10 +89,11 @@ def slide_gene_identifiers(adata: ad.AnnData) -> tuple[list[str], list[str]]:
     """
     names = [str(n) for n in adata.var_names]
     named_by_id = [is_ensembl_id(n) for n in names]
-    if Keys.GENE_IDS in adata.var:
-        ids = _text(list(adata.var[Keys.GENE_IDS]))
-    else:
-        ids = [n if by_id else "" for n, by_id in zip(names, named_by_id, strict=True)]
+    stored = _text(list(adata.var[Keys.GENE_IDS])) if Keys.GENE_IDS in adata.var else None
+    ids = [
+        (stored[i] if stored is not None else "") or (name if by_id else "")
+        for i, (name, by_id) in enumerate(zip(names, named_by_id, strict=True))
+    ]
     column = symbol_column(adata)
     column_symbols = _text(list(adata.var[column])) if column else [""] * len(names)
     symbols = [
