@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from sagefm.data.vocabulary import GeneVocabulary, build_vocabulary, normalise_gene_key
+from sagefm.data.vocabulary import GeneVocabulary, build_vocabulary
 from sagefm.errors import InputDataError
 
 
@@ -15,12 +15,6 @@ def _slide(symbols: list[str], ids: list[str] | None = None, n: int = 5) -> ad.A
     if ids is not None:
         var["gene_ids"] = ids
     return ad.AnnData(X=sp.csr_matrix(np.ones((n, len(symbols)), dtype=np.float32)), var=var)
-
-
-def test_gene_keys() -> None:
-    assert normalise_gene_key(" ensg00000141510.17 ") == "ENSG00000141510"
-    assert normalise_gene_key("Gapdh") == "GAPDH"
-    assert normalise_gene_key("MT-CO1") == "MT-CO1"
 
 
 def test_map_by_ensembl_id_then_symbol_case_insensitive() -> None:
@@ -66,3 +60,88 @@ def test_build_rule_min_fraction_and_variance_rank() -> None:
         "B",
         "D",
     )
+
+
+def _counts(vocab: GeneVocabulary, slide: ad.AnnData) -> dict[str, int]:
+    return {k: v for k, v in vocab.map(slide).counts.items() if v}
+
+
+def test_map_translates_with_the_table_both_ways() -> None:
+    # TP53 = ENSG00000141510 and GAPDH = ENSG00000111640 in the bundled table
+    symbols_only = GeneVocabulary.from_genes(["TP53", "GAPDH"])
+    by_id = _slide(["ENSG00000141510.17", "ENSG00000111640"])
+    assert vocab_positions(symbols_only, by_id) == [0, 1]
+    assert _counts(symbols_only, by_id) == {"translated": 2, "n_vocabulary_measured": 2}
+    ids_only = GeneVocabulary.from_genes(["ENSG00000141510", "ENSG00000111640"])
+    by_symbol = _slide(["GAPDH", "TP53"])
+    assert vocab_positions(ids_only, by_symbol) == [1, 0]
+    assert _counts(ids_only, by_symbol) == {"translated": 2, "n_vocabulary_measured": 2}
+
+
+def vocab_positions(vocab: GeneVocabulary, slide: ad.AnnData) -> list[int]:
+    mapping = vocab.map(slide)
+    return mapping.vocab_index[np.argsort(mapping.slide_index)].tolist()
+
+
+def test_ambiguous_symbols_are_counted_not_merged() -> None:
+    vocab = GeneVocabulary.from_genes(
+        ["TBCE", "MT1", "ACTB", "GAPDH", "TP53"], ["", "", "", "ENSG1", ""]
+    )
+    slide = _slide(
+        ["ENSG00000285053", "ENSG92", "ENSG93", "ENSG94", "ENSG95", "ENSG96", "ENSG00000141510"]
+    )
+    slide.var["symbol"] = ["TBCE", "MT1", "MT1", "actb", "ACTB", "GAPDH", ""]
+    # ENSG00000285053 is one of the two TBCE of the table; MT1 and ACTB are each carried by two
+    # slide genes; the slide's GAPDH has another id than the vocabulary's; TP53 translates
+    assert _counts(vocab, slide) == {"ambiguous": 6, "translated": 1, "n_vocabulary_measured": 1}
+
+
+def test_ambiguous_claims_resolve_to_the_best_match() -> None:
+    vocab = GeneVocabulary.from_genes(["TP53", "GAPDH"], ["ENSG00000141510", ""])
+    # column 0 claims TP53 by symbol, column 1 by id: the id wins and the symbol claim is dropped
+    slide = _slide(["TP53", "P53_BY_ID", "GAPDH"], ["ENSG99", "ENSG00000141510", ""])
+    mapping = vocab.map(slide)
+    assert mapping.slide_index.tolist() == [1, 2] and mapping.vocab_index.tolist() == [0, 1]
+    assert _counts(vocab, slide) == {
+        "by_id": 1,
+        "by_symbol": 1,
+        "ambiguous": 1,
+        "n_vocabulary_measured": 2,
+    }
+
+
+def test_build_joins_symbol_only_and_paired_slides() -> None:
+    rng = np.random.default_rng(1)
+    symbols_only = _slide(["TP53", "GAPDH", "NOVELGENE"], n=20)
+    paired = _slide(["TP53", "MYGENE"], ["ENSG00000141510", "ENSG77"], n=20)
+    ids_only = _slide(["ENSG77", "ENSG00000111640"], n=20)
+    slides = [symbols_only, paired, ids_only]
+    expr = [sp.csr_matrix(rng.normal(size=(20, s.n_vars))) for s in slides]
+    vocab = build_vocabulary(slides, expr, min_slide_fraction=0.0, max_genes=10)
+    genes = dict(zip(vocab.symbols, vocab.gene_ids, strict=True))
+    # TP53: one gene, by the pair a slide gives; GAPDH: its id from the table; MYGENE: the
+    # symbol-less slide's ENSG77 is the paired slide's gene; NOVELGENE: known by symbol only
+    assert genes == {
+        "TP53": "ENSG00000141510",
+        "GAPDH": "ENSG00000111640",
+        "MYGENE": "ENSG77",
+        "NOVELGENE": "",
+    }
+
+
+def test_build_keeps_a_symbol_paired_with_two_ids_apart() -> None:
+    one = _slide(["MT1"], ["ENSG1"])
+    two = _slide(["MT1"], ["ENSG2"])
+    bare = _slide(["MT1"])
+    expr = [sp.csr_matrix(np.arange(5.0).reshape(5, 1)) for _ in range(3)]
+    vocab = build_vocabulary([one, two, bare], expr, min_slide_fraction=0.0)
+    assert sorted(vocab.gene_ids) == ["", "ENSG1", "ENSG2"]
+    assert len(set(vocab.symbols)) == 3  # suffixed, never merged
+
+
+def test_position_of_a_gene_named_by_a_user() -> None:
+    vocab = GeneVocabulary.from_genes(["TP53", "GAPDH", "TBCE"])
+    assert vocab.index.position("tp53") == 0
+    assert vocab.index.position("ENSG00000111640.4") == 1  # translated by the table
+    assert vocab.index.position("ENSG00000285053") == -1  # one of the table's two TBCE
+    assert vocab.index.position("NOTAGENE") == -1

@@ -17,7 +17,6 @@ run depends on the slides in use, not on the size of the corpus.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import logging
@@ -35,10 +34,12 @@ import scipy.sparse as sp
 
 from sagefm._constants import Keys
 from sagefm.config import DataConfig
-from sagefm.data.expression import normalize_expression
+from sagefm.data.expression import column_mean_variance, normalize_expression
 from sagefm.data.slides import PreparedSlide, prepare_slide, slide_name
 from sagefm.data.vocabulary import GeneVocabulary, build_vocabulary
 from sagefm.errors import InputDataError
+from sagefm.io.checkpoint import read_vocabulary_file, write_vocabulary_file
+from sagefm.io.genes import symbol_column
 from sagefm.io.hest import ListedSlide, list_h5ad_folder, read_listed_slide
 from sagefm.io.write import staged_directory, write_text_atomic
 
@@ -54,28 +55,13 @@ _ARRAYS = ("values_data", "values_indices", "values_indptr", "observed", "neighb
 # ----------------------------------------------------------------------------- vocabulary files
 def write_vocabulary_tsv(vocabulary: GeneVocabulary, path: Path) -> None:
     """``symbol<TAB>gene_id`` with a header, as in a model directory."""
-    rows = [
-        "symbol\tgene_id",
-        *(f"{s}\t{g}" for s, g in zip(vocabulary.symbols, vocabulary.gene_ids, strict=True)),
-    ]
-    write_text_atomic(path, "\n".join(rows) + "\n")
+    write_vocabulary_file(path, list(zip(vocabulary.symbols, vocabulary.gene_ids, strict=True)))
 
 
 def read_vocabulary_tsv(path: Path) -> GeneVocabulary:
     """A vocabulary TSV (``symbol`` and optional ``gene_id`` columns, e.g. a model's vocabulary.tsv)."""
-    try:
-        with Path(path).open(newline="") as handle:
-            rows = list(csv.reader(handle, delimiter="\t"))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputDataError(f"cannot read the vocabulary {path}: {exc}") from exc
-    if not rows or rows[0][:1] != ["symbol"]:
-        raise InputDataError(
-            f"{path}: expected a header 'symbol<TAB>gene_id' and one gene per line"
-        )
-    body = [r for r in rows[1:] if r]
-    return GeneVocabulary.from_genes(
-        [r[0] for r in body], [r[1] if len(r) > 1 else "" for r in body]
-    )
+    genes = read_vocabulary_file(path)
+    return GeneVocabulary.from_genes([s for s, _ in genes], [g for _, g in genes])
 
 
 # ----------------------------------------------------------------------------- preparing
@@ -88,13 +74,10 @@ def _gene_summary(listed: ListedSlide, data_config: DataConfig) -> tuple[ad.AnnD
     """
     adata = read_listed_slide(listed)
     values = normalize_expression(adata, normalized_input=data_config.normalized_input)
-    mean = np.asarray(values.mean(axis=0)).ravel()
-    mean_sq = np.asarray(values.multiply(values).mean(axis=0)).ravel()
-    sd = np.sqrt(np.maximum(mean_sq - mean**2, 0.0))
-    genes = ad.AnnData(
-        var=adata.var[[Keys.GENE_IDS]] if Keys.GENE_IDS in adata.var else adata.var[[]]
-    )
-    return genes, np.vstack([mean - sd, mean + sd])
+    mean, variance = column_mean_variance(values)
+    sd = np.sqrt(variance)
+    kept = [c for c in (Keys.GENE_IDS, symbol_column(adata)) if c is not None and c in adata.var]
+    return ad.AnnData(var=adata.var[kept]), np.vstack([mean - sd, mean + sd])
 
 
 def _shard_name(index: int, name: str) -> str:

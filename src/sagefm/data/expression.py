@@ -91,3 +91,15 @@ def normalize_expression(
     # log1p before the cast to float32: counts above ~3e38 would otherwise become inf
     logged = np.log1p(data.astype(np.float64)).astype(np.float32)
     return sp.csr_matrix((logged, matrix.indices, matrix.indptr), shape=matrix.shape)
+
+
+def column_mean_variance(values: np.ndarray | sp.spmatrix) -> tuple[np.ndarray, np.ndarray]:
+    """(n_genes,) float64 mean and (population) variance of each column of a (n_spots, n_genes)
+    sparse or dense matrix, without densifying a sparse one."""
+    if sp.issparse(values):
+        csr = sp.csr_matrix(values, dtype=np.float64)
+        mean = np.asarray(csr.mean(axis=0)).ravel()
+        mean_sq = np.asarray(csr.multiply(csr).mean(axis=0)).ravel()
+        return mean, np.maximum(mean_sq - mean**2, 0.0)
+    dense = np.asarray(values, dtype=np.float64)
+    return dense.mean(axis=0), dense.var(axis=0)

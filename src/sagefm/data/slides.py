@@ -12,15 +12,18 @@ import scipy.sparse as sp
 
 from sagefm._constants import Keys
 from sagefm.config import DataConfig
-from sagefm.data.expression import check_names, normalize_expression
+from sagefm.data.expression import check_names, column_mean_variance, normalize_expression
 from sagefm.data.neighbourhood import build_neighbourhoods
 from sagefm.data.vocabulary import GeneMapping, GeneVocabulary
 from sagefm.errors import InputDataError
 from sagefm.io import physical_scale
 from sagefm.io.lattice import median_spacing
+from sagefm.io.scale import sagefm_info, spatial_coordinates
 
 logger = logging.getLogger(__name__)
 
+#: ``uns["sagefm"][GENE_MAPPING]``: how many of the slide's genes matched the vocabulary, and how
+GENE_MAPPING = "gene_mapping"
 #: accepted median spot spacing, micrometres (1 nm to 1 km: anything else is a wrong scale)
 _SPACING_RANGE_UM = (1e-3, 1e9)
 #: widest accepted slide, in spot spacings (float32 resolves ~1e-7 of the extent)
@@ -68,14 +71,15 @@ def observed_gene_stats(
 
     Pretraining starts the reconstruction head from the means (its bias), so that it begins at
     the gene-mean predictor instead of spending its first epochs finding each gene's level, and
-    standardises the input with them (`SageGCN.set_input_scaling`).
+    standardizes the input with them (`SageGCN.set_input_scaling`).
     """
     total = np.zeros(n_genes, dtype=np.float64)
     total_sq = np.zeros(n_genes, dtype=np.float64)
     count = np.zeros(n_genes, dtype=np.float64)
     for slide in slides:
-        total += np.asarray(slide.values.sum(axis=0), dtype=np.float64).ravel()
-        total_sq += np.asarray(slide.values.multiply(slide.values).sum(axis=0)).ravel()
+        slide_mean, slide_var = column_mean_variance(slide.values)
+        total += slide.n_spots * slide_mean
+        total_sq += slide.n_spots * (slide_var + slide_mean**2)
         count += slide.n_spots * slide.observed
     n = np.maximum(count, 1.0)
     mean = total / n
@@ -85,20 +89,7 @@ def observed_gene_stats(
 
 def spot_coordinates_um(adata: ad.AnnData) -> np.ndarray:
     """(n_spots, 2) physical coordinates in µm from ``obsm["spatial"]`` and the slide's scale."""
-    if Keys.SPATIAL not in adata.obsm:
-        raise InputDataError(
-            'the AnnData has no spot coordinates: put (x, y) per spot in adata.obsm["spatial"]'
-        )
-    try:
-        coords = np.asarray(adata.obsm[Keys.SPATIAL], dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InputDataError(f'obsm["spatial"] must hold numbers (x, y per spot): {exc}') from exc
-    if coords.ndim != 2 or coords.shape[1] < 2 or coords.shape[0] != adata.n_obs:
-        raise InputDataError(f'obsm["spatial"] must be (n_spots, 2), got shape {coords.shape}')
-    if not np.isfinite(coords[:, :2]).all():
-        raise InputDataError(
-            'obsm["spatial"] has NaN or infinite coordinates; drop or fix those spots'
-        )
+    coords = spatial_coordinates(adata)
     scale = physical_scale(adata)
     with np.errstate(over="ignore"):
         coords_um = coords[:, :2] * scale
@@ -162,6 +153,7 @@ def prepare_slide(
     neighbours = build_neighbourhoods(coords_um, config.n_neighbours)
     bandwidth_um = _checked_spacing_um(coords_um)
     mapping = vocabulary.map(adata)
+    _record_gene_mapping(adata, mapping)
     expression = normalize_expression(adata, normalized_input=config.normalized_input, layer=layer)
     values = mapping.to_vocabulary(expression)
     hidden_vocab = None
@@ -189,3 +181,12 @@ def prepare_slide(
         slide.bandwidth_um,
     )
     return slide, mapping
+
+
+def _record_gene_mapping(adata: ad.AnnData, mapping: GeneMapping) -> None:
+    """Log how the slide's genes matched and keep the counts in ``uns["sagefm"]["gene_mapping"]``."""
+    logger.info("genes of %s: %s", slide_name(adata, "the slide"), mapping.describe())
+    if not adata.is_view:  # writing to a view would silently copy it (as `physical_scale`)
+        info = sagefm_info(adata)
+        info[GENE_MAPPING] = dict(mapping.counts)
+        adata.uns[Keys.UNS] = info

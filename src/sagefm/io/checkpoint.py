@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,10 +21,38 @@ from safetensors.torch import load_file, save_file
 
 from sagefm._constants import Files
 from sagefm.config import SageFMConfig
-from sagefm.errors import CheckpointError
-from sagefm.io.write import staged_directory
+from sagefm.errors import CheckpointError, InputDataError
+from sagefm.io.write import staged_directory, write_text_atomic
 
 _MODEL_FILES = (Files.CONFIG, Files.VOCABULARY, Files.WEIGHTS)
+_VOCABULARY_HEADER = ("symbol", "gene_id")
+
+
+def write_vocabulary_file(path: Path, genes: Sequence[tuple[str, str]]) -> None:
+    """Write ``symbol<TAB>gene_id`` rows (Ensembl id or "") under a header, atomically."""
+    text = io.StringIO()
+    writer = csv.writer(text, delimiter="\t", lineterminator="\n")
+    writer.writerow(_VOCABULARY_HEADER)
+    writer.writerows(genes)
+    write_text_atomic(Path(path), text.getvalue())
+
+
+def read_vocabulary_file(path: Path) -> list[tuple[str, str]]:
+    """(symbol, gene id or "") per gene of a vocabulary TSV: a model's or corpus's
+    ``vocabulary.tsv``, or a user's list with a ``symbol`` header and an optional ``gene_id``
+    column. Raises `InputDataError` naming the file when it cannot be read as one."""
+    try:
+        with Path(path).open(newline="") as handle:
+            rows = list(csv.reader(handle, delimiter="\t"))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputDataError(f"cannot read the vocabulary {path}: {exc}") from exc
+    body = [r for r in rows[1:] if r]
+    if not rows or rows[0][:1] != ["symbol"] or any(len(r) > 2 for r in body):
+        raise InputDataError(
+            f"{path} is not a sagefm vocabulary: expected a header 'symbol<TAB>gene_id' and "
+            "one gene (symbol, optional Ensembl id) per line"
+        )
+    return [(r[0], r[1] if len(r) > 1 else "") for r in body]
 
 
 def _sha256(path: Path) -> str:
@@ -61,10 +90,7 @@ def save_model_dir(
         )
     with staged_directory(directory) as staging:
         config.save(staging / Files.CONFIG)
-        with (staging / Files.VOCABULARY).open("w", newline="") as handle:
-            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-            writer.writerow(["symbol", "gene_id"])
-            writer.writerows(genes)
+        write_vocabulary_file(staging / Files.VOCABULARY, genes)
         save_file(
             {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
             str(staging / Files.WEIGHTS),
@@ -107,12 +133,9 @@ def load_model_dir(
     except Exception as exc:
         raise CheckpointError(f"bad configuration in {directory}: {exc}") from exc
     try:
-        with (directory / Files.VOCABULARY).open(newline="") as handle:
-            rows = list(csv.reader(handle, delimiter="\t"))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise CheckpointError(f"{directory / Files.VOCABULARY} is unreadable: {exc}") from exc
-    if not rows or rows[0] != ["symbol", "gene_id"] or any(len(r) != 2 for r in rows[1:]):
-        raise CheckpointError(f"{directory / Files.VOCABULARY} is not a sagefm vocabulary")
+        genes = read_vocabulary_file(directory / Files.VOCABULARY)
+    except InputDataError as exc:
+        raise CheckpointError(str(exc)) from exc
     try:
         tensors = load_file(str(directory / Files.WEIGHTS))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -125,4 +148,4 @@ def load_model_dir(
             f"{directory / Files.WEIGHTS} holds NaN or infinite weights ({', '.join(bad[:5])}); "
             "the model would give NaN results: do not use this checkpoint"
         )
-    return config, [(r[0], r[1]) for r in rows[1:]], tensors
+    return config, genes, tensors

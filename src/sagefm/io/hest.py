@@ -25,7 +25,7 @@ from sagefm.errors import ReaderError
 from sagefm.io.h5ad import load_h5ad, slide_id_in_file
 from sagefm.io.lattice import platform_from_name
 from sagefm.io.scale import sagefm_info
-from sagefm.io.standardise import standardise_slide
+from sagefm.io.standardize import standardize_slide
 
 logger = logging.getLogger(__name__)
 
@@ -157,4 +157,4 @@ def read_listed_slide(slide: ListedSlide, *, sample_id: str | None = None) -> ad
     if slide.metadata:
         _scale_from_metadata(adata, slide.metadata)
     chosen = sample_id or slide.sample_id or slide_id_in_file(adata, slide.path)
-    return standardise_slide(adata, source_path=slide.path, sample_id=chosen)
+    return standardize_slide(adata, source_path=slide.path, sample_id=chosen)

@@ -63,6 +63,34 @@ def physical_scale(adata: ad.AnnData) -> float:
     return record_physical_scale(adata)
 
 
+def spatial_coordinates(adata: ad.AnnData) -> np.ndarray:
+    """``obsm["spatial"]`` checked: (n_spots, 2+) float64, finite x and y, in its own units.
+
+    The one check of spot positions, for readers, the scale and the model. Raises
+    `InputDataError` naming the fix when they are missing, not numbers, of the wrong shape, or
+    NaN / infinite.
+    """
+    if Keys.SPATIAL not in adata.obsm:
+        raise InputDataError(
+            'the AnnData has no spot coordinates: put (x, y) per spot in adata.obsm["spatial"]'
+        )
+    try:
+        coords = np.asarray(adata.obsm[Keys.SPATIAL], dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputDataError(f'obsm["spatial"] must hold numbers (x, y per spot): {exc}') from exc
+    if coords.ndim != 2 or coords.shape[1] < 2 or coords.shape[0] != adata.n_obs:
+        raise InputDataError(
+            f'obsm["spatial"] must be (n_spots, 2) x, y per spot, got shape {coords.shape}'
+        )
+    bad = int((~np.isfinite(coords[:, :2])).any(axis=1).sum())
+    if bad:
+        raise InputDataError(
+            f'{bad} spots have NaN or infinite coordinates in obsm["spatial"]; drop those spots '
+            "or fix their positions"
+        )
+    return coords
+
+
 def sagefm_info(adata: ad.AnnData) -> dict[str, Any]:
     """A copy of ``adata.uns["sagefm"]`` (empty when absent); `InputDataError` when it is no dict."""
     info = adata.uns.get(Keys.UNS, {})
@@ -192,17 +220,10 @@ def _geometry(platform: Platform, library: Mapping[str, Any] | None) -> SpotGeom
     )
 
 
-def _coordinates(adata: ad.AnnData) -> np.ndarray:
-    coords = np.asarray(adata.obsm[Keys.SPATIAL], dtype=np.float64)
-    if coords.ndim != 2 or coords.shape[1] < 2:
-        raise InputDataError(f'obsm["spatial"] must be (n_spots, 2) x, y; got shape {coords.shape}')
-    return coords
-
-
 def _scale_from_coordinates(
     adata: ad.AnnData, platform: Platform, library: Mapping[str, Any] | None
 ) -> tuple[float, str]:
-    coords = _coordinates(adata)
+    coords = spatial_coordinates(adata)
     geometry = _geometry(platform, library)
     scalefactors = library.get("scalefactors") if library is not None else None
     diameter_units = (

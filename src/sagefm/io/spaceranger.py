@@ -26,7 +26,7 @@ from matplotlib.image import imread
 
 from sagefm._constants import Keys
 from sagefm.errors import ReaderError
-from sagefm.io.standardise import standardise_slide
+from sagefm.io.standardize import standardize_slide
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def read_spaceranger(folder: Path, *, sample_id: str | None = None) -> ad.AnnDat
     positions = _read_positions(outs)
     adata = _in_tissue_spots(counts, positions, outs, from_raw=from_raw)
     adata.uns[Keys.SPATIAL] = {library_id: _library_images_and_scale(outs)}
-    return standardise_slide(adata, source_path=outs, sample_id=library_id, platform_hint="visium")
+    return standardize_slide(adata, source_path=outs, sample_id=library_id, platform_hint="visium")
 
 
 # -- counts ------------------------------------------------------------------------------------

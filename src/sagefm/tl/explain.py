@@ -33,7 +33,7 @@ import torch
 
 from sagefm.data.batches import SubgraphCollator
 from sagefm.data.slides import PreparedSlide, prepare_slide
-from sagefm.data.vocabulary import normalise_gene_key
+from sagefm.data.vocabulary import normalize_gene_key
 from sagefm.errors import InputDataError
 from sagefm.nn.gcn import SageGCN
 
@@ -51,9 +51,9 @@ _CHUNK = 32
 def _gene_positions(model: SageFM, genes: Sequence[str], observed: np.ndarray) -> np.ndarray:
     """Vocabulary positions of ``genes`` (symbols or Ensembl ids) measured on the slide."""
     vocab = model.vocabulary
-    lookup = {normalise_gene_key(s): i for i, s in enumerate(vocab.symbols)}
-    lookup.update({normalise_gene_key(g): i for i, g in enumerate(vocab.gene_ids) if g})
-    index = np.array([lookup.get(normalise_gene_key(g), -1) for g in genes], dtype=np.int64)
+    lookup = {normalize_gene_key(s): i for i, s in enumerate(vocab.symbols)}
+    lookup.update({normalize_gene_key(g): i for i, g in enumerate(vocab.gene_ids) if g})
+    index = np.array([lookup.get(normalize_gene_key(g), -1) for g in genes], dtype=np.int64)
     unknown = [g for g, i in zip(genes, index, strict=True) if i < 0]
     if unknown:
         raise InputDataError(f"genes not in the model's vocabulary: {unknown[:20]}")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import anndata as ad
 import pandas as pd
 
-from sagefm.data.vocabulary import normalise_gene_key
+from sagefm.data.vocabulary import normalize_gene_key
 from sagefm.errors import InputDataError
 
 if TYPE_CHECKING:
@@ -63,16 +63,16 @@ def expand_complexes(resource: pd.DataFrame, available: Iterable[str]) -> pd.Dat
     ``ligand``/``receptor`` use the spelling in ``available``. Returns `PAIR_TABLE_COLUMNS`, one row
     per distinct (ligand subunit, receptor subunit) with ligand != receptor, in resource order.
     """
-    spelling = {normalise_gene_key(g): str(g) for g in available}
+    spelling = {normalize_gene_key(g): str(g) for g in available}
     rows: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
     for ligand_complex, receptor_complex in resource[["ligand", "receptor"]].itertuples(
         index=False
     ):
         ligands = [
-            spelling.get(normalise_gene_key(s)) for s in ligand_complex.split(COMPLEX_SEPARATOR)
+            spelling.get(normalize_gene_key(s)) for s in ligand_complex.split(COMPLEX_SEPARATOR)
         ]
         receptors = [
-            spelling.get(normalise_gene_key(s)) for s in receptor_complex.split(COMPLEX_SEPARATOR)
+            spelling.get(normalize_gene_key(s)) for s in receptor_complex.split(COMPLEX_SEPARATOR)
         ]
         if None in ligands or None in receptors:
             continue

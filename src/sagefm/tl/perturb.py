@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from sagefm._constants import Keys
 from sagefm.data.batches import SubgraphBatch, SubgraphCollator
 from sagefm.data.slides import PreparedSlide, prepare_slide
-from sagefm.data.vocabulary import normalise_gene_key
+from sagefm.data.vocabulary import normalize_gene_key
 from sagefm.errors import InputDataError
 from sagefm.nn.gcn import SageGCN
 from sagefm.tl.lr_pairs import lr_pairs
@@ -218,9 +218,9 @@ def _resolve_genes(
 ) -> np.ndarray:
     """Vocabulary positions of gene names (symbol or Ensembl id); InputDataError naming bad ones."""
     vocab = model.vocabulary
-    lookup = {normalise_gene_key(s): i for i, s in enumerate(vocab.symbols)}
-    lookup.update({normalise_gene_key(g): i for i, g in enumerate(vocab.gene_ids) if g})
-    index = np.array([lookup.get(normalise_gene_key(n), -1) for n in names], dtype=np.int64)
+    lookup = {normalize_gene_key(s): i for i, s in enumerate(vocab.symbols)}
+    lookup.update({normalize_gene_key(g): i for i, g in enumerate(vocab.gene_ids) if g})
+    index = np.array([lookup.get(normalize_gene_key(n), -1) for n in names], dtype=np.int64)
     unknown = sorted(set(names[index < 0].astype(str)))
     if unknown:
         raise InputDataError(

@@ -12,16 +12,14 @@ import scipy.sparse as sp
 
 from sagefm._constants import Keys
 from sagefm.errors import InputDataError
+from sagefm.io.genes import is_ensembl_id, slide_gene_identifiers, symbol_column
 from sagefm.io.lattice import Platform
-from sagefm.io.scale import record_physical_scale, sagefm_info
+from sagefm.io.scale import record_physical_scale, sagefm_info, spatial_coordinates
 
 logger = logging.getLogger(__name__)
 
-# var columns that hold gene symbols when var_names are Ensembl ids (cellxgene, scanpy, HEST).
-_SYMBOL_COLUMNS = ("gene_symbols", "gene_symbol", "feature_name", "gene_name", "symbol")
 
-
-def standardise_slide(
+def standardize_slide(
     adata: ad.AnnData,
     *,
     source_path: Path,
@@ -44,20 +42,9 @@ def standardise_slide(
     info = sagefm_info(adata)
     info[Keys.SOURCE_PATH] = str(source_path)
     adata.uns[Keys.UNS] = info
-    if Keys.SPATIAL in adata.obsm:
-        coords = np.asarray(adata.obsm[Keys.SPATIAL], dtype=np.float64)
-        if coords.ndim != 2 or coords.shape[1] < 2:
-            raise InputDataError(
-                f'{source_path}: obsm["spatial"] must be (n_spots, 2) x, y, not {coords.shape}'
-            )
-        bad = int((~np.isfinite(coords[:, :2])).any(axis=1).sum())
-        if bad:
-            raise InputDataError(
-                f'{source_path}: {bad} spots have NaN or infinite coordinates in obsm["spatial"]; '
-                "drop those spots or fix their positions"
-            )
-        adata.obsm[Keys.SPATIAL] = coords
     try:
+        if Keys.SPATIAL in adata.obsm:
+            adata.obsm[Keys.SPATIAL] = spatial_coordinates(adata)
         record_physical_scale(adata, platform_hint=platform_hint)
     except InputDataError as err:
         raise InputDataError(f"{source_path}: {err}") from err
@@ -87,13 +74,15 @@ def _counts_as_csr(adata: ad.AnnData, source_path: Path) -> None:
 
 
 def _symbols_as_var_names(adata: ad.AnnData) -> None:
-    names = adata.var_names.astype(str)
-    symbol_column = next((c for c in _SYMBOL_COLUMNS if c in adata.var), None)
-    if symbol_column is not None and names.str.startswith("ENS").all():
+    names = [str(n) for n in adata.var_names]
+    column = symbol_column(adata)
+    if column is not None and all(is_ensembl_id(n) for n in names):
         if Keys.GENE_IDS not in adata.var:
             adata.var[Keys.GENE_IDS] = np.asarray(names)
-        adata.var_names = pd.Index(adata.var[symbol_column].astype(str))
-        logger.info('var_names were Ensembl ids: now the symbols of var["%s"]', symbol_column)
+        _, symbols = slide_gene_identifiers(adata)
+        # a gene without a symbol keeps its id as its name
+        adata.var_names = pd.Index([s or n for s, n in zip(symbols, names, strict=True)])
+        logger.info('var_names were Ensembl ids: now the symbols of var["%s"]', column)
     if not adata.var_names.is_unique:
         repeated = int(adata.var_names.duplicated().sum())
         adata.var_names_make_unique()
