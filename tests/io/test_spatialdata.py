@@ -34,7 +34,8 @@ def hex_spots_um(rows: int = 8, cols: int = 8) -> np.ndarray:
     """(rows * cols, 2) Visium spot centres in µm: 100 µm apart on a hexagonal lattice."""
     r, k = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
     c = 2 * k + r % 2
-    return np.column_stack([50.0 * c.ravel(), 50.0 * np.sqrt(3) * r.ravel()]) + [300.0, 700.0]
+    origin = np.array([300.0, 700.0])
+    return np.column_stack([50.0 * c.ravel(), 50.0 * np.sqrt(3) * r.ravel()]) + origin
 
 
 def spot_sdata(seed: int = 0) -> tuple[object, np.ndarray, ad.AnnData]:
@@ -148,7 +149,11 @@ def test_visium_hd_bins_take_their_size_from_the_name() -> None:
     table.obs_names = [f"b{i}" for i in range(len(xy))]
     sdata = spatialdata.SpatialData(
         shapes={name: ShapesModel.parse(squares, transformations={"global": Identity()})},
-        tables={"square_008um": TableModel.parse(table, region=name, region_key="region", instance_key="bin")},
+        tables={
+            "square_008um": TableModel.parse(
+                table, region=name, region_key="region", instance_key="bin"
+            )
+        },
     )
     adata = sagefm.read(sdata)
     assert adata.uns["sagefm"]["um_per_unit"] == pytest.approx(8.0 / pitch_px)
@@ -160,18 +165,18 @@ def test_bad_spatialdata_input_gets_clear_errors() -> None:
     sdata, _, table = spot_sdata()
     with pytest.raises(InputDataError, match="no table"):
         sagefm.read(spatialdata.SpatialData(shapes={"spots": sdata["spots"]}))
-    with pytest.raises(InputDataError, match="no coordinate system 'pixels'.*global"):
+    with pytest.raises(InputDataError, match=r"no coordinate system 'pixels'.*global"):
         sagefm.read(sdata, coordinate_system="pixels")
     with pytest.raises(InputDataError, match="no table 'cells'"):
         sagefm.read(sdata, table="cells")
     bare = ad.AnnData(X=table.X.copy(), var=table.var.copy())
     bare.obs_names = table.obs_names
-    with pytest.raises(InputDataError, match="annotates no region.*no coordinates"):
+    with pytest.raises(InputDataError, match=r"annotates no region.*no coordinates"):
         sagefm.read(spatialdata.SpatialData(tables={"table": TableModel.parse(bare)}))
     partial = spatialdata.SpatialData(
         shapes={"spots": sdata["spots"][:-3]}, tables={"table": table.copy()}
     )
-    with pytest.raises(InputDataError, match="3 of the 64 rows.*no coordinates"):
+    with pytest.raises(InputDataError, match=r"3 of the 64 rows.*no coordinates"):
         sagefm.read(partial)
 
 
