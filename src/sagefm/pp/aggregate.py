@@ -207,17 +207,22 @@ def spots_to_positions(
 
     ``adata`` is the input of `aggregate_to_spots` and ``spots`` its output. Returns
     (adata.n_obs, d) float32, NaN for positions summed into no pseudo-spot, and stores it in
-    ``adata.obsm[key]``.
+    ``adata.obsm[key]``. This is n_obs x d x 4 bytes (4 GB for a million bins and d = 1024):
+    ``adata.obs[spot_key]`` alone already links every bin to its pseudo-spot.
     """
-    if spot_key not in adata.obs:
+    if spot_key not in adata.obs or not isinstance(adata.obs[spot_key].dtype, pd.CategoricalDtype):
         raise InputDataError(
             f'adata.obs["{spot_key}"] is missing: call sagefm.pp.aggregate_to_spots(adata) first'
         )
     if key not in spots.obsm:
         raise InputDataError(f'spots.obsm["{key}"] is missing: embed the pseudo-spots first')
-    rows = pd.Index(spots.obs_names).get_indexer(adata.obs[spot_key].astype(object))
+    column = adata.obs[spot_key].cat
+    # Categories, not a million names, are looked up; codes are -1 where no pseudo-spot.
+    rows = pd.Index(spots.obs_names).get_indexer(column.categories)[column.codes.to_numpy()]
+    rows[column.codes.to_numpy() < 0] = -1
     values = np.asarray(spots.obsm[key], dtype=np.float32)
-    out = np.full((adata.n_obs, *values.shape[1:]), np.nan, dtype=np.float32)
-    out[rows >= 0] = values[rows[rows >= 0]]
+    out = np.empty((adata.n_obs, *values.shape[1:]), dtype=np.float32)
+    np.take(values, np.maximum(rows, 0), axis=0, out=out)  # no second (n_obs, d) temporary
+    out[rows < 0] = np.nan
     adata.obsm[key] = out
     return out
