@@ -118,6 +118,9 @@ def test_embed_and_impute_round_trip_through_the_table_and_zarr(tmp_path: Path) 
     assert again.obs["sample_id"].iloc[0] == "slide"
     np.testing.assert_array_equal(again.obsm["X_sagefm"], embedding)
     np.testing.assert_allclose(model.embed(again), embedding, rtol=1e-5, atol=1e-6)
+    # the pixel scale written back is not taken for another coordinate system
+    in_um = sagefm.read(store, coordinate_system="micrometres")
+    assert in_um.uns["sagefm"]["um_per_unit"] == pytest.approx(1.0)
 
 
 def test_write_back_matches_rows_by_name() -> None:

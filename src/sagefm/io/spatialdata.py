@@ -36,6 +36,8 @@ DEFAULT_COORDINATE_SYSTEM = "global"
 DEFAULT_TABLE = "table"
 # spatialdata-io names Visium HD elements and tables "<dataset>_square_008um" / "square_008um".
 _HD_BIN_NAME = re.compile(r"square_(\d{3})um")
+# What `uns["sagefm"]` says about the scale of one coordinate system.
+_SCALE_KEYS = (Keys.UM_PER_UNIT, Keys.SCALE_SOURCE, Keys.PLATFORM, "resolution")
 
 
 def import_spatialdata() -> Any:
@@ -95,6 +97,10 @@ def read_spatialdata(
     coords, cs, regions = _table_coordinates(spatialdata, sdata, table_name, coordinate_system)
     adata.obsm[Keys.SPATIAL] = coords
     info: dict[str, Any] = dict(adata.uns.get(Keys.UNS, {}))
+    if info.get("spatialdata", {}).get("coordinate_system") != cs:
+        # A scale written back by `write_spatialdata` is for the coordinate system read then.
+        for key in _SCALE_KEYS:
+            info.pop(key, None)
     info["spatialdata"] = {"table": table_name, "coordinate_system": cs, "regions": regions}
     if um_per_unit is not None:
         info[Keys.UM_PER_UNIT], info[Keys.SCALE_SOURCE] = float(um_per_unit), "spatialdata:given"
