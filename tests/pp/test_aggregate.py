@@ -125,3 +125,13 @@ def test_bad_input_is_refused() -> None:
     no_coords = ad.AnnData(X=sp.csr_matrix(np.ones((5, 3))))
     with pytest.raises(InputDataError, match="no spot coordinates"):
         aggregate_to_spots(no_coords, platform="visium_hd")
+
+
+def test_spot_slides_are_aggregated_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    spots = positions(hex_points(10, 10, 100.0))
+    same = aggregate_to_spots(spots, min_fraction=0.0)
+    assert "already on a visium spot lattice" in caplog.text
+    assert same.n_obs == spots.n_obs  # each spot is its own lattice cell
+    np.testing.assert_allclose(
+        np.sort(same.obsm["spatial"], axis=0), np.sort(hex_points(10, 10, 100.0), axis=0)
+    )

@@ -119,6 +119,12 @@ def aggregate_to_spots(
     if not 0.0 <= min_fraction <= 1.0:
         raise InputDataError(f"min_fraction must be in [0, 1], got {min_fraction}")
     resolution = detect_resolution(adata, platform)
+    if resolution in ("visium", "legacy_st"):
+        logger.warning(
+            "the slide is already on a %s spot lattice: the model embeds it as it is, summing "
+            "its spots into pseudo-spots coarsens it",
+            resolution,
+        )
     coords_um = spot_coordinates_um(adata)
     origin = coords_um.min(axis=0)
     row, col = lattice_cells(coords_um, spot_spacing_um, lattice)
