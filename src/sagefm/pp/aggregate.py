@@ -107,9 +107,10 @@ def aggregate_to_spots(
     bins/cells per pseudo-spot (tissue edges) are dropped.
 
     Returns a new AnnData (n_pseudo_spots, n_genes): X CSR summed counts, ``obsm["spatial"]``
-    centres in µm in the input's frame (``uns["sagefm"]["um_per_unit"] = 1``; platform "visium" for a 100 µm hex
-    lattice, so the model sees the geometry it was pretrained on), ``obs`` ``array_row``,
-    ``array_col``, ``n_aggregated``, ``sample_id``; ``var`` as the input's. Writes the pseudo-spot
+    centres in µm in the input's frame (``uns["sagefm"]["um_per_unit"] = 1``; platform
+    "visium" for a 100 µm hex lattice, so the model sees the geometry it was pretrained on),
+    ``obs`` ``array_row``, ``array_col``, ``n_aggregated``, ``sample_id``; ``var`` as the
+    input's. Writes the pseudo-spot
     name of each bin/cell into ``adata.obs[key_added]`` (NaN for those not summed).
     """
     if not (math.isfinite(spot_spacing_um) and spot_spacing_um > 0):
@@ -126,35 +127,19 @@ def aggregate_to_spots(
             resolution,
         )
     coords_um = spot_coordinates_um(adata)
-    origin = coords_um.min(axis=0)
-    row, col = lattice_cells(coords_um, spot_spacing_um, lattice)
-    inside = np.ones(adata.n_obs, dtype=bool)
-    if spot_diameter_um is not None:
-        offset = coords_um - origin - lattice_centres(row, col, spot_spacing_um, lattice)
-        inside = (offset**2).sum(axis=1) <= (spot_diameter_um / 2) ** 2
-    cells, spot_of, n_in = np.unique(
-        np.column_stack([row, col])[inside], axis=0, return_inverse=True, return_counts=True
+    cells, n_in, member, target = _assign(
+        coords_um, spot_spacing_um, lattice, spot_diameter_um, min_fraction
     )
-    kept = n_in >= min_fraction * np.median(n_in) if n_in.size else n_in.astype(bool)
-    if not kept.any():
-        raise InputDataError(
-            f"no pseudo-spot of {spot_spacing_um:g} µm holds any bin or cell: check the scale of "
-            'obsm["spatial"] (uns["sagefm"]["um_per_unit"]) and spot_diameter_um'
-        )
-    new_index = np.cumsum(kept) - 1  # old pseudo-spot -> kept pseudo-spot
-    member = np.flatnonzero(inside)[kept[spot_of.ravel()]]
-    target = new_index[spot_of.ravel()[kept[spot_of.ravel()]]]
-    n_spots = int(kept.sum())
     # Summing with a sparse (spots x bins) indicator: one pass over X, memory of X's size.
     assign = sp.csr_matrix(
-        (np.ones(member.size, dtype=np.float32), (target, member)), shape=(n_spots, adata.n_obs)
+        (np.ones(member.size, dtype=np.float32), (target, member)),
+        shape=(len(cells), adata.n_obs),
     )
     counts = sp.csr_matrix(assign @ sp.csr_matrix(adata.X, dtype=np.float32))
-    spots = _pseudo_spot_table(adata, cells[kept], n_in[kept])
+    spots = _pseudo_spot_table(adata, cells, n_in)
     out = ad.AnnData(X=counts, obs=spots, var=adata.var.copy())
-    rows_cols = cells[kept]
-    out.obsm[Keys.SPATIAL] = origin + lattice_centres(
-        rows_cols[:, 0], rows_cols[:, 1], spot_spacing_um, lattice
+    out.obsm[Keys.SPATIAL] = coords_um.min(axis=0) + lattice_centres(
+        cells[:, 0], cells[:, 1], spot_spacing_um, lattice
     )
     out.uns[Keys.UNS] = {
         Keys.UM_PER_UNIT: 1.0,
@@ -170,19 +155,48 @@ def aggregate_to_spots(
             "min_fraction": float(min_fraction),
         },
     }
-    names = np.full(adata.n_obs, None, dtype=object)
-    names[member] = np.asarray(spots.index)[target]
-    adata.obs[key_added] = pd.Categorical(names, categories=spots.index)
+    codes = np.full(adata.n_obs, -1, dtype=np.int64)  # -1: NaN, summed into no pseudo-spot
+    codes[member] = target
+    adata.obs[key_added] = pd.Categorical.from_codes(codes, categories=spots.index)
     logger.info(
         "%d %s positions summed into %d pseudo-spots (%g µm %s lattice, median %d per spot)",
         member.size,
         resolution,
-        n_spots,
+        len(cells),
         spot_spacing_um,
         lattice,
-        int(np.median(n_in[kept])),
+        int(np.median(n_in)),
     )
     return out
+
+
+def _assign(
+    coords_um: np.ndarray,
+    spacing_um: float,
+    lattice: Lattice,
+    spot_diameter_um: float | None,
+    min_fraction: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The kept pseudo-spots' (array_row, array_col) (m, 2) and their number of positions (m,),
+    and which positions (member, (k,)) go to which kept pseudo-spot (target, (k,))."""
+    row, col = lattice_cells(coords_um, spacing_um, lattice)
+    inside = np.ones(len(coords_um), dtype=bool)
+    if spot_diameter_um is not None:
+        centres = coords_um.min(axis=0) + lattice_centres(row, col, spacing_um, lattice)
+        inside = ((coords_um - centres) ** 2).sum(axis=1) <= (spot_diameter_um / 2) ** 2
+    cells, spot_of, n_in = np.unique(
+        np.column_stack([row, col])[inside], axis=0, return_inverse=True, return_counts=True
+    )
+    spot_of = spot_of.ravel()
+    kept = n_in >= min_fraction * np.median(n_in) if n_in.size else n_in.astype(bool)
+    if not kept.any():
+        raise InputDataError(
+            f"no pseudo-spot of {spacing_um:g} µm holds any bin or cell: check the scale of "
+            'obsm["spatial"] (uns["sagefm"]["um_per_unit"]) and spot_diameter_um'
+        )
+    new_index = np.cumsum(kept) - 1  # old pseudo-spot -> kept pseudo-spot
+    member = np.flatnonzero(inside)[kept[spot_of]]
+    return cells[kept], n_in[kept], member, new_index[spot_of[kept[spot_of]]]
 
 
 def _pseudo_spot_table(adata: ad.AnnData, cells: np.ndarray, n_in: np.ndarray) -> pd.DataFrame:
