@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints-cpu.txt -e ".[dev,eval]"
+	$(BIN)/python -m pip install --quiet -c constraints-cpu.txt -e ".[dev,eval,spatial]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -1,6 +1,6 @@
 """sagefm: a lightweight, interpretable foundation model for spatial transcriptomics (SAGE-FM)."""
 
-from sagefm import pl, tl
+from sagefm import pl, pp, tl
 from sagefm.config import DataConfig, ModelConfig, SageFMConfig, TrainConfig
 from sagefm.errors import SageFMError
 from sagefm.io import read
@@ -19,6 +19,7 @@ __all__ = [
     "__version__",
     "load",
     "pl",
+    "pp",
     "pretrain",
     "read",
     "tl",

@@ -125,3 +125,20 @@ def test_neighbourhood_matrix_sums_neighbours() -> None:
     np.testing.assert_allclose(
         neighbourhood_matrix(neighbours, include_self=True) @ values, [[111]] * 3
     )
+
+
+def test_binned_scale_neighbourhoods_warn_and_spot_scale_do_not(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from sagefm.data.neighbourhood import neighbourhood_reach_um
+
+    spots = hex_lattice(11, 11)
+    nb = build_neighbourhoods(spots, 14)
+    # 14 neighbours of an interior spot: rings at 100, 173 and 2 of 6 at 200 µm
+    assert neighbourhood_reach_um(spots, nb) == pytest.approx(200.0, abs=1e-6)
+    assert "pseudo-spots" not in caplog.text
+    bins = square_lattice(30, 30, spacing=8.0)
+    nb = build_neighbourhoods(bins, 14)
+    # square rings: 4 at 8, 4 at 8√2, 4 at 16 and 2 of the 8 at 8√5 µm
+    assert neighbourhood_reach_um(bins, nb) == pytest.approx(8.0 * np.sqrt(5), abs=1e-6)
+    assert "aggregate_to_spots" in caplog.text

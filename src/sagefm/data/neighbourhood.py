@@ -8,6 +8,8 @@ choice does not depend on how the spots are listed.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -16,11 +18,16 @@ from scipy.spatial import cKDTree
 from sagefm.config import EdgeScheme, GraphNorm
 from sagefm.errors import InputDataError
 
+logger = logging.getLogger(__name__)
+
 #: distances are compared at this resolution (µm) so that float noise does not break lattice ties
 _TIE_RESOLUTION_UM = 1e-3
 #: (spots x neighbours) looked up at once: bounds the work arrays to ~50 MB however large the
 #: slide or however many spots share a position (a million spots at once would need ~1.5 GB)
 _QUERY_ELEMENTS = 1 << 20
+#: neighbourhoods reaching less far than this (µm, median over spots) are of bins or cells, not of
+#: spots: on Visium the 14th neighbour is 200 µm away, on 8 µm bins or cells ~20-30 µm
+MIN_SPOT_REACH_UM = 100.0
 
 
 def build_neighbourhoods(coords_um: np.ndarray, n_neighbours: int = 14) -> np.ndarray:
@@ -48,7 +55,26 @@ def build_neighbourhoods(coords_um: np.ndarray, n_neighbours: int = 14) -> np.nd
     out = np.empty((n, n_neighbours + 1), dtype=np.int64)
     out[:, 0] = np.arange(n)
     _fill_nearest(cKDTree(coords), coords, np.arange(n), out, min(n, n_neighbours + 1 + 16))
+    _warn_if_subcellular_scale(coords, out)
     return out
+
+
+def neighbourhood_reach_um(coords_um: np.ndarray, neighbours: np.ndarray) -> float:
+    """Median distance (µm) from a spot to the farthest node of its subgraph, over <= 10,000 spots."""
+    spots = np.linspace(0, len(neighbours) - 1, min(len(neighbours), 10_000)).astype(np.int64)
+    far = coords_um[neighbours[spots, -1]] - coords_um[spots]
+    return float(np.median(np.hypot(far[:, 0], far[:, 1])))
+
+
+def _warn_if_subcellular_scale(coords_um: np.ndarray, neighbours: np.ndarray) -> None:
+    reach = neighbourhood_reach_um(coords_um, neighbours)
+    if reach < MIN_SPOT_REACH_UM:
+        logger.warning(
+            "each subgraph spans only ~%.0f µm (Visium spots: ~200 µm): the slide looks binned "
+            "(Visium HD) or single-cell; sum it into Visium-sized pseudo-spots with "
+            "sagefm.pp.aggregate_to_spots first (or check its scale)",
+            reach,
+        )
 
 
 def _fill_nearest(

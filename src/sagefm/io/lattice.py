@@ -154,3 +154,54 @@ def coordinates_from_array(
         "cannot lay out spots from array_row/array_col: the lattice is neither Visium nor ST; "
         'put (x, y) per spot in adata.obsm["spatial"]'
     )
+
+
+#: Platforms by resolution: spot lattices the model was pretrained on, and finer ones (Visium HD
+#: square bins of 2, 8 or 16 µm; single cells of Xenium, CosMx, MERSCOPE) whose 14 nearest
+#: neighbours cover ~30 µm instead of Visium's ~500 µm.
+Resolution = Literal["visium", "legacy_st", "visium_hd", "single_cell", "unknown"]
+
+#: Visium HD bin sizes (µm): bins are squares on a lattice of this pitch.
+VISIUM_HD_BIN_SIZES_UM = (2.0, 8.0, 16.0)
+# A measured square-lattice pitch within this factor of a bin size is that bin size.
+_BIN_SIZE_TOLERANCE = 0.1
+# Irregular points closer than this (µm, median nearest neighbour) are single cells.
+_MAX_CELL_SPACING_UM = 40.0
+_NAMED_RESOLUTIONS: dict[str, Resolution] = {
+    "visium hd": "visium_hd",
+    "xenium": "single_cell",
+    "cosmx": "single_cell",
+    "merscope": "single_cell",
+    "merfish": "single_cell",
+    "single cell": "single_cell",
+}
+
+
+def resolution_from_name(name: object) -> Resolution:
+    """The resolution a platform name states ("Visium HD" -> "visium_hd", "Xenium" ->
+    "single_cell"), else `platform_from_name` ("visium", "legacy_st" or "unknown")."""
+    text = " ".join(str(name).strip().lower().replace("_", " ").replace("-", " ").split())
+    named = next((res for key, res in _NAMED_RESOLUTIONS.items() if key in text), None)
+    return named or platform_from_name(name)
+
+
+def resolution_from_coordinates(coords_um: np.ndarray) -> Resolution:
+    """Recognise the platform from spot/bin/cell positions (n, 2) in **micrometres**.
+
+    A square lattice of pitch 2, 8 or 16 µm is Visium HD, of ~200 µm legacy ST; a hexagonal one
+    is Visium; irregular points closer than 40 µm are single cells; anything else is "unknown".
+    Units matter here, unlike `platform_from_coordinates`: an HD bin grid and an ST spot grid are
+    both square and differ only in their pitch.
+    """
+    lattice = platform_from_coordinates(coords_um)
+    if len(_distinct(coords_um)) < 2:
+        return "unknown"
+    spacing = median_spacing(coords_um)
+    if lattice == "legacy_st":
+        for bin_um in VISIUM_HD_BIN_SIZES_UM:
+            if abs(spacing / bin_um - 1.0) <= _BIN_SIZE_TOLERANCE:
+                return "visium_hd"
+        return lattice
+    if lattice == "unknown" and spacing < _MAX_CELL_SPACING_UM:
+        return "single_cell"
+    return lattice

@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import anndata as ad
 
@@ -13,6 +14,7 @@ from sagefm._constants import Keys
 from sagefm.errors import InputDataError, ReaderError
 from sagefm.io.hest import ListedSlide, list_h5ad_folder, read_listed_slide
 from sagefm.io.spaceranger import read_spaceranger, spaceranger_outs
+from sagefm.io.spatialdata import is_spatialdata, is_zarr_store, read_spatialdata
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +25,11 @@ _Source = ListedSlide | Path
 
 
 def read(
-    path: PathLike | Sequence[PathLike], *, sample_id: str | Sequence[str] | None = None
+    path: PathLike | Sequence[PathLike] | Any,
+    *,
+    sample_id: str | Sequence[str] | None = None,
+    table: str | None = None,
+    coordinate_system: str | None = None,
 ) -> ad.AnnData | list[ad.AnnData]:
     """Read slides with raw counts, spot coordinates and their physical scale.
 
@@ -34,6 +40,10 @@ def read(
     - a folder of ``.h5ad`` files, HEST-1k style (``st/<id>.h5ad`` plus a metadata CSV with an
       ``id`` or ``sample_id`` column) or plain -> list of AnnData, in the table's order (else by
       file name), each with its table row in ``uns["sagefm"]["metadata"]``;
+    - a `spatialdata.SpatialData` object or a SpatialData ``.zarr`` store -> AnnData of one of its
+      tables (``table``, default the only one or "table") with the centroids of the shapes it
+      annotates in ``coordinate_system`` (default the only one or "global") as coordinates; see
+      `sagefm.io.read_spatialdata` (needs the extra ``sagefm[spatial]``);
     - a list or tuple of any of these -> one flat list of AnnData.
 
     Each AnnData has raw counts in X (CSR, as stored), ``obsm["spatial"]`` (n_spots, 2) float64
@@ -48,6 +58,12 @@ def read(
     Raises `ReaderError` for a missing, empty, unknown, unreadable or corrupt path and
     `InputDataError` for a slide without coordinates.
     """
+    if is_spatialdata(path) or (isinstance(path, str | os.PathLike) and is_zarr_store(Path(path))):
+        if not (sample_id is None or isinstance(sample_id, str)):
+            raise InputDataError("a SpatialData table is one slide: give sample_id as a string")
+        return read_spatialdata(
+            path, table=table, coordinate_system=coordinate_system, sample_id=sample_id
+        )
     if isinstance(path, str | os.PathLike):
         sources, single = _sources(Path(path))
     else:
