@@ -26,7 +26,7 @@ import pandas as pd
 from sagefm._constants import Keys
 from sagefm.errors import InputDataError, ReaderError
 from sagefm.io.lattice import median_spacing
-from sagefm.io.standardise import standardise_slide
+from sagefm.io.standardize import standardize_slide
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def read_spatialdata(
     if sample_id is None and Keys.SAMPLE_ID not in adata.obs:
         sample_id = default_id
     where = path if path is not None else Path(f"<SpatialData table {table_name}>")
-    return standardise_slide(adata, source_path=where, sample_id=sample_id)
+    return standardize_slide(adata, source_path=where, sample_id=sample_id)
 
 
 def write_spatialdata(
