@@ -131,11 +131,14 @@ def test_standardised_input_is_folded_into_the_first_layer(indicator: bool) -> N
     visible = (torch.rand(4, 6) > 0.3).float()
     z = (values - mean) / scale * visible  # hidden genes read as the mean: z = 0
     explicit = network.gcn_layers[0].linear(torch.cat([z, visible], 1) if indicator else z)
-    torch.testing.assert_close(network.project(values, visible), explicit)
+    torch.testing.assert_close(network.project(values * visible, visible), explicit)
     sparse = torch.tensor((values * visible).numpy()).to_sparse_csr()
     hidden = torch.tensor((1 - visible).numpy()).to_sparse_csr()
     torch.testing.assert_close(
-        network.project_sparse(sparse, torch.ones(6), hidden), explicit, rtol=1e-5, atol=1e-5
+        network.project(sparse, observed=torch.ones(6), hidden=hidden),
+        explicit,
+        rtol=1e-5,
+        atol=1e-5,
     )
     with pytest.raises(ValueError, match="positive"):
         network.set_input_scaling(mean, torch.zeros(6))

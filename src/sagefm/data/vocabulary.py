@@ -149,6 +149,13 @@ class GeneVocabulary:
         )
         return cls(symbols=tuple(str(s) for s in symbols), gene_ids=ids)
 
+    def lookup(self, names: Sequence[str]) -> np.ndarray:
+        """(len(names),) int64 vocabulary positions of gene names, -1 for unknown ones; a name
+        matches a symbol or an Ensembl id, case- and version-insensitively."""
+        keys = {normalise_gene_key(s): i for i, s in enumerate(self.symbols)}
+        keys.update({normalise_gene_key(g): i for i, g in enumerate(self.gene_ids) if g})
+        return np.array([keys.get(normalise_gene_key(n), -1) for n in names], dtype=np.int64)
+
 
 def build_vocabulary(
     slides: Sequence[ad.AnnData],
