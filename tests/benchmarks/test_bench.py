@@ -4,9 +4,9 @@ import dataclasses
 
 import pytest
 import torch
-
 from benchmarks.flops import encoder_flops, reference_flops
 from benchmarks.measure import embedding_benchmark, model_with_random_weights
+
 from sagefm.config import ModelConfig, SageFMConfig
 from sagefm.data.vocabulary import GeneVocabulary
 from sagefm.datasets import synthetic_tissue

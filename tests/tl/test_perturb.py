@@ -12,6 +12,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from sagefm._constants import Keys
 from sagefm.config import ModelConfig, SageFMConfig, TrainConfig
 from sagefm.data.batches import SubgraphCollator
 from sagefm.data.inference import InferenceChunk, inference_chunks
@@ -19,6 +20,7 @@ from sagefm.data.slides import prepare_slide
 from sagefm.data.vocabulary import GeneVocabulary
 from sagefm.datasets import planted_pairs, synthetic_tissue
 from sagefm.errors import InputDataError
+from sagefm.io.write import write_h5ad
 from sagefm.model import SageFM
 from sagefm.nn.gcn import SageGCN
 from sagefm.tl.clamp import clamp_predictions
@@ -144,7 +146,7 @@ def test_fast_path_handles_a_ligand_hidden_in_neighbours(slide) -> None:
     assert fast[0, 0, 0] == pytest.approx(float(pred[0, receptor]), abs=1e-5)
 
 
-def test_screen_table_statistics_and_null(slide) -> None:
+def test_screen_table_statistics_and_null(slide, tmp_path) -> None:
     model = _random_model(slide, ModelConfig(hidden_sizes=(16, 8)))
     pairs = pd.DataFrame({"ligand": ["LIG01", "LIG02"], "receptor": ["REC01", "REC02"]})
     result = perturbation_screen(model, slide, pairs, n_spots=20, n_null=15, seed=1)
@@ -170,6 +172,14 @@ def test_screen_table_statistics_and_null(slide) -> None:
     assert (null["ligand"] != null["receptor"]).all()
     assert 0.0 <= result.enrichment["auroc_abs"] <= 1.0
     assert slide.uns["sagefm"]["perturb"]["n_spots"] == 20
+    # the results are in the AnnData too (table in uns, per-spot effects in obsm) and survive h5ad
+    pd.testing.assert_frame_equal(slide.uns[Keys.PERTURBATION], table)
+    stored = slide.obsm[Keys.PERTURBATION]
+    assert stored.shape == (slide.n_obs, 2) and int(stored.notna().all(axis=1).sum()) == 20
+    pd.testing.assert_frame_equal(stored.loc[effects.index], effects)
+    write_h5ad(slide, tmp_path / "screened.h5ad")
+    back = ad.read_h5ad(tmp_path / "screened.h5ad")
+    np.testing.assert_allclose(back.uns[Keys.PERTURBATION]["mean_effect"], table["mean_effect"])
     # the same seed gives the same spots, null and numbers
     again = perturbation_screen(model, slide, pairs, n_spots=20, n_null=15, seed=1)
     pd.testing.assert_frame_equal(again.table, table)
