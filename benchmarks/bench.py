@@ -48,6 +48,26 @@ from sagefm.data.vocabulary import GeneVocabulary
 logger = logging.getLogger(__name__)
 
 
+def _load_average() -> list[str]:
+    path = Path("/proc/loadavg")
+    return path.read_text().split()[:3] if path.exists() else []
+
+
+def _comparison_slide(data_dir: Path | None, quick: bool, seed: int) -> tuple[ad.AnnData, str]:
+    """The slide ours and the reference embed: DLPFC 151676 when available, else synthetic."""
+    from sagefm.datasets import synthetic_tissue
+    from sagefm.io import read
+
+    dlpfc = data_dir / "dlpfc" / "dlpfc_151676.h5ad" if data_dir else None
+    if dlpfc is not None and dlpfc.is_file() and not quick:
+        adata = read(dlpfc)
+        assert isinstance(adata, ad.AnnData)
+        return adata, str(dlpfc)
+    size = 12 if quick else 64
+    adata = synthetic_tissue(n_slides=1, grid_rows=size, grid_cols=size, n_genes=1000, seed=seed)[0]
+    return adata, f"synthetic {adata.n_obs} spots x {adata.n_vars} genes"
+
+
 def run_benchmark(
     *,
     output: Path,
@@ -57,9 +77,6 @@ def run_benchmark(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Run everything and write ``output`` (JSON). ``quick`` = tiny sizes (a smoke test)."""
-    from sagefm.datasets import synthetic_tissue
-    from sagefm.io import read
-
     if threads:
         torch.set_num_threads(threads)
     config = SageFMConfig()
@@ -67,32 +84,20 @@ def run_benchmark(
         config = dataclasses.replace(
             config, model=dataclasses.replace(config.model, hidden_sizes=(32, 16, 16, 16, 32))
         )
-    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
     result: dict[str, Any] = {
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor(),
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
-            "load_average_at_start": load,
+            "load_average_at_start": _load_average(),
         },
         "config": config.to_dict(),
     }
     peak = matmul_gflops(size=1024 if quick else 4096)
     result["matmul_gflops_per_s"] = peak
     logger.info("fp32 matmul: %.1f GFLOP/s", peak)
-
-    dlpfc = data_dir / "dlpfc" / "dlpfc_151676.h5ad" if data_dir else None
-    if dlpfc is not None and dlpfc.is_file() and not quick:
-        adata = read(dlpfc)
-        assert isinstance(adata, ad.AnnData)
-        result["comparison_data"] = str(dlpfc)
-    else:
-        size = 12 if quick else 64
-        adata = synthetic_tissue(
-            n_slides=1, grid_rows=size, grid_cols=size, n_genes=1000, seed=seed
-        )[0]
-        result["comparison_data"] = f"synthetic {adata.n_obs} spots x {adata.n_vars} genes"
+    adata, result["comparison_data"] = _comparison_slide(data_dir, quick, seed)
     model = model_with_random_weights(
         GeneVocabulary.from_genes(list(adata.var_names)), config, seed
     )
@@ -116,8 +121,7 @@ def run_benchmark(
     )
     if data_dir is not None and not quick:
         result["dlpfc_sections"] = dlpfc_sections(data_dir, config, seed)
-    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
-    result["machine"]["load_average_at_end"] = load
+    result["machine"]["load_average_at_end"] = _load_average()
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2))
     return result

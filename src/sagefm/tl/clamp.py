@@ -34,6 +34,35 @@ class _Clamps:
     values_to: torch.Tensor
     hide_nb: torch.Tensor  # (K,) 1 where the receptor is hidden in the neighbours too
 
+    @classmethod
+    def of(
+        cls,
+        network: SageGCN,
+        chunk: InferenceChunk,
+        ligands: np.ndarray,
+        receptors: np.ndarray,
+        clamp_values: np.ndarray,
+        hide_receptor_in_neighbours: bool,
+    ) -> _Clamps:
+        """The clamp inputs of a chunk (see `clamp_predictions` for the arguments)."""
+        device = chunk.device
+        genes = np.unique(np.concatenate([ligands, receptors]))
+        values, visible = chunk.dense(genes)  # (U, G): only the genes the clamps touch
+        lig = torch.as_tensor(ligands, dtype=torch.long, device=device)
+        rec = torch.as_tensor(receptors, dtype=torch.long, device=device)
+        return cls(
+            network,
+            chunk,
+            values,
+            visible,
+            lig,
+            rec,
+            torch.as_tensor(np.searchsorted(genes, ligands), device=device),
+            torch.as_tensor(np.searchsorted(genes, receptors), device=device),
+            torch.as_tensor(clamp_values, dtype=torch.float32, device=device),  # (K, C)
+            float(hide_receptor_in_neighbours) * (lig != rec).float(),
+        )
+
     def deltas(self, sb: slice, sk: slice) -> torch.Tensor:
         """(b, k, C, N, h0) change of every node's projection: the receptor hidden at the centre
         (node 0) and, in the neighbours, the ligand set to v and shown (and the receptor hidden)."""
@@ -99,23 +128,10 @@ def clamp_predictions(
     clamp value) items run per call. Equals `SageGCN.forward` on the perturbed inputs
     (tests/tl/test_perturb.py).
     """
-    device = chunk.device
-    genes = np.unique(np.concatenate([ligands, receptors]))
-    values, visible = chunk.dense(genes)  # (U, G): only the genes the clamps touch
-    lig = torch.as_tensor(ligands, dtype=torch.long, device=device)
-    rec = torch.as_tensor(receptors, dtype=torch.long, device=device)
-    clamps = _Clamps(
-        network,
-        chunk,
-        values,
-        visible,
-        lig,
-        rec,
-        torch.as_tensor(np.searchsorted(genes, ligands), device=device),
-        torch.as_tensor(np.searchsorted(genes, receptors), device=device),
-        torch.as_tensor(clamp_values, dtype=torch.float32, device=device),  # (K, C)
-        float(hide_receptor_in_neighbours) * (lig != rec).float(),
+    clamps = _Clamps.of(
+        network, chunk, ligands, receptors, clamp_values, hide_receptor_in_neighbours
     )
+    rec = clamps.rec
     base = network.project(**chunk.projection_inputs())[chunk.node_index]  # (b, N, h0)
     skip = clamps.receptor_mean()
     (n_centres, n_nodes), (n_pairs, n_items) = chunk.node_index.shape, clamp_values.shape

@@ -201,6 +201,20 @@ def _attributions(
     return total / spots.size, slide.observed, gap / spots.size
 
 
+def _ranked(scores: np.ndarray, observed: np.ndarray, symbols: np.ndarray) -> pd.DataFrame:
+    """The attribution table of `explain` from (2, V) scores (centre, neighbours)."""
+    genes = np.flatnonzero(observed)
+    parts = []
+    for p, position in enumerate(("centre", "neighbours")):
+        part = pd.DataFrame(
+            {"gene": symbols[genes], "position": position, "attribution": scores[p, genes]}
+        )
+        part = part.reindex(part["attribution"].abs().sort_values(ascending=False).index)
+        part["rank"] = np.arange(1, len(part) + 1)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
 def explain(
     model: SageFM,
     adata: ad.AnnData,
@@ -237,17 +251,7 @@ def explain(
         n_steps=n_steps,
         chunk_size=chunk_size,
     )
-    genes = np.flatnonzero(observed)
-    symbols = np.asarray(model.vocabulary.symbols)
-    parts = []
-    for p, position in enumerate(("centre", "neighbours")):
-        part = pd.DataFrame(
-            {"gene": symbols[genes], "position": position, "attribution": scores[0, p, genes]}
-        )
-        part = part.reindex(part["attribution"].abs().sort_values(ascending=False).index)
-        part["rank"] = np.arange(1, len(part) + 1)
-        parts.append(part)
-    table = pd.concat(parts, ignore_index=True)
+    table = _ranked(scores[0], observed, np.asarray(model.vocabulary.symbols))
     integrated = method == "integrated_gradients"
     table.attrs.update(
         target=model.vocabulary.symbols[index],

@@ -286,10 +286,18 @@ def perturbation_screen(
         columns=[pair_label(a, b) for a, b in zip(table["ligand"], table["receptor"], strict=True)],
     )
     result = PerturbationResult(table, null, scores, spot_effects, parameters)
-    adata.uns[key_added] = result.table
-    adata.obsm[key_added] = spot_effects.reindex(adata.obs_names)
-    adata.uns.setdefault(Keys.UNS, {})["perturb"] = {**parameters, "enrichment": scores}
+    _store(adata, result, key_added)
     return result
+
+
+def _store(adata: ad.AnnData, result: PerturbationResult, key_added: str) -> None:
+    """The screen in ``adata``: table in uns, per-spot effects in obsm, parameters under "sagefm"."""
+    adata.uns[key_added] = result.table
+    adata.obsm[key_added] = result.spot_effects.reindex(adata.obs_names)
+    adata.uns.setdefault(Keys.UNS, {})["perturb"] = {
+        **result.parameters,
+        "enrichment": result.enrichment,
+    }
 
 
 def perturb(
