@@ -65,6 +65,14 @@ class SageGCN(nn.Module):
     into the first layer's weights (`project`), so the inputs stay sparse and a clamp changes one
     feature (`input_delta`).
     The embedding of a spot is the last GCN layer's output at the centre node.
+
+    Every use of the network goes through one API, and nothing outside ``nn`` re-derives it:
+    `project` (the first layer's linear map of node inputs, dense or sparse per slide, computed once
+    per spot and shared by the subgraphs that contain it), `input_delta` (how that projection
+    changes when one gene's input is clamped or hidden), `encode` (propagation and later layers ->
+    centre embeddings), `reconstruct` (head, skip path and output activation, optionally for chosen
+    genes only) and `neighbour_mean` (the skip path's input). `forward` composes them on a collated
+    batch: the plain reference pass that training uses and every shortcut is tested against.
     """
 
     input_mean: torch.Tensor  # (V,) buffers, present with ModelConfig.standardize_input
