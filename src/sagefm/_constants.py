@@ -22,6 +22,13 @@ class Keys:
     X_EMB = "X_sagefm"
     #: Imputed expression (model scale) written by `sagefm impute`.
     LAYER_IMPUTED = "sagefm_imputed"
+    #: `adata.uns[...]`: the perturbation screen's pair table; `adata.obsm[...]`: its per-spot
+    #: effects (`sagefm.tl.perturbation_screen`).
+    PERTURBATION = "sagefm_perturbation"
+    #: `adata.uns[...]`: attributions of a target gene's prediction (`sagefm.tl.explain`).
+    EXPLANATION = "sagefm_explanation"
+    #: `adata.uns[...]`: a gene × gene dependency matrix (`sagefm.tl.dependency_matrix`).
+    DEPENDENCY = "sagefm_dependency"
     #: `adata.var[...]`: Ensembl gene ids when known.
     GENE_IDS = "gene_ids"
     #: `adata.uns[...]`: ground truth of a generated synthetic slide (planted pairs, config).

@@ -11,23 +11,19 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 import torch
-from tqdm.auto import tqdm
 
 from sagefm._constants import Files, Keys
 from sagefm.config import SageFMConfig
-from sagefm.data.batches import csr_tensor, sparse_inputs, spatial_tiles, subgraph_weights
 from sagefm.data.expression import normalize_expression
+from sagefm.data.inference import DEFAULT_CHUNK_SIZE, inference_chunks
 from sagefm.data.slides import prepare_slide
-from sagefm.data.vocabulary import GeneVocabulary
+from sagefm.data.vocabulary import GeneMapping, GeneVocabulary
 from sagefm.errors import CheckpointError, InputDataError
 from sagefm.io.checkpoint import load_model_dir, save_model_dir
 from sagefm.nn.gcn import SageGCN
 from sagefm.train.pretrain import PretrainResult, pretrain
 
 logger = logging.getLogger(__name__)
-
-#: subgraphs per inference chunk: bounds memory at about chunk * 15 * V * 12 bytes
-DEFAULT_CHUNK_SIZE = 256
 
 
 def _resolve_model_dir(path: Path) -> Path:
@@ -118,56 +114,29 @@ class SageFM:
         progress: bool,
         layer: str | None,
         with_prediction: bool = True,
-    ) -> tuple[np.ndarray, np.ndarray, Any]:
+    ) -> tuple[np.ndarray, np.ndarray, GeneMapping]:
         """Embeddings (n, d) and vocabulary predictions (n, V; (n, 0) without ``with_prediction``)
-        for every spot as a centre, in chunks."""
-        if chunk_size < 1:
-            raise InputDataError(f"chunk_size must be >= 1, got {chunk_size}")
+        for every spot as a centre, in chunks (`sagefm.data.inference`)."""
         slide, mapping = prepare_slide(
             adata, self.vocabulary, self.config.data, hidden=hidden, layer=layer
         )
         network, model_config = self.network, self.config.model
-        device = next(network.parameters()).device
         n = slide.n_spots
-        starts = range(0, n, chunk_size)
-        # No centre is masked at inference, so every spot enters every subgraph it belongs to with
-        # the same input: project each spot of a chunk's subgraphs once (one sparse product), then
-        # gather per subgraph. Per chunk, not per slide, so memory stays bounded by ``chunk_size``
-        # (a slide's (n, h_0) projections would be 4 GB for a million spots and h_0 = 1024).
-        shown, hidden_entries = sparse_inputs(slide)
-        observed = torch.from_numpy(slide.observed).to(device)
         embedding = np.empty((n, model_config.embedding_dim), dtype=np.float32)
         prediction = np.empty((n, len(self.vocabulary) if with_prediction else 0), np.float32)
-        # Chunks of spatially adjacent centres (square tiles), so that a chunk's subgraphs share
-        # most of their nodes: listed in file order, a chunk's neighbours are ~9x its spots.
-        order = np.argsort(
-            spatial_tiles(slide.coords_um, slide.bandwidth_um, chunk_size), kind="stable"
+        device = next(network.parameters()).device
+        chunks = inference_chunks(
+            slide, model_config, chunk_size=chunk_size, device=device, progress=progress
         )
-        for start in tqdm(starts, desc="spots", unit="chunk", disable=not progress):
-            spots = order[start : start + chunk_size]
-            adj = (
-                subgraph_weights(slide, spots, model_config).to(device)
-                if model_config.edge_scheme == "weighted"
-                else None
-            )
-            rows, nodes = np.unique(slide.neighbours[spots], return_inverse=True)
-            projected = network.project_sparse(
-                csr_tensor(shown[rows]).to(device),
-                observed,
-                None if hidden_entries is None else csr_tensor(hidden_entries[rows]).to(device),
-            )  # (rows, h_0)
-            node_index = torch.from_numpy(nodes.reshape(len(spots), -1)).to(device)
-            emb = network.encode(projected[node_index], adj)  # (b, d)
-            embedding[spots] = emb.float().cpu().numpy()
+        for chunk in chunks:
+            projected = network.project(**chunk.projection_inputs())  # (U, h_0)
+            emb = network.encode(projected[chunk.node_index], chunk.adj)  # (b, d)
+            embedding[chunk.spots] = emb.float().cpu().numpy()
             if with_prediction:
                 skip = None
-                if network.skip_weight is not None:
-                    skip = network.neighbour_mean(
-                        torch.from_numpy(shown[rows].toarray()).to(device),
-                        torch.from_numpy(slide.visible_rows(rows).astype(np.float32)).to(device),
-                        node_index,
-                    )
-                prediction[spots] = network.reconstruct(emb, skip).float().cpu().numpy()
+                if model_config.spatial_skip:
+                    skip = network.neighbour_mean(*chunk.dense(), chunk.node_index)
+                prediction[chunk.spots] = network.reconstruct(emb, skip).float().cpu().numpy()
         return embedding, prediction, mapping
 
     def embed(
@@ -204,6 +173,7 @@ class SageFM:
         adata: ad.AnnData,
         mask: np.ndarray | sp.spmatrix | None = None,
         *,
+        layer_added: str | None = Keys.LAYER_IMPUTED,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         progress: bool = False,
         layer: str | None = None,
@@ -213,7 +183,8 @@ class SageFM:
         ``mask`` (bool, adata's shape) marks entries to treat as unobserved everywhere (as a centre
         and as a neighbour); the prediction for each spot is made from what remains visible. Genes
         outside the vocabulary are NaN. Without a mask every observed value is visible, and the
-        result is the model's reconstruction.
+        result is the model's reconstruction. Also stored in ``adata.layers[layer_added]``
+        (default ``"sagefm_imputed"``; None: not stored), parameters in ``adata.uns["sagefm"]["impute"]``.
         """
         if mask is not None:
             mask = sp.csr_matrix(mask) if sp.issparse(mask) else np.asarray(mask)
@@ -222,7 +193,17 @@ class SageFM:
         _, prediction, mapping = self._predict(
             adata, mask, chunk_size=chunk_size, progress=progress, layer=layer
         )
-        return mapping.to_slide(prediction, adata.n_vars)
+        imputed = mapping.to_slide(prediction, adata.n_vars)
+        if layer_added is not None:
+            adata.layers[layer_added] = imputed
+        adata.uns.setdefault(Keys.UNS, {})["impute"] = {
+            "layer_added": layer_added or "",
+            "layer": layer or "",
+            "masked": mask is not None,
+            "scale": "log1p counts",
+            "n_genes_matched": int(mapping.vocab_index.size),
+        }
+        return imputed
 
     def impute_vocabulary(
         self, adata: ad.AnnData, *, chunk_size: int = DEFAULT_CHUNK_SIZE, progress: bool = False

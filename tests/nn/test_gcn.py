@@ -131,14 +131,50 @@ def test_standardised_input_is_folded_into_the_first_layer(indicator: bool) -> N
     visible = (torch.rand(4, 6) > 0.3).float()
     z = (values - mean) / scale * visible  # hidden genes read as the mean: z = 0
     explicit = network.gcn_layers[0].linear(torch.cat([z, visible], 1) if indicator else z)
-    torch.testing.assert_close(network.project(values, visible), explicit)
+    torch.testing.assert_close(network.project(values * visible, visible), explicit)
     sparse = torch.tensor((values * visible).numpy()).to_sparse_csr()
     hidden = torch.tensor((1 - visible).numpy()).to_sparse_csr()
     torch.testing.assert_close(
-        network.project_sparse(sparse, torch.ones(6), hidden), explicit, rtol=1e-5, atol=1e-5
+        network.project(sparse, observed=torch.ones(6), hidden=hidden),
+        explicit,
+        rtol=1e-5,
+        atol=1e-5,
     )
     with pytest.raises(ValueError, match="positive"):
         network.set_input_scaling(mean, torch.zeros(6))
     # the state (saved with the weights) carries the scaling; the reference preset has none
     assert torch.equal(network.state_dict()["input_scale"], scale)
     assert "input_scale" not in SageGCN(ModelConfig.reference(n_genes=6)).state_dict()
+
+
+@pytest.mark.parametrize("indicator", [True, False])
+def test_input_delta_equals_projecting_the_changed_input(indicator: bool) -> None:
+    torch.manual_seed(4)
+    network = SageGCN(ModelConfig(n_genes=6, hidden_sizes=(5, 3), mask_indicator=indicator))
+    network.set_input_scaling(torch.rand(6) * 3, torch.rand(6) + 0.5)
+    visible = (torch.rand(4, 6) > 0.3).float()
+    values = torch.rand(4, 6) * visible
+    genes = torch.tensor([2, 2, 5, 0])  # one changed gene per node
+    new_values, new_visible = torch.tensor([1.5, 0.0, 3.0, 0.0]), torch.tensor([1.0, 0, 1, 0])
+    changed_values, changed_visible = values.clone(), visible.clone()
+    rows = torch.arange(4)
+    changed_values[rows, genes], changed_visible[rows, genes] = new_values, new_visible
+    delta = network.input_delta(
+        genes, values[rows, genes], visible[rows, genes], new_values, new_visible
+    )
+    expected = network.project(changed_values, changed_visible) - network.project(values, visible)
+    torch.testing.assert_close(delta, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_reconstruct_for_chosen_genes_equals_the_full_head() -> None:
+    torch.manual_seed(5)
+    network = SageGCN(ModelConfig(n_genes=6, hidden_sizes=(5, 3)))
+    for p in network.parameters():
+        torch.nn.init.normal_(p)
+    embedding, mean = torch.randn(4, 3), torch.rand(4, 6)
+    full = network.reconstruct(embedding, mean)  # (4, 6)
+    genes = torch.tensor([5, 0, 3])
+    chosen = network.reconstruct(embedding[:, None], mean[:, genes], genes=genes)  # (4, 3)
+    torch.testing.assert_close(chosen, full[:, genes])
+    one_per_row = network.reconstruct(embedding, mean[:, 2], genes=torch.tensor(2))  # (4,)
+    torch.testing.assert_close(one_per_row, full[:, 2])

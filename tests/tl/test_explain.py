@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from sagefm._constants import Keys
 from sagefm.config import ModelConfig, SageFMConfig
 from sagefm.data.vocabulary import GeneVocabulary
 from sagefm.datasets import synthetic_tissue
@@ -60,9 +61,13 @@ def test_integrated_gradients_are_complete(slide, edge_scheme) -> None:
     assert table["attribution"].sum() == pytest.approx(table.attrs["prediction_gap"], rel=0.03)
     centre = table[(table["position"] == "centre") & (table["gene"] == "REC01")]
     assert (centre["attribution"] == 0).all()  # the target is hidden in the centre
+    assert (
+        slide.uns[Keys.EXPLANATION] is table and slide.uns["sagefm"]["explain"]["target"] == "REC01"
+    )
     matrix = dependency_matrix(model, slide, ["LIG01", "REC01", "LIG02"], position="centre")
     assert matrix.shape == (3, 3) and list(matrix.columns) == ["LIG01", "REC01", "LIG02"]
     assert np.allclose(np.diag(matrix.to_numpy()), 0.0)  # an output hidden in the centre
     assert np.abs(matrix.to_numpy()).sum() > 0
+    assert slide.uns[Keys.DEPENDENCY] is matrix
     with pytest.raises(InputDataError, match="NOPE"):
         explain(model, slide, "NOPE")

@@ -12,15 +12,20 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from sagefm._constants import Keys
 from sagefm.config import ModelConfig, SageFMConfig, TrainConfig
-from sagefm.data.batches import SubgraphBatch, SubgraphCollator
+from sagefm.data.batches import SubgraphCollator
+from sagefm.data.inference import InferenceChunk, inference_chunks
 from sagefm.data.slides import prepare_slide
 from sagefm.data.vocabulary import GeneVocabulary
 from sagefm.datasets import planted_pairs, synthetic_tissue
 from sagefm.errors import InputDataError
+from sagefm.io.write import write_h5ad
 from sagefm.model import SageFM
 from sagefm.nn.gcn import SageGCN
-from sagefm.tl.perturb import clamp_predictions, pair_label, perturb, perturbation_screen
+from sagefm.tl.clamp import clamp_predictions
+from sagefm.tl.lr_pairs import pair_label
+from sagefm.tl.perturb import perturb, perturbation_screen
 
 
 def _random_model(adata: ad.AnnData, model_config: ModelConfig, seed: int = 0) -> SageFM:
@@ -34,6 +39,15 @@ def _random_model(adata: ad.AnnData, model_config: ModelConfig, seed: int = 0) -
     if model_config.standardize_input:  # a non-trivial standardisation, folded into the fast path
         network.set_input_scaling(torch.rand(len(genes)) * 2, torch.rand(len(genes)) + 0.5)
     return SageFM(network, config, GeneVocabulary.from_genes(genes))
+
+
+def _chunk(model: SageFM, adata: ad.AnnData, spots: list[int], hidden=None) -> InferenceChunk:
+    """The inference chunk of the subgraphs centred on ``spots`` (one chunk, tile order)."""
+    prepared, _ = prepare_slide(adata, model.vocabulary, model.config.data, hidden=hidden)
+    (chunk,) = inference_chunks(
+        prepared, model.config.model, spots=np.array(spots), chunk_size=len(spots)
+    )
+    return chunk
 
 
 @pytest.fixture(scope="module")
@@ -83,25 +97,21 @@ def _naive(
 @pytest.mark.parametrize("hide_nb", [False, True], ids=["centre", "centre+neighbours"])
 def test_fast_path_equals_forward_on_perturbed_inputs(slide, model_config, hide_nb) -> None:
     model = _random_model(slide, model_config)
-    prepared, _ = prepare_slide(slide, model.vocabulary, model.config.data)
-    spots = [0, 5, 17, 30]
-    batch: SubgraphBatch = SubgraphCollator([prepared], model.config.model, mask_fraction=None)(
-        [(0, s, 0) for s in spots]
-    )
+    chunk = _chunk(model, slide, [0, 5, 17, 30])
     ligands, receptors = np.array([3, 10, 3]), np.array([7, 2, 3])  # incl. ligand == receptor
     clamps = np.array([[0.0, 2.5], [0.5, 1.0], [4.0, 0.0]], dtype=np.float32)
-    # batch_items=5 forces several calls with ragged chunks of spots and pairs
+    # chunk_size=5 forces several calls with ragged chunks of spots and pairs
     fast = clamp_predictions(
         model.network,
-        batch,
+        chunk,
         ligands,
         receptors,
         clamps,
         hide_receptor_in_neighbours=hide_nb,
-        batch_items=5,
+        chunk_size=5,
     )
     assert fast.shape == (4, 3, 2)
-    for b, spot in enumerate(spots):
+    for b, spot in enumerate(chunk.spots.tolist()):
         for k in range(3):
             for c in range(2):
                 expected = _naive(
@@ -113,14 +123,17 @@ def test_fast_path_equals_forward_on_perturbed_inputs(slide, model_config, hide_
 def test_fast_path_handles_a_ligand_hidden_in_neighbours(slide) -> None:
     """A ligand not visible in a neighbour becomes visible when clamped (indicator term)."""
     model = _random_model(slide, ModelConfig(hidden_sizes=(16, 8)))
-    prepared, _ = prepare_slide(slide, model.vocabulary, model.config.data)
-    batch = SubgraphCollator([prepared], model.config.model, mask_fraction=None)([(0, 9, 0)])
     ligand, receptor = 4, 11
-    batch.visible[:, ligand] = 0.0
-    batch.values[:, ligand] = 0.0
+    hidden = np.zeros(slide.shape, dtype=bool)
+    hidden[:, ligand] = True  # in every spot but the centre
+    hidden[9, ligand] = False
+    chunk = _chunk(model, slide, [9], hidden)
     fast = clamp_predictions(
-        model.network, batch, np.array([ligand]), np.array([receptor]), np.array([[1.5]])
+        model.network, chunk, np.array([ligand]), np.array([receptor]), np.array([[1.5]])
     )
+    prepared, _ = prepare_slide(slide, model.vocabulary, model.config.data, hidden=hidden)
+    batch = SubgraphCollator([prepared], model.config.model, mask_fraction=None)([(0, 9, 0)])
+    assert not batch.visible[batch.node_index[0, 1:], ligand].any()
     values, visible = batch.values.clone(), batch.visible.clone()
     values[batch.node_index[0, 1:], ligand] = 1.5
     visible[batch.node_index[0, 1:], ligand] = 1.0
@@ -133,7 +146,7 @@ def test_fast_path_handles_a_ligand_hidden_in_neighbours(slide) -> None:
     assert fast[0, 0, 0] == pytest.approx(float(pred[0, receptor]), abs=1e-5)
 
 
-def test_screen_table_statistics_and_null(slide) -> None:
+def test_screen_table_statistics_and_null(slide, tmp_path) -> None:
     model = _random_model(slide, ModelConfig(hidden_sizes=(16, 8)))
     pairs = pd.DataFrame({"ligand": ["LIG01", "LIG02"], "receptor": ["REC01", "REC02"]})
     result = perturbation_screen(model, slide, pairs, n_spots=20, n_null=15, seed=1)
@@ -159,6 +172,14 @@ def test_screen_table_statistics_and_null(slide) -> None:
     assert (null["ligand"] != null["receptor"]).all()
     assert 0.0 <= result.enrichment["auroc_abs"] <= 1.0
     assert slide.uns["sagefm"]["perturb"]["n_spots"] == 20
+    # the results are in the AnnData too (table in uns, per-spot effects in obsm) and survive h5ad
+    pd.testing.assert_frame_equal(slide.uns[Keys.PERTURBATION], table)
+    stored = slide.obsm[Keys.PERTURBATION]
+    assert stored.shape == (slide.n_obs, 2) and int(stored.notna().all(axis=1).sum()) == 20
+    pd.testing.assert_frame_equal(stored.loc[effects.index], effects)
+    write_h5ad(slide, tmp_path / "screened.h5ad")
+    back = ad.read_h5ad(tmp_path / "screened.h5ad")
+    np.testing.assert_allclose(back.uns[Keys.PERTURBATION]["mean_effect"], table["mean_effect"])
     # the same seed gives the same spots, null and numbers
     again = perturbation_screen(model, slide, pairs, n_spots=20, n_null=15, seed=1)
     pd.testing.assert_frame_equal(again.table, table)

@@ -12,6 +12,7 @@ import anndata as ad
 
 from sagefm.cli.options import add_command, add_model_input_output, output_dir, read_one
 from sagefm.errors import InputDataError
+from sagefm.tl.lr_pairs import pair_label
 from sagefm.tl.perturb import DEFAULT_N_NULL, DEFAULT_N_SPOTS, PerturbationResult
 
 logger = logging.getLogger("sagefm")
@@ -76,9 +77,8 @@ def _write_perturbation(
         )
         pl.top_pairs(result.table, folder / "top_pairs.png")
         best = table.iloc[0]
-        label = f"{best['ligand']}->{best['receptor']}"
+        label = map_pair or pair_label(best["ligand"], best["receptor"])
         if map_pair:
-            label = map_pair
             if label not in result.spot_effects.columns:
                 raise InputDataError(
                     f"--map-pair {label!r} was not tested (format LIGAND->RECEPTOR)"

@@ -9,7 +9,7 @@ from typing import Any
 
 from sagefm._constants import Keys
 from sagefm.cli.options import add_command, add_model_input_output, read_one
-from sagefm.model import DEFAULT_CHUNK_SIZE
+from sagefm.data.inference import DEFAULT_CHUNK_SIZE
 
 logger = logging.getLogger("sagefm")
 
@@ -45,8 +45,11 @@ def cmd_impute(args: argparse.Namespace) -> None:
             adata, chunk_size=args.chunk_size, progress=not args.no_progress
         )
     else:
-        adata.layers[Keys.LAYER_IMPUTED] = model.impute(
-            adata, chunk_size=args.chunk_size, progress=not args.no_progress
+        model.impute(
+            adata,
+            layer_added=Keys.LAYER_IMPUTED,
+            chunk_size=args.chunk_size,
+            progress=not args.no_progress,
         )
         out = adata
     write_h5ad(out, output)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from torch.utils.data import Dataset, Sampler
 
@@ -58,33 +56,6 @@ def subgraph_weights(
         bandwidth_um=model_config.edge_bandwidth_um or slide.bandwidth_um,
         norm=model_config.graph_norm,
     )
-
-
-def sparse_inputs(slide: PreparedSlide) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
-    """The slide's visible values (n, V) CSR and its hidden observed entries (n, V) CSR 0/1 or None.
-
-    The inputs of `SageGCN.project_sparse` for every spot of the slide (as a neighbour).
-    """
-    if slide.hidden is None:
-        return slide.values, None
-    hidden = sp.csr_matrix(slide.hidden.multiply(slide.observed[None, :]), dtype=np.float32)
-    shown = sp.csr_matrix(slide.values - slide.values.multiply(hidden))
-    shown.eliminate_zeros()
-    return shown, hidden
-
-
-def csr_tensor(matrix: sp.csr_matrix) -> torch.Tensor:
-    """A scipy CSR matrix as a torch sparse CSR float32 tensor (shares no memory with it)."""
-    matrix = sp.csr_matrix(matrix, dtype=np.float32)
-    with warnings.catch_warnings():  # CSR (unlike COO, ~10x slower here) is "beta" in torch
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(matrix.indptr.astype(np.int64)),
-            torch.from_numpy(matrix.indices.astype(np.int64)),
-            torch.from_numpy(matrix.data),
-            size=matrix.shape,
-            check_invariants=False,  # scipy's CSR is valid by construction
-        )
 
 
 class SubgraphCollator:

@@ -164,6 +164,12 @@ class GeneVocabulary:
         )
         return cls(symbols=tuple(str(s) for s in symbols), gene_ids=ids)
 
+    def lookup(self, names: Sequence[str]) -> np.ndarray:
+        """(len(names),) int64 vocabulary positions of gene names, -1 for unknown or ambiguous
+        ones; a name matches an Ensembl id or a symbol (case- and version-insensitively), or is
+        translated through the bundled id/symbol table (`GeneIndex.position`)."""
+        return np.array([self.index.position(str(n)) for n in names], dtype=np.int64)
+
 
 def build_vocabulary(
     slides: Sequence[ad.AnnData],

@@ -122,7 +122,7 @@ def masked_gene_recovery(
     genes: list[np.ndarray] = []
     for _ in range(rounds):
         mask = random_observed_mask(adata.n_obs, scored, fraction, rng)
-        predictions = {"model": model.impute(adata, mask, progress=progress).astype(np.float64)}
+        predictions = {"model": model.impute(adata, mask, layer_added=None, progress=progress).astype(np.float64)}
         predictions.update(baseline_predictions(truth, mask, neighbours))
         rows, cols = np.nonzero(mask)
         truths.append(truth[rows, cols])
@@ -252,7 +252,7 @@ def _gene_maps(run: EvaluationRun, adata: ad.AnnData, genes: list[str]) -> None:
     columns = adata.var_names.get_indexer(genes)
     mask = np.zeros(adata.shape, dtype=bool)
     mask[:, columns] = True
-    predicted = run.model.impute(adata, mask, progress=run.progress)[:, columns]
+    predicted = run.model.impute(adata, mask, layer_added=None, progress=run.progress)[:, columns]
     truth = run.model.normalize(adata)[:, columns]
     figures.gene_maps(
         np.asarray(adata.obsm["spatial"])[:, :2],

@@ -62,8 +62,17 @@ class SageGCN(nn.Module):
     Input per node: expression (V,) with hidden/unobserved genes set to 0, and, when
     ``mask_indicator`` or ``standardize_input``, the visibility flags (V,) concatenated, so the input
     layer has 2V features. Standardisation (z-scores with the training data's mean and sd) is folded
-    into the first layer's weights (`input_weights`), so the features stay sparse.
+    into the first layer's weights (`project`), so the inputs stay sparse and a clamp changes one
+    feature (`input_delta`).
     The embedding of a spot is the last GCN layer's output at the centre node.
+
+    Every use of the network goes through one API, and nothing outside ``nn`` re-derives it:
+    `project` (the first layer's linear map of node inputs, dense or sparse per slide, computed once
+    per spot and shared by the subgraphs that contain it), `input_delta` (how that projection
+    changes when one gene's input is clamped or hidden), `encode` (propagation and later layers ->
+    centre embeddings), `reconstruct` (head, skip path and output activation, optionally for chosen
+    genes only) and `neighbour_mean` (the skip path's input). `forward` composes them on a collated
+    batch: the plain reference pass that training uses and every shortcut is tested against.
     """
 
     input_mean: torch.Tensor  # (V,) buffers, present with ModelConfig.standardize_input
@@ -74,7 +83,7 @@ class SageGCN(nn.Module):
         if config.n_genes < 1:
             raise ValueError("ModelConfig.n_genes must be set before building the network")
         self.config = config
-        # learnable weights on values (V) and on the mask indicator (V); see `input_weights`
+        # learnable weights on values (V) and on the mask indicator (V); see `_input_weights`
         in_features = config.n_genes * (2 if config.mask_indicator else 1)
         sizes = (in_features, *config.hidden_sizes)
         self.layers = nn.ModuleList(DenseGCNLayer(a, b) for a, b in itertools.pairwise(sizes))
@@ -103,77 +112,104 @@ class SageGCN(nn.Module):
         self.input_mean.copy_(mean)
         self.input_scale.copy_(scale)
 
+    def start_at_gene_means(self, mean: torch.Tensor) -> None:
+        """Set the head's bias to the genes' means (V,): an untrained head predicts each gene's mean
+        (before the output activation) instead of spending its first epochs finding the levels."""
+        with torch.no_grad():
+            self.head.bias.copy_(mean)
+
     @property
     def gcn_layers(self) -> list[DenseGCNLayer]:
         """The GCN layers, typed (ModuleList indexing loses the element type)."""
         return [layer for layer in self.layers if isinstance(layer, DenseGCNLayer)]
 
-    def node_features(self, values: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-        """(U, V) values and (U, V) visibility -> (U, V or 2V) input features; hidden values zeroed.
-
-        Features are on the raw scale; standardisation lives in `input_weights`, so that sparse
-        inputs stay sparse and a clamp changes one feature.
-        """
-        shown = values * visible
-        return torch.cat([shown, visible], dim=-1) if self.config.input_has_visibility else shown
-
-    def input_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """First-layer weights on the raw features: (h_0, V) on values, (h_0, V) on visibility.
+    def _input_weights(
+        self, genes: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """First-layer weights on the raw inputs of ``genes`` (all V by default): (h_0, G) on the
+        shown values, (h_0, G) on the visibility flags, or None when there is no visibility term.
 
         With standardisation, ``W z`` for ``z = (x - mean) / scale`` on visible genes equals
         ``(W / scale) x - (W mean / scale) visible``: the value weights are rescaled and the
-        visibility weights (the indicator's, or none) get ``-W mean / scale``. None: no
-        visibility term.
+        visibility weights (the indicator's, or none) get ``-W mean / scale``.
         """
         weight = self.gcn_layers[0].linear.weight  # (h_0, F)
         n_genes = self.config.n_genes
-        w_value = weight[:, :n_genes]
-        w_visible = weight[:, n_genes:] if self.config.mask_indicator else None
+        columns = slice(None) if genes is None else genes
+        w_value = weight[:, :n_genes][:, columns]
+        w_visible = weight[:, n_genes:][:, columns] if self.config.mask_indicator else None
         if self.config.standardize_input:
-            w_value = w_value / self.input_scale
-            offset = -w_value * self.input_mean
+            w_value = w_value / self.input_scale[columns]
+            offset = -w_value * self.input_mean[columns]
             w_visible = offset if w_visible is None else w_visible + offset
         return w_value, w_visible
 
-    def feature_weight(self) -> torch.Tensor:
-        """(h_0, F) first-layer weight on `node_features` (the two halves of `input_weights`)."""
-        w_value, w_visible = self.input_weights()
-        return w_value if w_visible is None else torch.cat([w_value, w_visible], dim=1)
-
-    def project_features(self, features: torch.Tensor) -> torch.Tensor:
-        """First layer's linear map of node features (..., F) from `node_features` -> (..., h_0)."""
-        return features @ self.feature_weight().T
-
-    def project(self, values: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-        """First layer's linear map of U spots: (U, V), (U, V) -> (U, h_0), shareable across subgraphs."""
-        return self.project_features(self.node_features(values, visible))
-
-    def project_sparse(
-        self, shown: torch.Tensor, observed: torch.Tensor, hidden: torch.Tensor | None = None
+    def project(
+        self,
+        values: torch.Tensor,
+        visible: torch.Tensor | None = None,
+        *,
+        observed: torch.Tensor | None = None,
+        hidden: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """`project` for U spots of one slide given sparsely: (U, V) CSR ``shown`` -> (U, h_0).
+        """The first layer's linear map of U node inputs -> (U, h_0), before propagation.
 
-        ``shown`` holds the visible values (0 elsewhere), ``observed`` (V,) the slide's measured
-        genes and ``hidden`` an optional (U, V) CSR 0/1 matrix of observed entries hidden in those
-        spots. The visibility half of the input is then ``observed - hidden``, so its projection is
-        one vector for the slide minus a sparse correction: the dense (U, 2V) input is never built,
-        and the value half costs nnz x h_0 instead of U x V x h_0 multiply-adds.
+        The map is linear and per node, so a spot is projected once and its row shared by every
+        subgraph that contains it. ``values`` (U, V), dense or sparse CSR: the visible values (0
+        where hidden). Visibility is either ``visible`` (U, V) dense 0/1, or sparse for the spots of
+        one slide: ``observed`` (V,) the slide's measured genes and ``hidden`` an optional (U, V)
+        CSR 0/1 of observed entries hidden in those spots. Then the visibility term is one vector
+        for the slide minus a sparse correction, so the dense (U, 2V) input is never built and the
+        value term costs nnz x h_0 instead of U x V x h_0 multiply-adds.
         """
-        w_value, w_visible = self.input_weights()
-        # Row-major (V, h_0) copies: sparse @ dense reads one dense row per non-zero, and rows of
-        # a transposed view are strided columns (~30x slower on CPU).
-        out = torch.sparse.mm(shown, w_value.T.contiguous())
+        if (visible is None) == (observed is None):
+            raise ValueError("pass either visible or observed (with an optional hidden)")
+        w_value, w_visible = self._input_weights()
+        if values.layout == torch.strided:
+            out = values @ w_value.T
+        else:
+            # Row-major (V, h_0) copies: sparse @ dense reads one dense row per non-zero, and rows
+            # of a transposed view are strided columns (~30x slower on CPU).
+            out = torch.sparse.mm(values, w_value.T.contiguous())
+        if w_visible is None:
+            return out
+        if visible is not None:
+            return out + visible @ w_visible.T
+        assert observed is not None  # checked above
+        out = out + w_visible @ observed.to(w_visible.dtype)
+        if hidden is not None:
+            out = out - torch.sparse.mm(hidden, w_visible.T.contiguous())
+        return out
+
+    def input_delta(
+        self,
+        genes: torch.Tensor,
+        values: torch.Tensor,
+        visible: torch.Tensor,
+        new_values: torch.Tensor,
+        new_visible: torch.Tensor,
+    ) -> torch.Tensor:
+        """Change (..., h_0) of a node's first-layer projection when its input of gene ``genes``
+        goes from (``values``, ``visible``) to (``new_values``, ``new_visible``).
+
+        All arguments broadcast to one shape (...): ``genes`` int64 vocabulary positions, values
+        the shown values (0 where hidden), visibility 0/1. Clamping gene g to v is
+        ``new = (v, 1)``, hiding it ``new = (0, 0)``. The first layer is linear, so adding the
+        delta to `project`'s row equals projecting the changed input.
+        """
+        w_value, w_visible = self._input_weights(genes.reshape(-1))  # (h_0, G)
+        out = (new_values - values).unsqueeze(-1) * w_value.T.reshape(*genes.shape, -1)
         if w_visible is not None:
-            out = out + w_visible @ observed.to(w_visible.dtype)
-            if hidden is not None:
-                out = out - torch.sparse.mm(hidden, w_visible.T.contiguous())
+            flag = (new_visible - visible).unsqueeze(-1)
+            out = out + flag * w_visible.T.reshape(*genes.shape, -1)
         return out
 
     def encode(self, projected: torch.Tensor, adj: torch.Tensor | None) -> torch.Tensor:
         """Centre embeddings (B, h_last) from first-layer projections (B, N, h_0) of each subgraph's nodes.
 
         ``adj`` (B, N, N) normalised adjacency, or None for the complete graph: then every node is
-        identical after the first layer, so later layers run on one vector per subgraph.
+        identical after the first layer, so later layers run on one vector per subgraph (and
+        ``projected`` may already be the node mean, (B, 1, h_0)).
         """
         layers = self.gcn_layers
         h = projected
@@ -191,26 +227,40 @@ class SageGCN(nn.Module):
         return h[:, 0, :]
 
     def reconstruct(
-        self, embedding: torch.Tensor, neighbour_mean: torch.Tensor | None = None
+        self,
+        embedding: torch.Tensor,
+        neighbour_mean: torch.Tensor | None = None,
+        *,
+        genes: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Centre genes (B, V) from centre embeddings (B, h_last), on the model's expression scale.
+        """Centre genes from centre embeddings (..., h_last), on the model's expression scale.
 
-        ``neighbour_mean`` (B, V), from `neighbour_mean`, feeds the skip path when the model has one.
+        Without ``genes``: all V genes, (..., V). With ``genes`` (int64 vocabulary positions): only
+        those, one per embedding row, the index broadcasting against ``embedding.shape[:-1]``
+        (so ``embedding[:, None]`` (B, 1, h) with genes (K,) gives (B, K), and a 0-d index one
+        gene per row). ``neighbour_mean`` (the output's shape), from `neighbour_mean`, feeds the
+        skip path when the model has one.
         """
-        out = self.head(embedding)
-        if self.skip_weight is not None:
+        skip_weight: torch.Tensor | None = self.skip_weight
+        if genes is None:
+            out = self.head(embedding)
+        else:
+            out = (embedding * self.head.weight[genes]).sum(-1) + self.head.bias[genes]
+            skip_weight = None if skip_weight is None else skip_weight[genes]
+        if skip_weight is not None:
             if neighbour_mean is None:
                 raise ValueError("this model has a spatial skip path: pass neighbour_mean")
-            out = out + self.skip_weight * neighbour_mean
+            out = out + skip_weight * neighbour_mean
         return self.out_act(out)
 
     @staticmethod
     def neighbour_mean(
         values: torch.Tensor, visible: torch.Tensor, node_index: torch.Tensor
     ) -> torch.Tensor:
-        """Each gene's mean over the visible neighbours (nodes 1..N-1): (B, V); 0 where none is visible."""
+        """Each gene's mean over the visible neighbours (nodes 1..N-1): (B, G) from (U, G) shown
+        values and visibility and (B, N) ``node_index``; 0 where no neighbour is visible."""
         nodes = node_index[:, 1:]
-        total = values[nodes].sum(dim=1)  # (B, V); hidden values are already 0
+        total = values[nodes].sum(dim=1)  # (B, G); hidden values are already 0
         count = visible[nodes].sum(dim=1)
         return total / count.clamp(min=1.0)
 
@@ -223,20 +273,22 @@ class SageGCN(nn.Module):
         centre_visible: torch.Tensor,
         adj: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predict the centres' genes.
+        """Predict the centres' genes: the plain forward pass (training; the reference of every
+        inference shortcut).
 
-        values, visible: (U, V) the distinct spots of the batch (neighbours as seen);
-        node_index: (B, N) rows into U, column 0 = the centre; centre_values/centre_visible: (B, V)
-        the centre as seen (its masked genes hidden); adj: (B, N, N) or None.
+        values, visible: (U, V) the distinct spots of the batch (neighbours as seen; values 0 where
+        hidden); node_index: (B, N) rows into U, column 0 = the centre; centre_values/centre_visible:
+        (B, V) the centre as seen (its masked genes hidden); adj: (B, N, N) or None.
         Returns (prediction (B, V), embedding (B, h_last)).
         """
         if adj is None:
             # Complete graph: layer 1 is the mean of the nodes' projections, and the projection is
             # linear, so project the mean input once per subgraph: N times fewer FLOPs.
-            features = self.node_features(values, visible)[node_index[:, 1:]]  # (B, N-1, F)
-            centre = self.node_features(centre_values, centre_visible)  # (B, F)
-            mean = (features.sum(dim=1) + centre) / node_index.shape[1]
-            projected = self.project_features(mean).unsqueeze(1)  # (B, 1, h_0)
+            n_nodes = node_index.shape[1]
+            neighbours = node_index[:, 1:]
+            mean_values = (values[neighbours].sum(dim=1) + centre_values) / n_nodes  # (B, V)
+            mean_visible = (visible[neighbours].sum(dim=1) + centre_visible) / n_nodes
+            projected = self.project(mean_values, mean_visible).unsqueeze(1)  # (B, 1, h_0)
         else:
             projected = self.project(values, visible)[node_index]  # (B, N, h_0)
             centre = self.project(centre_values, centre_visible)  # (B, h_0)

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from sagefm.tl.lr_pairs import pair_label
+
 _DPI = 110
 
 
@@ -52,7 +54,9 @@ def top_pairs(table: pd.DataFrame, path: Path, *, n: int = 20) -> Path:
     err = np.vstack([top["mean_effect"] - top["ci_low"], top["ci_high"] - top["mean_effect"]])
     colours = np.where(top["mean_effect"] > 0, "tab:red", "tab:blue")
     ax.barh(y, top["mean_effect"], xerr=err, color=colours, capsize=2)
-    ax.set_yticks(y, [f"{a} → {b}" for a, b in zip(top["ligand"], top["receptor"], strict=True)])
+    ax.set_yticks(
+        y, [pair_label(a, b) for a, b in zip(top["ligand"], top["receptor"], strict=True)]
+    )
     ax.axvline(0, color="k", lw=0.8)
     ax.set_xlabel("mean effect on the receptor (log1p), 95% CI over spots")
     return _save(fig, path)

@@ -2,7 +2,7 @@ r"""Which input genes drive the prediction of a target gene at the centre spot.
 
 For each centre spot the target is hidden in the centre (as when it is imputed) and the model's
 prediction of it is attributed to every input feature of the 15-node subgraph by torch autograd on
-the network inputs (`SageGCN.node_features`: values and, with the mask indicator, visibility flags).
+the network inputs (the shown values and visibility flags of every node, `SageGCN.project`).
 A gene's attribution sums its value and flag features; per spot it is split into the **centre**
 (node 0) and the **neighbours** (summed over nodes 1..14), then averaged over spots.
 
@@ -23,7 +23,7 @@ integration path, so the skip term scales with the values as every other input d
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 import anndata as ad
@@ -31,11 +31,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sagefm.data.batches import SubgraphCollator
-from sagefm.data.slides import PreparedSlide, prepare_slide
-from sagefm.data.vocabulary import normalize_gene_key
+from sagefm._constants import Keys
+from sagefm.data.inference import DEFAULT_CHUNK_SIZE, inference_chunks
+from sagefm.data.slides import prepare_slide
 from sagefm.errors import InputDataError
 from sagefm.nn.gcn import SageGCN
+from sagefm.tl.genes import measured_genes
 
 if TYPE_CHECKING:
     from sagefm.model import SageFM
@@ -44,26 +45,8 @@ Method = Literal["integrated_gradients", "gradient"]
 Baseline = Literal["hidden", "mean"]
 Position = Literal["centre", "neighbours"]
 
-#: subgraphs per forward/backward pass: bounds memory at ~chunk × 15 × 2V × 16 bytes
-_CHUNK = 32
-
-
-def _gene_positions(model: SageFM, genes: Sequence[str], observed: np.ndarray) -> np.ndarray:
-    """Vocabulary positions of ``genes`` (symbols or Ensembl ids) measured on the slide."""
-    vocab = model.vocabulary
-    lookup = {normalize_gene_key(s): i for i, s in enumerate(vocab.symbols)}
-    lookup.update({normalize_gene_key(g): i for i, g in enumerate(vocab.gene_ids) if g})
-    index = np.array([lookup.get(normalize_gene_key(g), -1) for g in genes], dtype=np.int64)
-    unknown = [g for g, i in zip(genes, index, strict=True) if i < 0]
-    if unknown:
-        raise InputDataError(f"genes not in the model's vocabulary: {unknown[:20]}")
-    unseen = [g for g, i in zip(genes, index, strict=True) if not observed[i]]
-    if unseen:
-        raise InputDataError(
-            f"genes not measured on this slide: {unseen[:20]}; the model can only be explained "
-            "for genes the slide measures"
-        )
-    return index
+#: the hint of errors naming genes that cannot be explained
+_GENE_HINT = "; the model can only be explained for vocabulary genes the slide measures"
 
 
 def _spot_indices(
@@ -93,51 +76,89 @@ def _spot_indices(
     return index
 
 
-def _subgraph_inputs(
-    network: SageGCN, slide: PreparedSlide, spots: np.ndarray, config: SageFM
-) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
-    """Per chunk of centres: node features (b, N, F) (node 0 = centre), adj, visibility (b, N, V)."""
-    collate = SubgraphCollator([slide], config.config.model, mask_fraction=None)
-    for start in range(0, spots.size, _CHUNK):
-        batch = collate([(0, int(i), 0) for i in spots[start : start + _CHUNK]])
-        neighbours = network.node_features(batch.values, batch.visible)[batch.node_index[:, 1:]]
-        centre = network.node_features(batch.centre_values, batch.centre_visible)
-        features = torch.cat([centre[:, None], neighbours], dim=1)
-        visible = torch.cat(
-            [batch.centre_visible[:, None], batch.visible[batch.node_index[:, 1:]]], dim=1
-        )
-        yield features, batch.adj, visible
-
-
 def _predict_target(
     network: SageGCN,
-    features: torch.Tensor,
+    values: torch.Tensor,
+    visible: torch.Tensor,
+    seen: torch.Tensor,
     adj: torch.Tensor | None,
-    counts: torch.Tensor,
     target: int,
 ) -> torch.Tensor:
-    """The target's prediction (b,) at each centre from node features (b, N, F).
-
-    `SageGCN.forward` takes values and visibility and builds the features itself; attribution
-    needs the features as the differentiable leaf, so this composes the same public pieces.
-    """
-    projected = network.project_features(features)  # (b, N, h0)
-    if adj is None:
-        projected = projected.mean(dim=1, keepdim=True)
-    embedding = network.encode(projected, adj)
+    """The target's prediction (b,) at each centre from node inputs (b, N, V): shown values and
+    visibility, the differentiable leaves. ``seen`` (b, N, V), the slide's visibility, counts the
+    neighbours of the skip path's mean (held fixed along the integration path)."""
+    b, n, v = values.shape
+    projected = network.project(values.reshape(b * n, v), visible.reshape(b * n, v))
+    embedding = network.encode(projected.reshape(b, n, -1), adj)
     skip = None
-    if network.skip_weight is not None:
-        skip = features[:, 1:, : network.config.n_genes].sum(dim=1) / counts
-    return network.reconstruct(embedding, skip)[:, target]
+    if network.config.spatial_skip:
+        nodes = torch.arange(b * n, device=values.device).reshape(b, n)
+        skip = network.neighbour_mean(
+            values.reshape(b * n, v)[:, target], seen.reshape(b * n, v)[:, target], nodes
+        )
+    return network.reconstruct(embedding, skip, genes=torch.tensor(target))
 
 
-def _hide(features: torch.Tensor, gene: int, n_genes: int, indicator: bool) -> torch.Tensor:
-    """Features with ``gene`` hidden in the centre (value and flag 0)."""
-    out = features.clone()
-    out[:, 0, gene] = 0.0
-    if indicator:
-        out[:, 0, n_genes + gene] = 0.0
-    return out
+def _hidden_at_centre(
+    values: torch.Tensor, visible: torch.Tensor, gene: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Node inputs (b, N, V) with ``gene`` hidden in the centre (value and flag 0)."""
+    values, visible = values.clone(), visible.clone()
+    values[:, 0, gene] = 0.0
+    visible[:, 0, gene] = 0.0
+    return values, visible
+
+
+def _baseline(
+    values: torch.Tensor,
+    visible: torch.Tensor,
+    gene_mean: torch.Tensor,
+    target: int,
+    baseline: Baseline,
+    indicator: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x₀ (module docstring): every gene hidden, or each gene at its slide mean, visibility kept."""
+    if baseline == "hidden":
+        return torch.zeros_like(values), torch.zeros_like(visible)
+    mean_values = gene_mean * (visible if indicator else 1.0)
+    return _hidden_at_centre(mean_values.expand_as(values), visible, target)
+
+
+def _chunk_attributions(
+    network: SageGCN,
+    seen_values: torch.Tensor,
+    seen: torch.Tensor,
+    adj: torch.Tensor | None,
+    target: int,
+    baseline: tuple[torch.Tensor, torch.Tensor] | None,
+    n_steps: int,
+) -> tuple[torch.Tensor, float]:
+    """Attributions (b, N, V) of one target over a chunk's subgraphs, and the summed f(x) − f(x₀).
+
+    ``baseline`` None: the gradient method (sensitivity to each visible value); else x₀ of
+    integrated gradients.
+    """
+    x = _hidden_at_centre(seen_values, seen, target)
+    x0 = baseline if baseline is not None else (torch.zeros_like(x[0]), torch.zeros_like(x[1]))
+    alphas = [1.0] if baseline is None else ((np.arange(n_steps) + 0.5) / n_steps).tolist()
+    grads = [torch.zeros_like(x[0]), torch.zeros_like(x[1])]
+    for alpha in alphas:
+        point = [(a0 + alpha * (a - a0)).requires_grad_(True) for a, a0 in zip(x, x0, strict=True)]
+        out = _predict_target(network, point[0], point[1], seen, adj, target)
+        parts = torch.autograd.grad(out.sum(), point, allow_unused=True)
+        for grad, part in zip(grads, parts, strict=True):
+            if part is not None:  # the visibility is unused without a visibility term
+                grad += part / len(alphas)
+    if baseline is None:  # sensitivity to each gene's value; a hidden value is not an input
+        per_feature = grads[0] * seen
+        per_feature[:, 0, target] = 0.0
+        return per_feature, 0.0
+    per_feature = grads[0] * (x[0] - x0[0]) + grads[1] * (x[1] - x0[1])
+    with torch.no_grad():
+        gap = _predict_target(network, *x, seen, adj, target) - _predict_target(
+            network, *x0, seen, adj, target
+        )
+    return per_feature, float(gap.sum())
 
 
 def _attributions(
@@ -149,6 +170,7 @@ def _attributions(
     method: Method,
     baseline: Baseline,
     n_steps: int,
+    chunk_size: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean attributions (T, 2, V) (position 0 centre, 1 neighbours), observed (V,), f(x) − f(x₀) (T,)."""
     if method not in ("integrated_gradients", "gradient"):
@@ -158,50 +180,39 @@ def _attributions(
     if n_steps < 1:
         raise InputDataError(f"n_steps must be >= 1, got {n_steps}")
     network = model.network
-    n_genes, indicator = network.config.n_genes, network.config.input_has_visibility
+    indicator = network.config.input_has_visibility
     slide, _ = prepare_slide(adata, model.vocabulary, model.config.data)
     gene_mean = torch.as_tensor(np.asarray(slide.values.mean(axis=0)).ravel(), dtype=torch.float32)
-    total = np.zeros((targets.size, 2, n_genes))
+    total = np.zeros((targets.size, 2, network.config.n_genes))
     gap = np.zeros(targets.size)
-    for features, adj, visible in _subgraph_inputs(network, slide, spots, model):
-        counts = visible[:, 1:].sum(dim=1).clamp(min=1.0)  # (b, V) neighbours measuring each gene
+    chunks = inference_chunks(slide, model.config.model, spots=spots, chunk_size=chunk_size)
+    for chunk in chunks:
+        values, visible = (part[chunk.node_index] for part in chunk.dense())  # (b, N, V)
         for t, target in enumerate(targets.tolist()):
-            x = _hide(features, target, n_genes, indicator)
-            if method == "gradient":
-                alphas, x0 = [1.0], torch.zeros_like(x)
-            else:
-                alphas = ((np.arange(n_steps) + 0.5) / n_steps).tolist()
-                x0 = torch.zeros_like(x)
-                if baseline == "mean":
-                    x0[..., :n_genes] = gene_mean * (x[..., n_genes:] if indicator else 1.0)
-                    if indicator:
-                        x0[..., n_genes:] = x[..., n_genes:]
-                    x0 = _hide(x0, target, n_genes, indicator)
-            grad = torch.zeros_like(x)
-            for alpha in alphas:
-                point = (x0 + alpha * (x - x0)).requires_grad_(True)
-                out = _predict_target(network, point, adj, counts, target)
-                (g,) = torch.autograd.grad(out.sum(), point)
-                grad += g / len(alphas)
-            if method == "gradient":
-                # sensitivity to each gene's value; a hidden value is not an input
-                per_feature = grad[..., :n_genes] * visible
-                per_feature[:, 0, target] = 0.0
-            else:
-                per_feature = grad * (x - x0)
-                per_feature = per_feature[..., :n_genes] + (
-                    per_feature[..., n_genes:] if indicator else 0.0
-                )
-                with torch.no_grad():
-                    gap[t] += float(
-                        (
-                            _predict_target(network, x, adj, counts, target)
-                            - _predict_target(network, x0, adj, counts, target)
-                        ).sum()
-                    )
+            x0 = None
+            if method == "integrated_gradients":
+                x0 = _baseline(values, visible, gene_mean, target, baseline, indicator)
+            per_feature, chunk_gap = _chunk_attributions(
+                network, values, visible, chunk.adj, target, x0, n_steps
+            )
             total[t, 0] += per_feature[:, 0].sum(dim=0).detach().numpy()
             total[t, 1] += per_feature[:, 1:].sum(dim=(0, 1)).detach().numpy()
+            gap[t] += chunk_gap
     return total / spots.size, slide.observed, gap / spots.size
+
+
+def _ranked(scores: np.ndarray, observed: np.ndarray, symbols: np.ndarray) -> pd.DataFrame:
+    """The attribution table of `explain` from (2, V) scores (centre, neighbours)."""
+    genes = np.flatnonzero(observed)
+    parts = []
+    for p, position in enumerate(("centre", "neighbours")):
+        part = pd.DataFrame(
+            {"gene": symbols[genes], "position": position, "attribution": scores[p, genes]}
+        )
+        part = part.reindex(part["attribution"].abs().sort_values(ascending=False).index)
+        part["rank"] = np.arange(1, len(part) + 1)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
 
 
 def explain(
@@ -213,6 +224,8 @@ def explain(
     method: Method = "integrated_gradients",
     baseline: Baseline = "hidden",
     n_steps: int = 32,
+    key_added: str = Keys.EXPLANATION,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> pd.DataFrame:
     """Input genes ranked by their attribution to ``target``'s prediction at the centre.
 
@@ -222,10 +235,11 @@ def explain(
     and ``rank`` (1 = largest |attribution| within the position), sorted by position then rank.
     The target itself is hidden in the centre, so its centre attribution is 0. ``attrs`` holds
     ``target``, ``method``, ``n_spots`` and, for integrated gradients, ``prediction_gap``: the mean
-    f(x) − f(x₀), which the attributions of a spot sum to.
+    f(x) − f(x₀), which the attributions of a spot sum to. The table also goes to
+    ``adata.uns[key_added]``, the ``attrs`` to ``adata.uns["sagefm"]["explain"]``.
     """
-    slide_observed = model.vocabulary.map(adata).observed
-    (index,) = _gene_positions(model, [target], slide_observed)
+    observed = model.vocabulary.map(adata).observed
+    (index,) = measured_genes(model.vocabulary, [target], observed, hint=_GENE_HINT)
     spot_index = _spot_indices(adata, spots)
     scores, observed, gap = _attributions(
         model,
@@ -235,25 +249,22 @@ def explain(
         method=method,
         baseline=baseline,
         n_steps=n_steps,
+        chunk_size=chunk_size,
     )
-    genes = np.flatnonzero(observed)
-    symbols = np.asarray(model.vocabulary.symbols)
-    parts = []
-    for p, position in enumerate(("centre", "neighbours")):
-        part = pd.DataFrame(
-            {"gene": symbols[genes], "position": position, "attribution": scores[0, p, genes]}
-        )
-        part = part.reindex(part["attribution"].abs().sort_values(ascending=False).index)
-        part["rank"] = np.arange(1, len(part) + 1)
-        parts.append(part)
-    table = pd.concat(parts, ignore_index=True)
+    table = _ranked(scores[0], observed, np.asarray(model.vocabulary.symbols))
+    integrated = method == "integrated_gradients"
     table.attrs.update(
         target=model.vocabulary.symbols[index],
         method=method,
-        baseline=baseline if method == "integrated_gradients" else None,
+        baseline=baseline if integrated else None,
         n_spots=int(spot_index.size),
-        prediction_gap=float(gap[0]) if method == "integrated_gradients" else None,
+        prediction_gap=float(gap[0]) if integrated else None,
     )
+    adata.uns[key_added] = table
+    adata.uns.setdefault(Keys.UNS, {})["explain"] = {
+        **{k: v for k, v in table.attrs.items() if v is not None},
+        "key_added": key_added,
+    }
     return table
 
 
@@ -267,29 +278,42 @@ def dependency_matrix(
     method: Method = "gradient",
     baseline: Baseline = "hidden",
     n_steps: int = 16,
+    key_added: str = Keys.DEPENDENCY,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> pd.DataFrame:
     """Gene × gene dependencies: row = input gene (in the ``position`` nodes), column = output gene.
 
     Entry (g, r): the mean attribution of input g to the centre prediction of r, r hidden in the
     centre (so the centre diagonal is 0). The default ``"gradient"`` gives ∂pred_r/∂x_g per unit
-    log1p, summed over the neighbours for ``position="neighbours"``.
+    log1p, summed over the neighbours for ``position="neighbours"``. Also stored in
+    ``adata.uns[key_added]``, parameters in ``adata.uns["sagefm"]["dependency_matrix"]``.
     """
     if position not in ("centre", "neighbours"):
         raise InputDataError(f"position must be 'centre' or 'neighbours', got {position!r}")
     if len(genes) == 0 or len(set(genes)) != len(genes):
         raise InputDataError("give a non-empty list of distinct genes")
-    index = _gene_positions(model, list(genes), model.vocabulary.map(adata).observed)
+    observed = model.vocabulary.map(adata).observed
+    index = measured_genes(model.vocabulary, list(genes), observed, hint=_GENE_HINT)
+    spot_index = _spot_indices(adata, spots)
     scores, _, _ = _attributions(
         model,
         adata,
         index,
-        _spot_indices(adata, spots),
+        spot_index,
         method=method,
         baseline=baseline,
         n_steps=n_steps,
+        chunk_size=chunk_size,
     )
     p = 0 if position == "centre" else 1
     names = [model.vocabulary.symbols[i] for i in index]
     matrix = pd.DataFrame(scores[:, p][:, index].T, index=names, columns=names)
     matrix.index.name, matrix.columns.name = f"input ({position})", "output (centre)"
+    adata.uns[key_added] = matrix
+    adata.uns.setdefault(Keys.UNS, {})["dependency_matrix"] = {
+        "position": position,
+        "method": method,
+        "n_spots": int(spot_index.size),
+        "key_added": key_added,
+    }
     return matrix

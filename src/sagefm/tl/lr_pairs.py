@@ -34,6 +34,11 @@ COMPLEX_SEPARATOR = "_"
 PAIR_TABLE_COLUMNS = ("ligand", "receptor", "ligand_complex", "receptor_complex")
 
 
+def pair_label(ligand: str, receptor: str) -> str:
+    """The name of a pair in tables and figures (e.g. the per-spot effect columns): ``"LIGAND->RECEPTOR"``."""
+    return f"{ligand}->{receptor}"
+
+
 def load_lr_resource(name: str = "consensus") -> pd.DataFrame:
     """LIANA's bundled ligand–receptor resource ``name`` (offline): DataFrame ligand, receptor.
 

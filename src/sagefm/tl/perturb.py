@@ -18,10 +18,8 @@ tested pair and replaces its ligand by a random gene from the same decile of sli
 |mean effect| at least as large (+1 smoothing), and the **enrichment** of L–R over null effects is an
 AUROC with a one-sided Mann–Whitney p-value.
 
-Speed. The first GCN layer is linear, so every spot is projected once; a clamp changes each
-neighbour's projection by ``(v − x_g)·W[:, g]`` (+ ``W[:, V+g]`` if ``g`` was hidden) and hiding the
-receptor changes the centre's by ``−x_r·W[:, r] − W[:, V+r]``. Only the later layers run per
-(pair, spot, clamp value), many per call, and only the receptor's output unit is read.
+Speed: every spot is projected once and a clamp changes its first-layer projection by a delta,
+so only the later layers run per (pair, spot, clamp value) (`sagefm.tl.clamp`).
 """
 
 from __future__ import annotations
@@ -33,17 +31,23 @@ from typing import TYPE_CHECKING, Any
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scipy.stats
-import torch
 from tqdm.auto import tqdm
 
 from sagefm._constants import Keys
-from sagefm.data.batches import SubgraphBatch, SubgraphCollator
+from sagefm.data.inference import DEFAULT_CHUNK_SIZE, inference_chunks
 from sagefm.data.slides import PreparedSlide, prepare_slide
-from sagefm.data.vocabulary import normalize_gene_key
 from sagefm.errors import InputDataError
-from sagefm.nn.gcn import SageGCN
-from sagefm.tl.lr_pairs import lr_pairs
+from sagefm.tl.clamp import clamp_predictions
+from sagefm.tl.genes import measured_genes
+from sagefm.tl.lr_pairs import lr_pairs, pair_label
+from sagefm.tl.perturb_statistics import (
+    clamp_range,
+    dense_columns,
+    draw_null,
+    enrichment,
+    null_pvalues,
+    pair_statistics,
+)
 
 if TYPE_CHECKING:
     from sagefm.model import SageFM
@@ -55,15 +59,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_N_SPOTS = 100
 #: null pairs drawn by default
 DEFAULT_N_NULL = 300
-#: (pair, spot, clamp value) items per forward call: bounds memory at ~items × 15 × h0 × 12 bytes
-DEFAULT_BATCH_ITEMS = 1024
-#: decile bins for expression matching of null ligands
-_N_EXPRESSION_BINS = 10
-
-
-def pair_label(ligand: str, receptor: str) -> str:
-    """Column name of a pair in the per-spot effect table: ``"LIGAND->RECEPTOR"``."""
-    return f"{ligand}->{receptor}"
+#: the hint of errors naming genes a pair table cannot use
+_PAIR_GENE_HINT = "; drop those pairs (a gene must be in the vocabulary and measured on the slide)"
 
 
 @dataclass
@@ -107,222 +104,6 @@ class PerturbationResult:
         }
 
 
-@torch.inference_mode()
-def clamp_predictions(
-    network: SageGCN,
-    batch: SubgraphBatch,
-    ligands: np.ndarray,
-    receptors: np.ndarray,
-    clamp_values: np.ndarray,
-    *,
-    hide_receptor_in_neighbours: bool = False,
-    batch_items: int = DEFAULT_BATCH_ITEMS,
-    progress: bool = False,
-) -> np.ndarray:
-    """Receptor predictions at the centres with the ligand clamped in the neighbours.
-
-    batch: B subgraphs as seen (no masks); ligands, receptors: (K,) vocabulary positions;
-    clamp_values: (K, C) values the ligand is set to in all neighbours (C = 2: low, high).
-    Returns (B, K, C) predictions of ``receptors[k]`` at each centre, the receptor hidden there
-    (and in the neighbours with ``hide_receptor_in_neighbours``, unless it is the clamped ligand).
-    Uses the linearity of the first layer (module docstring); equals `SageGCN.forward` on the
-    perturbed inputs (tests/tl/test_perturb.py).
-    """
-    w_value, w_visible = network.input_weights()  # (h0, V) each; see SageGCN.input_weights
-    lig = torch.as_tensor(ligands, dtype=torch.long)
-    rec = torch.as_tensor(receptors, dtype=torch.long)
-    values_to = torch.as_tensor(clamp_values, dtype=w_value.dtype)  # (K, C)
-    n_items = values_to.shape[1]
-    projected = torch.cat(
-        [
-            network.project(batch.values[i : i + 4096], batch.visible[i : i + 4096])
-            for i in range(0, batch.values.shape[0], 4096)
-        ]
-    )  # (U, h0)
-    centre_projected = network.project(batch.centre_values, batch.centre_visible)  # (B, h0)
-    neighbours = batch.node_index[:, 1:]  # (B, N-1)
-    lig_seen = batch.values[:, lig][neighbours]  # (B, N-1, K), 0 where hidden
-    lig_hidden = 1.0 - batch.visible[:, lig][neighbours]  # (B, N-1, K)
-    rec_seen = batch.centre_values[:, rec]  # (B, K)
-    rec_visible = batch.centre_visible[:, rec]  # (B, K)
-    # receptor in the neighbours, to hide there too (not when it is the clamped ligand itself)
-    hide_nb = float(hide_receptor_in_neighbours) * (lig != rec).to(w_value.dtype)  # (K,)
-    rec_nb_seen = batch.values[:, rec][neighbours] * hide_nb  # (B, N-1, K)
-    rec_nb_visible = batch.visible[:, rec][neighbours] * hide_nb
-    w_lig, w_rec = w_value[:, lig].T, w_value[:, rec].T  # (K, h0)
-    if w_visible is not None:
-        w_lig_flag, w_rec_flag = w_visible[:, lig].T, w_visible[:, rec].T
-    else:
-        w_lig_flag = w_rec_flag = torch.zeros_like(w_lig)
-    head_w, head_b = network.head.weight[rec], network.head.bias[rec]  # (K, h_last), (K,)
-    # The spatial skip path adds skip_weight[r] * (r's mean over the neighbours) to the logit; the
-    # clamp changes that mean only when the ligand is the receptor itself (then every neighbour = v).
-    skip = torch.zeros(batch.node_index.shape[0], len(ligands), n_items)  # (B, K, C)
-    if network.skip_weight is not None:
-        mean = network.neighbour_mean(batch.values, batch.visible, batch.node_index)[:, rec]
-        mean = mean * (1.0 - hide_nb)  # a receptor hidden in every neighbour has mean 0
-        same = (lig == rec)[None, :, None]
-        skip = network.skip_weight[rec][None, :, None] * torch.where(
-            same, values_to[None], mean[:, :, None]
-        )
-
-    n_centres, n_nodes = batch.node_index.shape
-    n_pairs = len(ligands)
-    out = np.empty((n_centres, n_pairs, n_items), dtype=np.float32)
-    spots_per_call = max(1, min(n_centres, batch_items // n_items))
-    pairs_per_call = max(1, batch_items // (n_items * spots_per_call))
-    chunks = [
-        (slice(b, b + spots_per_call), slice(k, k + pairs_per_call))
-        for b in range(0, n_centres, spots_per_call)
-        for k in range(0, n_pairs, pairs_per_call)
-    ]
-    for sb, sk in tqdm(chunks, desc="perturb", unit="call", disable=not progress):
-        # the centre as seen (as in `SageGCN.forward`), then its neighbours: (b, N, h0)
-        base = torch.cat([centre_projected[sb, None], projected[batch.node_index[sb, 1:]]], dim=1)
-        b, k = base.shape[0], w_lig[sk].shape[0]
-        # neighbours: (v - x_g) W[:, g] + hidden_g W[:, V+g]            -> (b, k, C, N-1, h0)
-        coef = values_to[sk].T[None, None] - lig_seen[sb][:, :, sk].unsqueeze(2)  # (b, N-1, C, k)
-        nb = coef.permute(0, 3, 2, 1).unsqueeze(-1) * w_lig[sk][None, :, None, None, :]
-        flag = lig_hidden[sb][:, :, sk].permute(0, 2, 1)[:, :, None, :, None]  # (b, k, 1, N-1, 1)
-        nb = nb + flag * w_lig_flag[sk][None, :, None, None, :]
-        hidden_rec = -(
-            rec_nb_seen[sb][:, :, sk].permute(0, 2, 1)[:, :, None, :, None]
-            * w_rec[sk][None, :, None, None, :]
-            + rec_nb_visible[sb][:, :, sk].permute(0, 2, 1)[:, :, None, :, None]
-            * w_rec_flag[sk][None, :, None, None, :]
-        )
-        nb = nb + hidden_rec
-        # centre: hide the receptor, -x_r W[:, r] - visible_r W[:, V+r]   -> (b, k, h0)
-        centre = -(
-            rec_seen[sb][:, sk, None] * w_rec[sk][None]
-            + rec_visible[sb][:, sk, None] * w_rec_flag[sk][None]
-        )
-        centre = centre[:, :, None, None, :].expand(b, k, n_items, 1, -1)
-        delta = torch.cat([centre, nb], dim=3)  # (b, k, C, N, h0)
-        h = (base[:, None, None] + delta).reshape(b * k * n_items, n_nodes, -1)
-        adj = batch.adj
-        if adj is None:
-            h = h.mean(dim=1, keepdim=True)  # complete graph: encode takes the node mean
-        else:
-            adj = adj[sb][:, None, None].expand(b, k, n_items, n_nodes, n_nodes)
-            adj = adj.reshape(b * k * n_items, n_nodes, n_nodes)
-        embedding = network.encode(h, adj).reshape(b, k, n_items, -1)
-        logits = (embedding * head_w[sk][None, :, None, :]).sum(-1) + head_b[sk][None, :, None]
-        logits = logits + skip[sb, sk]
-        out[sb, sk] = network.out_act(logits).cpu().numpy()
-    return out
-
-
-def _resolve_genes(
-    names: pd.Series, model: SageFM, observed: np.ndarray, column: str
-) -> np.ndarray:
-    """Vocabulary positions of gene names (symbol or Ensembl id); InputDataError naming bad ones."""
-    vocab = model.vocabulary
-    lookup = {normalize_gene_key(s): i for i, s in enumerate(vocab.symbols)}
-    lookup.update({normalize_gene_key(g): i for i, g in enumerate(vocab.gene_ids) if g})
-    index = np.array([lookup.get(normalize_gene_key(n), -1) for n in names], dtype=np.int64)
-    unknown = sorted(set(names[index < 0].astype(str)))
-    if unknown:
-        raise InputDataError(
-            f"{len(unknown)} {column} gene(s) are not in the model's vocabulary of {len(vocab)} "
-            f"genes: {unknown[:20]}; drop those pairs (only vocabulary genes can be perturbed)"
-        )
-    unseen = sorted(set(names[~observed[index]].astype(str)))
-    if unseen:
-        raise InputDataError(
-            f"{len(unseen)} {column} gene(s) are not measured on this slide: {unseen[:20]}; "
-            "drop those pairs (a gene the slide does not measure has no expression to clamp or read)"
-        )
-    return index
-
-
-def _clamp_range(
-    values: np.ndarray, quantiles: tuple[float, float]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-gene low and high clamp values: quantiles over spots of (n_spots, G) log1p values."""
-    low, high = np.quantile(values, quantiles, axis=0)
-    return low.astype(np.float32), high.astype(np.float32)
-
-
-def _dense_columns(slide: PreparedSlide, genes: np.ndarray) -> np.ndarray:
-    return np.asarray(slide.values[:, genes].toarray(), dtype=np.float64)
-
-
-def _draw_null(
-    table: pd.DataFrame,
-    slide: PreparedSlide,
-    n_null: int,
-    quantiles: tuple[float, float],
-    rng: np.random.Generator,
-) -> pd.DataFrame:
-    """Null pairs: a tested pair's receptor with a random ligand of the same expression decile.
-
-    Candidates are observed vocabulary genes with a non-degenerate clamp range, excluding the
-    receptor itself and every gene the table pairs with that receptor. Returns ligand_index,
-    receptor_index, ligand_low, ligand_high (at most ``n_null`` distinct pairs).
-    """
-    genes = np.flatnonzero(slide.observed)
-    dense = _dense_columns(slide, genes)
-    low, high = _clamp_range(dense, quantiles)
-    usable = high > low
-    genes, mean, low, high = genes[usable], dense[:, usable].mean(axis=0), low[usable], high[usable]
-    edges = np.quantile(mean, np.linspace(0, 1, _N_EXPRESSION_BINS + 1)[1:-1])
-    pools = [genes[np.searchsorted(edges, mean, side="right") == b] for b in range(edges.size + 1)]
-    ligand_mean = _dense_columns(slide, table["ligand_index"].to_numpy()).mean(axis=0)
-    ligand_bin = np.searchsorted(edges, ligand_mean, side="right")
-    partners = table.groupby("receptor_index")["ligand_index"].agg(set).to_dict()
-    rows: dict[tuple[int, int], None] = {}
-    for _ in range(20 * n_null):  # rejections and repeats happen; give up after 20 draws per pair
-        if len(rows) == n_null:
-            break
-        j = int(rng.integers(len(table)))
-        receptor = int(table["receptor_index"].iloc[j])
-        pool = pools[ligand_bin[j]]
-        ligand = int(rng.choice(pool)) if pool.size else receptor
-        if ligand != receptor and ligand not in partners[receptor]:
-            rows[(ligand, receptor)] = None
-    null = pd.DataFrame(list(rows), columns=["ligand_index", "receptor_index"], dtype=np.int64)
-    at = np.searchsorted(genes, null["ligand_index"].to_numpy())
-    null["ligand_low"], null["ligand_high"] = low[at], high[at]
-    return null
-
-
-def _pair_statistics(effects: np.ndarray) -> pd.DataFrame:
-    """Per-pair statistics of (n_spots, K) effects: mean, sd, 95% t-interval, share > 0, Wilcoxon p."""
-    n = effects.shape[0]
-    mean = effects.mean(axis=0)
-    sd = effects.std(axis=0, ddof=1)
-    half = scipy.stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        pvalue = scipy.stats.wilcoxon(effects, axis=0).pvalue
-    return pd.DataFrame(
-        {
-            "n_spots": n,
-            "mean_effect": mean,
-            "sd_effect": sd,
-            "ci_low": mean - half,
-            "ci_high": mean + half,
-            "frac_positive": (effects > 0).mean(axis=0),
-            "pvalue": np.nan_to_num(pvalue, nan=1.0),  # all-zero effects: no evidence
-        }
-    )
-
-
-def _enrichment(lr: np.ndarray, null: np.ndarray) -> dict[str, float]:
-    """AUROC of L–R vs null mean effects (|effect| one-sided, signed two-sided), Mann–Whitney p."""
-    out: dict[str, float] = {"n_pairs": float(lr.size), "n_null": float(null.size)}
-    if lr.size == 0 or null.size == 0:
-        return out
-    for name, a, b, alternative in (
-        ("abs", np.abs(lr), np.abs(null), "greater"),
-        ("signed", lr, null, "two-sided"),
-    ):
-        test = scipy.stats.mannwhitneyu(a, b, alternative=alternative)
-        out[f"auroc_{name}"] = float(test.statistic / (a.size * b.size))
-        out[f"pvalue_{name}"] = float(test.pvalue)
-    return out
-
-
 def _validated_pairs(
     pairs: pd.DataFrame | None,
     model: SageFM,
@@ -341,9 +122,100 @@ def _validated_pairs(
         table = pairs.reset_index(drop=True).copy()
         table["ligand"] = table["ligand"].astype(str)
         table["receptor"] = table["receptor"].astype(str)
-    table["ligand_index"] = _resolve_genes(table["ligand"], model, slide.observed, "ligand")
-    table["receptor_index"] = _resolve_genes(table["receptor"], model, slide.observed, "receptor")
+    for role in ("ligand", "receptor"):
+        table[f"{role}_index"] = measured_genes(
+            model.vocabulary, list(table[role]), slide.observed, what=role, hint=_PAIR_GENE_HINT
+        )
     return table
+
+
+def _with_clamp_values(
+    table: pd.DataFrame, slide: PreparedSlide, quantiles: tuple[float, float], user_pairs: bool
+) -> pd.DataFrame:
+    """The table with ligand_low, ligand_high; a pair whose ligand has low == high raises
+    `InputDataError` (user pairs) or is dropped with a warning (default pairs)."""
+    low, high = clamp_range(dense_columns(slide, table["ligand_index"].to_numpy()), quantiles)
+    flat = high <= low
+    if flat.any():
+        names = sorted(set(table.loc[flat, "ligand"]))
+        message = (
+            f"{int(flat.sum())} pair(s) have a ligand whose {quantiles[0]:.0%} and "
+            f"{quantiles[1]:.0%} quantiles on this slide are equal (e.g. never expressed), so "
+            f"there is nothing to clamp: ligands {names[:20]}"
+        )
+        if user_pairs:
+            raise InputDataError(message + "; drop those pairs or widen quantiles (e.g. (0, 1))")
+        logger.warning("%s; dropped", message)
+        table, low, high = table[~flat].reset_index(drop=True), low[~flat], high[~flat]
+        if table.empty:
+            raise InputDataError("no ligand varies on this slide: no pair can be perturbed")
+    return table.assign(ligand_low=low, ligand_high=high)
+
+
+def _effects(
+    model: SageFM,
+    slide: PreparedSlide,
+    spots: np.ndarray,
+    pairs: pd.DataFrame,
+    *,
+    hide_receptor_in_neighbours: bool,
+    chunk_size: int,
+    progress: bool,
+) -> np.ndarray:
+    """(n_spots, K) effects pred(high) − pred(low) of the K ``pairs`` (ligand_index,
+    receptor_index, ligand_low, ligand_high) at the centres ``spots``."""
+    effects = np.empty((spots.size, len(pairs)), dtype=np.float64)
+    device = next(model.network.parameters()).device
+    chunks = inference_chunks(
+        slide, model.config.model, spots=spots, chunk_size=chunk_size, device=device
+    )
+    for chunk in tqdm(chunks, desc="perturb", unit="chunk", disable=not progress):
+        predictions = clamp_predictions(
+            model.network,
+            chunk,
+            pairs["ligand_index"].to_numpy(),
+            pairs["receptor_index"].to_numpy(),
+            pairs[["ligand_low", "ligand_high"]].to_numpy(),
+            hide_receptor_in_neighbours=hide_receptor_in_neighbours,
+            chunk_size=chunk_size,
+        )
+        effects[chunk.positions] = predictions[:, :, 1] - predictions[:, :, 0]
+    return effects
+
+
+def _sample_spots(n: int, n_spots: int | None, rng: np.random.Generator) -> np.ndarray:
+    """``n_spots`` of ``n`` spot positions drawn without replacement, sorted (None: all)."""
+    if n_spots is None or n_spots >= n:
+        return np.arange(n)
+    return np.sort(rng.choice(n, n_spots, replace=False))
+
+
+def _check_options(n_spots: int | None, quantiles: tuple[float, float], n_null: int) -> None:
+    lo_q, hi_q = quantiles
+    if not 0.0 <= lo_q < hi_q <= 1.0:
+        raise InputDataError(f"quantiles must satisfy 0 <= low < high <= 1, got {quantiles}")
+    if n_spots is not None and n_spots < 3:
+        raise InputDataError(f"n_spots must be at least 3 (or None for all), got {n_spots}")
+    if n_null < 0:
+        raise InputDataError(f"n_null must be >= 0, got {n_null}")
+
+
+def _scored(
+    table: pd.DataFrame, null: pd.DataFrame, effects: np.ndarray, symbols: np.ndarray
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
+    """The pair and null tables with their statistics, and the enrichment, from (S, K + n_null)
+    effects (the table's pairs first)."""
+    k = len(table)
+    null = null.assign(
+        ligand=symbols[null["ligand_index"].to_numpy()],
+        receptor=symbols[null["receptor_index"].to_numpy()],
+    )
+    table = pd.concat([table, pair_statistics(effects[:, :k])], axis=1)
+    null = pd.concat([null, pair_statistics(effects[:, k:])], axis=1)
+    table["null_pvalue"], table["null_fdr"] = null_pvalues(
+        table["mean_effect"].to_numpy(), null["mean_effect"].to_numpy()
+    )
+    return table, null, enrichment(table["mean_effect"].to_numpy(), null["mean_effect"].to_numpy())
 
 
 def perturbation_screen(
@@ -357,7 +229,8 @@ def perturbation_screen(
     resource: str = "consensus",
     hide_receptor_in_neighbours: bool = False,
     seed: int = 0,
-    batch_items: int = DEFAULT_BATCH_ITEMS,
+    key_added: str = Keys.PERTURBATION,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: bool = False,
 ) -> PerturbationResult:
     """Clamp each pair's ligand in the neighbours low/high and score the receptor (module docstring).
@@ -370,94 +243,61 @@ def perturbation_screen(
     hide_receptor_in_neighbours: also hide the receptor in the 14 neighbours, so the prediction
     cannot lean on the receptor's own neighbourhood values (off by default: the issue's semantics).
     User-given pairs whose ligand has low == high raise `InputDataError` naming them; with the
-    default pairs they are dropped with a warning. Records parameters and the enrichment in
-    ``adata.uns["sagefm"]["perturb"]``.
+    default pairs they are dropped with a warning. The table goes to ``adata.uns[key_added]``, the
+    per-spot effects to ``adata.obsm[key_added]`` (NaN at spots not sampled), parameters and the
+    enrichment to ``adata.uns["sagefm"]["perturb"]``.
     """
-    lo_q, hi_q = quantiles
-    if not 0.0 <= lo_q < hi_q <= 1.0:
-        raise InputDataError(f"quantiles must satisfy 0 <= low < high <= 1, got {quantiles}")
-    if n_spots is not None and n_spots < 3:
-        raise InputDataError(f"n_spots must be at least 3 (or None for all), got {n_spots}")
-    if n_null < 0:
-        raise InputDataError(f"n_null must be >= 0, got {n_null}")
+    _check_options(n_spots, quantiles, n_null)
     slide, _ = prepare_slide(adata, model.vocabulary, model.config.data)
     table = _validated_pairs(pairs, model, adata, slide, resource)
-    low, high = _clamp_range(_dense_columns(slide, table["ligand_index"].to_numpy()), quantiles)
-    flat = high <= low
-    if flat.any():
-        names = sorted(set(table.loc[flat, "ligand"]))
-        message = (
-            f"{int(flat.sum())} pair(s) have a ligand whose {lo_q:.0%} and {hi_q:.0%} quantiles on "
-            f"this slide are equal (e.g. never expressed), so there is nothing to clamp: ligands "
-            f"{names[:20]}"
-        )
-        if pairs is not None:
-            raise InputDataError(message + "; drop those pairs or widen quantiles (e.g. (0, 1))")
-        logger.warning("%s; dropped", message)
-        table, low, high = table[~flat].reset_index(drop=True), low[~flat], high[~flat]
-        if table.empty:
-            raise InputDataError("no ligand varies on this slide: no pair can be perturbed")
-    table["ligand_low"], table["ligand_high"] = low, high
-
+    table = _with_clamp_values(table, slide, quantiles, user_pairs=pairs is not None)
     rng = np.random.default_rng(seed)
-    n = slide.n_spots
-    spots = (
-        np.arange(n) if n_spots is None or n_spots >= n else np.sort(rng.choice(n, n_spots, False))
-    )
-    null = _draw_null(table, slide, n_null, quantiles, rng) if n_null else table.iloc[:0]
-    everything = pd.concat(
-        [table[["ligand_index", "receptor_index", "ligand_low", "ligand_high"]], null],
-        ignore_index=True,
-    )
-    collate = SubgraphCollator([slide], model.config.model, mask_fraction=None)
-    batch = collate([(0, int(i), 0) for i in spots]).to(next(model.network.parameters()).device)
+    spots = _sample_spots(slide.n_spots, n_spots, rng)
+    null = draw_null(table, slide, n_null, quantiles, rng) if n_null else table.iloc[:0]
+    columns = ["ligand_index", "receptor_index", "ligand_low", "ligand_high"]
+    everything = pd.concat([table[columns], null[columns]], ignore_index=True)
     logger.info(
         "perturbing %d pairs + %d null pairs at %d spots", len(table), len(null), spots.size
     )
-    predictions = clamp_predictions(
-        model.network,
-        batch,
-        everything["ligand_index"].to_numpy(),
-        everything["receptor_index"].to_numpy(),
-        everything[["ligand_low", "ligand_high"]].to_numpy(),
+    effects = _effects(
+        model,
+        slide,
+        spots,
+        everything,
         hide_receptor_in_neighbours=hide_receptor_in_neighbours,
-        batch_items=batch_items,
+        chunk_size=chunk_size,
         progress=progress,
     )
-    effects = (predictions[:, :, 1] - predictions[:, :, 0]).astype(np.float64)  # (S, K + n_null)
-    k = len(table)
-    symbols = np.asarray(model.vocabulary.symbols)
-    null = null.assign(
-        ligand=symbols[null["ligand_index"].to_numpy()],
-        receptor=symbols[null["receptor_index"].to_numpy()],
+    table, null, scores = _scored(
+        table, null[columns], effects, np.asarray(model.vocabulary.symbols)
     )
-    table = pd.concat([table, _pair_statistics(effects[:, :k])], axis=1)
-    null = pd.concat([null, _pair_statistics(effects[:, k:])], axis=1)
-    for part in (table, null):
-        part["fdr"] = scipy.stats.false_discovery_control(part["pvalue"], method="bh")
-    null_abs = np.sort(null["mean_effect"].abs().to_numpy())
-    if null_abs.size:
-        at_least = null_abs.size - np.searchsorted(null_abs, table["mean_effect"].abs(), "left")
-        table["null_pvalue"] = (1.0 + at_least) / (1.0 + null_abs.size)
-        table["null_fdr"] = scipy.stats.false_discovery_control(table["null_pvalue"], method="bh")
-    else:
-        table["null_pvalue"] = table["null_fdr"] = np.nan
-    enrichment = _enrichment(table["mean_effect"].to_numpy(), null["mean_effect"].to_numpy())
     parameters = {
         "n_spots": int(spots.size),
-        "quantiles": [lo_q, hi_q],
+        "quantiles": list(quantiles),
         "n_null": len(null),
         "hide_receptor_in_neighbours": hide_receptor_in_neighbours,
         "seed": seed,
         "resource": resource if pairs is None else "user",
+        "key_added": key_added,
     }
-    adata.uns.setdefault(Keys.UNS, {})["perturb"] = {**parameters, "enrichment": enrichment}
     spot_effects = pd.DataFrame(
-        effects[:, :k].astype(np.float32),
+        effects[:, : len(table)].astype(np.float32),
         index=adata.obs_names[spots],
         columns=[pair_label(a, b) for a, b in zip(table["ligand"], table["receptor"], strict=True)],
     )
-    return PerturbationResult(table, null, enrichment, spot_effects, parameters)
+    result = PerturbationResult(table, null, scores, spot_effects, parameters)
+    _store(adata, result, key_added)
+    return result
+
+
+def _store(adata: ad.AnnData, result: PerturbationResult, key_added: str) -> None:
+    """The screen in ``adata``: table in uns, per-spot effects in obsm, parameters under "sagefm"."""
+    adata.uns[key_added] = result.table
+    adata.obsm[key_added] = result.spot_effects.reindex(adata.obs_names)
+    adata.uns.setdefault(Keys.UNS, {})["perturb"] = {
+        **result.parameters,
+        "enrichment": result.enrichment,
+    }
 
 
 def perturb(

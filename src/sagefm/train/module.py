@@ -42,10 +42,9 @@ class PretrainingModule(L.LightningModule):
         self.network = SageGCN(config.model)
         if gene_stats is not None:
             mean, sd = (torch.as_tensor(v, dtype=torch.float32) for v in gene_stats)
-            with torch.no_grad():
-                self.network.head.bias.copy_(mean)
-                if config.model.standardize_input:
-                    self.network.set_input_scaling(mean, sd + SCALE_PAD)
+            self.network.start_at_gene_means(mean)
+            if config.model.standardize_input:
+                self.network.set_input_scaling(mean, sd + SCALE_PAD)
         self.slide_names = list(slide_names)
 
     def transfer_batch_to_device(
@@ -57,7 +56,8 @@ class PretrainingModule(L.LightningModule):
             else super().transfer_batch_to_device(batch, device, dataloader_idx)
         )
 
-    def _loss(self, batch: SubgraphBatch) -> torch.Tensor:
+    def loss(self, batch: SubgraphBatch) -> torch.Tensor:
+        """The objective on one batch: masked MSE of the plain forward pass on the hidden genes."""
         prediction, _ = self.network(
             batch.values,
             batch.visible,
@@ -73,7 +73,7 @@ class PretrainingModule(L.LightningModule):
         return [self.slide_names[i] if i < len(self.slide_names) else str(i) for i in ids]
 
     def training_step(self, batch: SubgraphBatch, batch_idx: int) -> torch.Tensor:
-        loss = self._loss(batch)
+        loss = self.loss(batch)
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"non-finite training loss ({loss.item()}) at global step {self.global_step}, epoch "
@@ -91,7 +91,7 @@ class PretrainingModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: SubgraphBatch, batch_idx: int) -> None:
-        loss = self._loss(batch)
+        loss = self.loss(batch)
         self.log(
             "val_loss",
             loss,

@@ -4,8 +4,9 @@ import dataclasses
 
 import pytest
 import torch
+from benchmarks.flops import encoder_flops, reference_flops
+from benchmarks.measure import embedding_benchmark, model_with_random_weights
 
-from sagefm.bench import _model, embedding_benchmark, encoder_flops, reference_flops
 from sagefm.config import ModelConfig, SageFMConfig
 from sagefm.data.vocabulary import GeneVocabulary
 from sagefm.datasets import synthetic_tissue
@@ -18,7 +19,9 @@ def test_reference_gcnconv_stack_reproduces_our_embeddings(scheme: str) -> None:
     adata = synthetic_tissue(n_slides=1, grid_rows=8, grid_cols=8, n_genes=40, seed=2)[0]
     model_config = ModelConfig(hidden_sizes=(16, 8, 8), edge_scheme=scheme)  # type: ignore[arg-type]
     config = dataclasses.replace(SageFMConfig(), model=model_config)
-    model = _model(GeneVocabulary.from_genes(list(adata.var_names)), config, seed=0)
+    model = model_with_random_weights(
+        GeneVocabulary.from_genes(list(adata.var_names)), config, seed=0
+    )
     n_genes = len(model.vocabulary)  # a non-trivial standardisation, folded into the reference
     model.network.set_input_scaling(torch.rand(n_genes) * 2, torch.rand(n_genes) + 0.5)
     result = embedding_benchmark(adata, model)

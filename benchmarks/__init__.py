@@ -1,0 +1,1 @@
+"""Speed and scale benchmarks (outside the package: they need the dev extra)."""

@@ -1,0 +1,115 @@
+"""Statistics of a perturbation screen: clamp values, the expression-matched null, per-pair tests
+and the enrichment of ligand–receptor over null effects (see `sagefm.tl.perturb`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+from sagefm.data.slides import PreparedSlide
+
+#: decile bins for expression matching of null ligands
+_N_EXPRESSION_BINS = 10
+
+
+def clamp_range(
+    values: np.ndarray, quantiles: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-gene low and high clamp values: quantiles over spots of (n_spots, G) log1p values."""
+    low, high = np.quantile(values, quantiles, axis=0)
+    return low.astype(np.float32), high.astype(np.float32)
+
+
+def dense_columns(slide: PreparedSlide, genes: np.ndarray) -> np.ndarray:
+    """(n_spots, G) float64 values of the vocabulary genes ``genes`` on the slide."""
+    return np.asarray(slide.values[:, genes].toarray(), dtype=np.float64)
+
+
+def draw_null(
+    table: pd.DataFrame,
+    slide: PreparedSlide,
+    n_null: int,
+    quantiles: tuple[float, float],
+    rng: np.random.Generator,
+) -> pd.DataFrame:
+    """Null pairs: a tested pair's receptor with a random ligand of the same expression decile.
+
+    Candidates are observed vocabulary genes with a non-degenerate clamp range, excluding the
+    receptor itself and every gene the table pairs with that receptor. Returns ligand_index,
+    receptor_index, ligand_low, ligand_high (at most ``n_null`` distinct pairs).
+    """
+    genes = np.flatnonzero(slide.observed)
+    dense = dense_columns(slide, genes)
+    low, high = clamp_range(dense, quantiles)
+    usable = high > low
+    genes, mean, low, high = genes[usable], dense[:, usable].mean(axis=0), low[usable], high[usable]
+    edges = np.quantile(mean, np.linspace(0, 1, _N_EXPRESSION_BINS + 1)[1:-1])
+    pools = [genes[np.searchsorted(edges, mean, side="right") == b] for b in range(edges.size + 1)]
+    ligand_mean = dense_columns(slide, table["ligand_index"].to_numpy()).mean(axis=0)
+    ligand_bin = np.searchsorted(edges, ligand_mean, side="right")
+    partners = table.groupby("receptor_index")["ligand_index"].agg(set).to_dict()
+    rows: dict[tuple[int, int], None] = {}
+    for _ in range(20 * n_null):  # rejections and repeats happen; give up after 20 draws per pair
+        if len(rows) == n_null:
+            break
+        j = int(rng.integers(len(table)))
+        receptor = int(table["receptor_index"].iloc[j])
+        pool = pools[ligand_bin[j]]
+        ligand = int(rng.choice(pool)) if pool.size else receptor
+        if ligand != receptor and ligand not in partners[receptor]:
+            rows[(ligand, receptor)] = None
+    null = pd.DataFrame(list(rows), columns=["ligand_index", "receptor_index"], dtype=np.int64)
+    at = np.searchsorted(genes, null["ligand_index"].to_numpy())
+    null["ligand_low"], null["ligand_high"] = low[at], high[at]
+    return null
+
+
+def pair_statistics(effects: np.ndarray) -> pd.DataFrame:
+    """Per-pair statistics of (n_spots, K) effects: mean, sd, 95% t-interval, share > 0, Wilcoxon
+    p and its BH-FDR over the K pairs."""
+    n = effects.shape[0]
+    mean = effects.mean(axis=0)
+    sd = effects.std(axis=0, ddof=1)
+    half = scipy.stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pvalue = scipy.stats.wilcoxon(effects, axis=0).pvalue
+    pvalue = np.nan_to_num(pvalue, nan=1.0)  # all-zero effects: no evidence
+    return pd.DataFrame(
+        {
+            "n_spots": n,
+            "mean_effect": mean,
+            "sd_effect": sd,
+            "ci_low": mean - half,
+            "ci_high": mean + half,
+            "frac_positive": (effects > 0).mean(axis=0),
+            "pvalue": pvalue,
+            "fdr": scipy.stats.false_discovery_control(pvalue, method="bh"),
+        }
+    )
+
+
+def null_pvalues(effects: np.ndarray, null_effects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(K,) share of null pairs with a |mean effect| at least each pair's (+1 smoothing) and its
+    BH-FDR; NaN without null pairs."""
+    null_abs = np.sort(np.abs(null_effects))
+    if not null_abs.size:
+        return np.full(effects.shape, np.nan), np.full(effects.shape, np.nan)
+    at_least = null_abs.size - np.searchsorted(null_abs, np.abs(effects), "left")
+    pvalue = (1.0 + at_least) / (1.0 + null_abs.size)
+    return pvalue, scipy.stats.false_discovery_control(pvalue, method="bh")
+
+
+def enrichment(lr: np.ndarray, null: np.ndarray) -> dict[str, float]:
+    """AUROC of L–R vs null mean effects (|effect| one-sided, signed two-sided), Mann–Whitney p."""
+    out: dict[str, float] = {"n_pairs": float(lr.size), "n_null": float(null.size)}
+    if lr.size == 0 or null.size == 0:
+        return out
+    for name, a, b, alternative in (
+        ("abs", np.abs(lr), np.abs(null), "greater"),
+        ("signed", lr, null, "two-sided"),
+    ):
+        test = scipy.stats.mannwhitneyu(a, b, alternative=alternative)
+        out[f"auroc_{name}"] = float(test.statistic / (a.size * b.size))
+        out[f"pvalue_{name}"] = float(test.pvalue)
+    return out
