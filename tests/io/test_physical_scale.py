@@ -141,3 +141,29 @@ def test_coordinates_laid_out_from_array(
     assert xy.dtype == np.float64 and xy.shape == (adata.n_obs, 2)
     dist, _ = cKDTree(xy).query(xy, k=2)
     np.testing.assert_allclose(dist[:, 1], pitch)
+
+
+def test_visium_hd_bins_take_the_stated_microns_per_pixel() -> None:
+    """A square 8 µm bin lattice is no 200 µm legacy-ST lattice: the stated scale wins."""
+    microns_per_pixel = 0.2737
+    rows, cols = np.meshgrid(np.arange(20), np.arange(20), indexing="ij")
+    adata = _point_cloud(400)
+    adata.obsm["spatial"] = np.column_stack([cols.ravel(), rows.ravel()]) * (
+        8.0 / microns_per_pixel
+    )
+    adata.uns["spatial"] = {
+        "hd": {"scalefactors": {"microns_per_pixel": microns_per_pixel, "bin_size_um": 8.0}}
+    }
+    bare = adata.copy()
+    del bare.uns["spatial"]
+    assert physical_scale(bare) == pytest.approx(200.0 * microns_per_pixel / 8.0)  # the trap
+    assert physical_scale(adata) == pytest.approx(microns_per_pixel)
+    assert adata.uns["sagefm"]["scale_source"] == "microns_per_pixel"
+
+
+def test_bad_microns_per_pixel_is_refused() -> None:
+    adata = _point_cloud(4)
+    adata.obsm["spatial"] = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    adata.uns["spatial"] = {"hd": {"scalefactors": {"microns_per_pixel": -1}}}
+    with pytest.raises(InputDataError, match="microns_per_pixel"):
+        physical_scale(adata)

@@ -114,6 +114,16 @@ def record_physical_scale(adata: ad.AnnData, *, platform_hint: Platform | None =
         _store(adata, info)
         return value
 
+    stated = _stated_microns_per_pixel(library)
+    if stated is not None and Keys.SPATIAL in adata.obsm:
+        # Space Ranger HD states the scale: its square bin lattice would otherwise pass for
+        # legacy ST's 200 µm lattice and the scale would be 25x off for 8 µm bins.
+        info.setdefault(Keys.PLATFORM, "unknown")
+        info[Keys.UM_PER_UNIT] = stated
+        info[Keys.SCALE_SOURCE] = "microns_per_pixel"
+        logger.info("scale from the scalefactors' microns_per_pixel: %.4g µm per unit", stated)
+        _store(adata, info)
+        return stated
     platform = _detect_platform(adata, info, library, platform_hint)
     info[Keys.PLATFORM] = platform
     if Keys.SPATIAL not in adata.obsm:
@@ -161,6 +171,14 @@ def _library_entry(adata: ad.AnnData) -> Mapping[str, Any] | None:
         len(entries),
     )
     return None
+
+
+def _stated_microns_per_pixel(library: Mapping[str, Any] | None) -> float | None:
+    """``microns_per_pixel`` of the scalefactors (Space Ranger HD writes it), when present."""
+    scalefactors = library.get("scalefactors") if library is not None else None
+    if not isinstance(scalefactors, Mapping) or "microns_per_pixel" not in scalefactors:
+        return None
+    return _checked_scale(scalefactors["microns_per_pixel"], "scalefactors microns_per_pixel")
 
 
 def _library_metadata(library: Mapping[str, Any] | None) -> Mapping[str, Any]:
