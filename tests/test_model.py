@@ -227,4 +227,3 @@ def test_input_scaling_is_the_training_data_and_survives_loading(trained) -> Non
     raw = json.loads((out / "last" / "config.json").read_text())
     del raw["model"]["standardize_input"]
     assert SageFMConfig.from_dict(raw).model.standardize_input is False
-
