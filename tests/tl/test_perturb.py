@@ -266,29 +266,3 @@ def test_planted_ligand_receptor_signs_are_recovered(tmp_path, seed) -> None:
     null_abs = screen.null["mean_effect"].abs().to_numpy()
     labels = np.r_[np.ones(k), np.zeros(null_abs.size)]
     assert roc_auc_score(labels, np.r_[planted_abs, null_abs]) > 0.8
-
-
-def test_cli_perturb_and_explain_write_their_outputs(slide, tmp_path) -> None:
-    from sagefm.cli import main
-    from sagefm.io.write import write_h5ad
-
-    model = _random_model(slide, ModelConfig(hidden_sizes=(16, 8)))
-    model.save(tmp_path / "model")
-    write_h5ad(slide, tmp_path / "slide.h5ad")
-    pd.DataFrame({"ligand": ["LIG01", "LIG02"], "receptor": ["REC01", "REC02"]}).to_csv(
-        tmp_path / "pairs.csv", index=False
-    )
-    common = ["--model", str(tmp_path / "model"), "--input", str(tmp_path / "slide.h5ad")]
-    out = tmp_path / "perturb"
-    argv = ["--no-progress", "perturb", *common, "--output", str(out), "--n-spots", "20"]
-    assert main([*argv, "--pairs", str(tmp_path / "pairs.csv"), "--n-null", "10"]) == 0
-    for name in ("perturbation.csv", "null_pairs.csv", "spot_effects.csv", "summary.json"):
-        assert (out / name).is_file()
-    for name in ("effects_vs_null.png", "top_pairs.png", "effect_map.png"):
-        assert (out / name).stat().st_size > 1000
-    assert len(pd.read_csv(out / "perturbation.csv")) == 2
-    out = tmp_path / "explain"
-    argv = ["--no-progress", "explain", *common, "--gene", "REC01", "--output", str(out)]
-    assert main([*argv, "--genes", "LIG01", "REC01", "--n-spots", "10", "--n-steps", "4"]) == 0
-    assert (out / "explain_REC01.png").is_file() and (out / "dependency_neighbours.png").is_file()
-    assert main([*argv, "--genes", "NOPE"]) == 2  # a clear error, exit code 2
