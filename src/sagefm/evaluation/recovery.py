@@ -122,7 +122,11 @@ def masked_gene_recovery(
     genes: list[np.ndarray] = []
     for _ in range(rounds):
         mask = random_observed_mask(adata.n_obs, scored, fraction, rng)
-        predictions = {"model": model.impute(adata, mask, layer_added=None, progress=progress).astype(np.float64)}
+        predictions = {
+            "model": model.impute(adata, mask, layer_added=None, progress=progress).astype(
+                np.float64
+            )
+        }
         predictions.update(baseline_predictions(truth, mask, neighbours))
         rows, cols = np.nonzero(mask)
         truths.append(truth[rows, cols])
