@@ -81,21 +81,31 @@ def _random_model(adata, model_config: ModelConfig) -> SageFM:
     return SageFM(network, config, GeneVocabulary.from_genes(genes))
 
 
-def _forward(model: SageFM, adata, hidden=None, edit=None) -> tuple[np.ndarray, np.ndarray]:
+def _forward(
+    model: SageFM, adata, hidden=None, edit=None, *, fixed_library: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """The plain forward pass over every spot of the slide as a centre: (prediction, embedding).
 
-    ``edit(values, visible, centre_values, centre_visible)`` changes the collated inputs in place.
+    ``edit(values, visible, centre_values, centre_visible)`` changes the collated inputs in place;
+    with ``fixed_library`` the nodes keep the visible libraries of the unedited inputs (the
+    semantics of a clamp under depth normalisation).
     """
     slide, _ = prepare_slide(adata, model.vocabulary, model.config.data, hidden=hidden)
     batch = SubgraphCollator([slide], model.config.model, mask_fraction=None)(
         [(0, i, 0) for i in range(slide.n_spots)]
     )
     inputs = [batch.values, batch.visible, batch.centre_values, batch.centre_visible]
+    libraries = {}
+    if fixed_library:
+        libraries = {
+            "library": model.network.visible_library(batch.values),
+            "centre_library": model.network.visible_library(batch.centre_values),
+        }
     if edit is not None:
         edit(*inputs)
     with torch.no_grad():
         prediction, embedding = model.network(
-            inputs[0], inputs[1], batch.node_index, inputs[2], inputs[3], batch.adj
+            inputs[0], inputs[1], batch.node_index, inputs[2], inputs[3], batch.adj, **libraries
         )
     return prediction.numpy(), embedding.numpy()
 
@@ -122,11 +132,15 @@ AGREEMENT_CONFIGS = [
         spatial_skip=False,
         output_activation="none",
     ),
+    ModelConfig(hidden_sizes=(16, 8, 12), depth_normalize=True),
+    ModelConfig(hidden_sizes=(16, 8), edge_scheme="complete", depth_normalize=True),
 ]
 
 
 @pytest.mark.parametrize(
-    "model_config", AGREEMENT_CONFIGS, ids=["weighted", "complete", "no-indicator", "raw"]
+    "model_config",
+    AGREEMENT_CONFIGS,
+    ids=["weighted", "complete", "no-indicator", "raw", "depth", "depth-complete"],
 )
 def test_every_fast_path_agrees_with_the_plain_forward(model_config: ModelConfig) -> None:
     """embed, impute, perturb and explain go through `SageGCN`'s projection/delta API in chunks;
@@ -154,7 +168,7 @@ def test_every_fast_path_agrees_with_the_plain_forward(model_config: ModelConfig
         g, r = genes.index(ligand), genes.index(receptor)
 
         low, high = (
-            _forward(model, adata, edit=_clamp(g, r, float(v)))[0][:, r]
+            _forward(model, adata, edit=_clamp(g, r, float(v)), fixed_library=True)[0][:, r]
             for v in table.loc[k, ["ligand_low", "ligand_high"]]
         )
         np.testing.assert_allclose(spot_effects.iloc[:, k], high - low, atol=1e-5)

@@ -56,6 +56,10 @@ class ModelConfig:
     #: hidden gene then reads as "average" rather than "zero". On the synthetic tissue this is
     #: what lets a short run learn ligand→receptor effects at all (see tests/tl/test_perturb.py).
     standardize_input: bool = True
+    #: feed each node's values at a fixed library of its *visible* genes (log1p of counts per 10k,
+    #: hidden genes excluded from the size factor) and rescale the head's prediction back to the
+    #: centre's visible library, so the embedding need not carry sequencing depth (sagefm.nn.depth)
+    depth_normalize: bool = False
 
     def __post_init__(self) -> None:
         check_config(self.n_genes >= 0, f"n_genes must be >= 0, got {self.n_genes}")
@@ -77,6 +81,11 @@ class ModelConfig:
         check_config(
             self.output_activation in ("relu", "softplus", "none"),
             f"unknown output_activation {self.output_activation!r}",
+        )
+        check_config(
+            not self.depth_normalize or self.output_activation != "none",
+            "depth_normalize needs a non-negative output_activation (relu or softplus): the "
+            "prediction at a fixed library is rescaled to the centre's depth as counts",
         )
         check_config(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
         check_config(
@@ -106,6 +115,7 @@ class ModelConfig:
             mask_indicator=False,
             spatial_skip=False,
             standardize_input=False,
+            depth_normalize=False,
         )
 
 
@@ -230,6 +240,7 @@ class SageFMConfig:
             model = dict(raw.get("model", {}))
             # saved before the option existed: those models read the raw log1p values
             model.setdefault("standardize_input", False)
+            model.setdefault("depth_normalize", False)
             if "hidden_sizes" in model:
                 model["hidden_sizes"] = tuple(int(h) for h in model["hidden_sizes"])
             return cls(

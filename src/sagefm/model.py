@@ -129,14 +129,19 @@ class SageFM:
             slide, model_config, chunk_size=chunk_size, device=device, progress=progress
         )
         for chunk in chunks:
-            projected = network.project(**chunk.projection_inputs())  # (U, h_0)
+            inputs = chunk.projection_inputs()
+            library = network.visible_library(inputs["values"])  # (U,)
+            projected = network.project(**inputs, library=library)  # (U, h_0)
             emb = network.encode(projected[chunk.node_index], chunk.adj)  # (b, d)
             embedding[chunk.spots] = emb.float().cpu().numpy()
             if with_prediction:
                 skip = None
                 if model_config.spatial_skip:
-                    skip = network.neighbour_mean(*chunk.dense(), chunk.node_index)
-                prediction[chunk.spots] = network.reconstruct(emb, skip).float().cpu().numpy()
+                    skip = network.neighbour_mean(*chunk.dense(), chunk.node_index, library=library)
+                centre_library = library[chunk.node_index[:, 0]]
+                prediction[chunk.spots] = (
+                    network.reconstruct(emb, skip, library=centre_library).float().cpu().numpy()
+                )
         return embedding, prediction, mapping
 
     def embed(

@@ -107,7 +107,8 @@ def test_neighbour_mean_skip_averages_visible_neighbours_only() -> None:
     values = torch.tensor([[9.0, 9.0], [1.0, 2.0], [3.0, 0.0], [5.0, 4.0]])
     visible = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
     node_index = torch.tensor([[0, 1, 2, 3]])  # node 0 (the centre) is never part of the mean
-    got = SageGCN.neighbour_mean(values * visible, visible, node_index)
+    network = SageGCN(ModelConfig(n_genes=2, hidden_sizes=(4,)))
+    got = network.neighbour_mean(values * visible, visible, node_index)
     torch.testing.assert_close(got, torch.tensor([[3.0, 3.0]]))
 
 

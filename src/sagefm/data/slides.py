@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import anndata as ad
@@ -64,10 +64,14 @@ class PreparedSlide:
 
 
 def observed_gene_stats(
-    slides: Iterable[PreparedSlide], n_genes: int
+    slides: Iterable[PreparedSlide],
+    n_genes: int,
+    *,
+    transform: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(V,) float32 mean and standard deviation of each vocabulary gene over the spots of the
-    slides that measure it (0 and 0 for genes no slide measures).
+    slides that measure it (0 and 0 for genes no slide measures), of the values or of
+    ``transform(values)`` (the scale the network reads, e.g. depth-normalised).
 
     Pretraining starts the reconstruction head from the means (its bias), so that it begins at
     the gene-mean predictor instead of spending its first epochs finding each gene's level, and
@@ -77,7 +81,8 @@ def observed_gene_stats(
     total_sq = np.zeros(n_genes, dtype=np.float64)
     count = np.zeros(n_genes, dtype=np.float64)
     for slide in slides:
-        slide_mean, slide_var = column_mean_variance(slide.values)
+        values = slide.values if transform is None else transform(slide.values)
+        slide_mean, slide_var = column_mean_variance(values)
         total += slide.n_spots * slide_mean
         total_sq += slide.n_spots * (slide_var + slide_mean**2)
         count += slide.n_spots * slide.observed

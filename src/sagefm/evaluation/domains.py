@@ -18,6 +18,7 @@ from sklearn.metrics import (
 from sagefm._constants import Keys
 from sagefm.data.slides import slide_name
 from sagefm.evaluation.data import spot_labels
+from sagefm.evaluation.depth import depth_rows, depth_text
 from sagefm.evaluation.report import (
     LABELS,
     METHODS,
@@ -96,17 +97,19 @@ def domains_section(run: EvaluationRun, data: dict[str, list[ad.AnnData]]) -> tu
     """Section 2: domains of every representation on each section of the domain dataset."""
     c = run.config
     dataset = c.dataset(c.domain_dataset)
-    rows, maps = [], {}
+    rows, depth, maps = [], [], {}
     for adata in data[dataset.name]:
         name = slide_name(adata, "?")
         reps = run.representations(f"domains:{name}", [adata], train=[0])
         features = {m: reps[m][0] for m in METHODS}
         section_rows, panels = _section_domains(run, adata, features, spot_labels(adata, dataset))
         rows += [{"section": name, "split": run.split(adata), **r} for r in section_rows]
+        depth += depth_rows(name, run.split(adata), adata, features, run.seed)
         maps[name] = (np.asarray(adata.obsm[Keys.SPATIAL])[:, :2], panels)
     figures.domain_maps(maps, run.figures / "domains_maps.png")
-    table = pd.DataFrame.from_records(rows)
-    return _summary(table), _domains_text(run, table)
+    table, depth_table = pd.DataFrame.from_records(rows), pd.DataFrame.from_records(depth)
+    summary = _summary(table) | {"depth": records(depth_table)}
+    return summary, _domains_text(run, table) + "\n\n" + depth_text(depth_table)
 
 
 def _summary(table: pd.DataFrame) -> dict[str, Any]:

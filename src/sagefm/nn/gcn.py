@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from sagefm.config import ModelConfig
+from sagefm.nn import depth
 
 
 class DenseGCNLayer(nn.Module):
@@ -144,6 +145,25 @@ class SageGCN(nn.Module):
             w_visible = offset if w_visible is None else w_visible + offset
         return w_value, w_visible
 
+    def visible_library(self, values: torch.Tensor) -> torch.Tensor:
+        """(U,) each node's visible library, ``Σ_g expm1(values)`` over (U, V) shown log1p values
+        (dense or sparse CSR): the size factor of depth normalisation (`sagefm.nn.depth`). The
+        methods taking ``library`` need it with ``ModelConfig.depth_normalize`` and ignore it
+        otherwise."""
+        return depth.visible_library(values)
+
+    def _depth_scaled(self, values: torch.Tensor, library: torch.Tensor | None) -> torch.Tensor:
+        """Shown values (U, G) on the network's input scale: depth-normalised by the rows'
+        ``library`` (U,) with ``ModelConfig.depth_normalize`` (computed from ``values`` when they
+        hold all V genes), unchanged otherwise."""
+        if not self.config.depth_normalize:
+            return values
+        if library is None:
+            if values.shape[-1] != self.config.n_genes:
+                raise ValueError("depth normalisation of some genes only: pass the library")
+            library = depth.visible_library(values)
+        return depth.normalize_depth_rows(values, library)
+
     def project(
         self,
         values: torch.Tensor,
@@ -151,17 +171,33 @@ class SageGCN(nn.Module):
         *,
         observed: torch.Tensor | None = None,
         hidden: torch.Tensor | None = None,
+        library: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The first layer's linear map of U node inputs -> (U, h_0), before propagation.
 
         The map is linear and per node, so a spot is projected once and its row shared by every
         subgraph that contains it. ``values`` (U, V), dense or sparse CSR: the visible values (0
-        where hidden). Visibility is either ``visible`` (U, V) dense 0/1, or sparse for the spots of
+        where hidden), log1p counts; with depth normalisation they are first rescaled to a fixed
+        visible library (``library`` (U,), default `visible_library` of ``values``). Visibility is
+        either ``visible`` (U, V) dense 0/1, or sparse for the spots of
         one slide: ``observed`` (V,) the slide's measured genes and ``hidden`` an optional (U, V)
         CSR 0/1 of observed entries hidden in those spots. Then the visibility term is one vector
         for the slide minus a sparse correction, so the dense (U, 2V) input is never built and the
         value term costs nnz x h_0 instead of U x V x h_0 multiply-adds.
         """
+        return self._project_scaled(
+            self._depth_scaled(values, library), visible, observed=observed, hidden=hidden
+        )
+
+    def _project_scaled(
+        self,
+        values: torch.Tensor,
+        visible: torch.Tensor | None = None,
+        *,
+        observed: torch.Tensor | None = None,
+        hidden: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`project` of values already on the input scale (see there)."""
         if (visible is None) == (observed is None):
             raise ValueError("pass either visible or observed (with an optional hidden)")
         w_value, w_visible = self._input_weights()
@@ -188,6 +224,8 @@ class SageGCN(nn.Module):
         visible: torch.Tensor,
         new_values: torch.Tensor,
         new_visible: torch.Tensor,
+        *,
+        library: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Change (..., h_0) of a node's first-layer projection when its input of gene ``genes``
         goes from (``values``, ``visible``) to (``new_values``, ``new_visible``).
@@ -196,7 +234,17 @@ class SageGCN(nn.Module):
         the shown values (0 where hidden), visibility 0/1. Clamping gene g to v is
         ``new = (v, 1)``, hiding it ``new = (0, 0)``. The first layer is linear, so adding the
         delta to `project`'s row equals projecting the changed input.
+
+        With depth normalisation, ``library`` (broadcasting likewise) is the node's visible
+        library *before* the change, and the change is made at that fixed library: the other genes'
+        normalised values and the node's size factor stay as they were (the exact change would
+        rescale every gene of the node; `forward` with ``library`` gives the same semantics).
         """
+        if self.config.depth_normalize:
+            if library is None:
+                raise ValueError("this model normalises depth: pass the nodes' library")
+            values = depth.normalize_depth(values, library)
+            new_values = depth.normalize_depth(new_values, library)
         w_value, w_visible = self._input_weights(genes.reshape(-1))  # (h_0, G)
         out = (new_values - values).unsqueeze(-1) * w_value.T.reshape(*genes.shape, -1)
         if w_visible is not None:
@@ -232,14 +280,18 @@ class SageGCN(nn.Module):
         neighbour_mean: torch.Tensor | None = None,
         *,
         genes: torch.Tensor | None = None,
+        library: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Centre genes from centre embeddings (..., h_last), on the model's expression scale.
+        """Centre genes from centre embeddings (..., h_last), on the model's expression scale
+        (log1p counts, or log-normalised values with ``DataConfig.normalized_input``).
 
         Without ``genes``: all V genes, (..., V). With ``genes`` (int64 vocabulary positions): only
         those, one per embedding row, the index broadcasting against ``embedding.shape[:-1]``
         (so ``embedding[:, None]`` (B, 1, h) with genes (K,) gives (B, K), and a 0-d index one
         gene per row). ``neighbour_mean`` (the output's shape), from `neighbour_mean`, feeds the
-        skip path when the model has one.
+        skip path when the model has one. With depth normalisation the head predicts at a fixed
+        library and ``library`` (``embedding.shape[:-1]``), the centre's visible library, maps the
+        prediction back to the centre's depth.
         """
         skip_weight: torch.Tensor | None = self.skip_weight
         if genes is None:
@@ -251,18 +303,26 @@ class SageGCN(nn.Module):
             if neighbour_mean is None:
                 raise ValueError("this model has a spatial skip path: pass neighbour_mean")
             out = out + skip_weight * neighbour_mean
-        return self.out_act(out)
+        out = self.out_act(out)
+        if not self.config.depth_normalize:
+            return out
+        if library is None:
+            raise ValueError("this model normalises depth: pass the centres' library")
+        return depth.restore_depth(out, library.unsqueeze(-1) if genes is None else library)
 
-    @staticmethod
     def neighbour_mean(
-        values: torch.Tensor, visible: torch.Tensor, node_index: torch.Tensor
+        self,
+        values: torch.Tensor,
+        visible: torch.Tensor,
+        node_index: torch.Tensor,
+        *,
+        library: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Each gene's mean over the visible neighbours (nodes 1..N-1): (B, G) from (U, G) shown
-        values and visibility and (B, N) ``node_index``; 0 where no neighbour is visible."""
-        nodes = node_index[:, 1:]
-        total = values[nodes].sum(dim=1)  # (B, G); hidden values are already 0
-        count = visible[nodes].sum(dim=1)
-        return total / count.clamp(min=1.0)
+        """Each gene's mean over the visible neighbours (nodes 1..N-1), on the input scale: (B, G)
+        from (U, G) shown values and visibility and (B, N) ``node_index``; 0 where no neighbour
+        is visible. ``library`` (U,): the nodes' visible libraries, needed with depth
+        normalisation unless ``values`` hold all V genes."""
+        return _mean_over_neighbours(self._depth_scaled(values, library), visible, node_index)
 
     def forward(
         self,
@@ -272,6 +332,9 @@ class SageGCN(nn.Module):
         centre_values: torch.Tensor,
         centre_visible: torch.Tensor,
         adj: torch.Tensor | None,
+        *,
+        library: torch.Tensor | None = None,
+        centre_library: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Predict the centres' genes: the plain forward pass (training; the reference of every
         inference shortcut).
@@ -279,8 +342,14 @@ class SageGCN(nn.Module):
         values, visible: (U, V) the distinct spots of the batch (neighbours as seen; values 0 where
         hidden); node_index: (B, N) rows into U, column 0 = the centre; centre_values/centre_visible:
         (B, V) the centre as seen (its masked genes hidden); adj: (B, N, N) or None.
+        ``library`` (U,) and ``centre_library`` (B,) override the visible libraries of depth
+        normalisation (default: from the values; a perturbation at fixed library passes them).
         Returns (prediction (B, V), embedding (B, h_last)).
         """
+        if self.config.depth_normalize and centre_library is None:
+            centre_library = depth.visible_library(centre_values)
+        values = self._depth_scaled(values, library)
+        centre_values = self._depth_scaled(centre_values, centre_library)
         if adj is None:
             # Complete graph: layer 1 is the mean of the nodes' projections, and the projection is
             # linear, so project the mean input once per subgraph: N times fewer FLOPs.
@@ -288,15 +357,26 @@ class SageGCN(nn.Module):
             neighbours = node_index[:, 1:]
             mean_values = (values[neighbours].sum(dim=1) + centre_values) / n_nodes  # (B, V)
             mean_visible = (visible[neighbours].sum(dim=1) + centre_visible) / n_nodes
-            projected = self.project(mean_values, mean_visible).unsqueeze(1)  # (B, 1, h_0)
+            projected = self._project_scaled(mean_values, mean_visible).unsqueeze(1)
         else:
-            projected = self.project(values, visible)[node_index]  # (B, N, h_0)
-            centre = self.project(centre_values, centre_visible)  # (B, h_0)
+            projected = self._project_scaled(values, visible)[node_index]  # (B, N, h_0)
+            centre = self._project_scaled(centre_values, centre_visible)  # (B, h_0)
             projected = torch.cat([centre.unsqueeze(1), projected[:, 1:]], dim=1)
         embedding = self.encode(projected, adj)
         skip = (
-            self.neighbour_mean(values, visible, node_index)
+            _mean_over_neighbours(values, visible, node_index)
             if self.skip_weight is not None
             else None
         )
-        return self.reconstruct(embedding, skip), embedding
+        return self.reconstruct(embedding, skip, library=centre_library), embedding
+
+
+def _mean_over_neighbours(
+    values: torch.Tensor, visible: torch.Tensor, node_index: torch.Tensor
+) -> torch.Tensor:
+    """(B, G) mean of (U, G) ``values`` over the visible neighbours (nodes 1..N-1) of each row of
+    ``node_index`` (B, N); 0 where no neighbour is visible (hidden values are already 0)."""
+    nodes = node_index[:, 1:]
+    total = values[nodes].sum(dim=1)
+    count = visible[nodes].sum(dim=1)
+    return total / count.clamp(min=1.0)

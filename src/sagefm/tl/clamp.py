@@ -5,6 +5,11 @@ clamp changes each neighbour's projection by `SageGCN.input_delta` (value and, i
 hidden, visibility), and hiding the receptor changes the centre's. Only the later layers run per
 (pair, spot, clamp value), many per call, and only the receptor's output unit is read
 (`SageGCN.reconstruct` with ``genes``).
+
+With depth normalisation (`ModelConfig.depth_normalize`) a clamp is made at fixed library size:
+every node keeps the visible library of its unperturbed input as its size factor (clamping one
+gene does not rescale the node's others), and the receptor's prediction is restored to the
+centre's unperturbed library; `SageGCN.forward` with those libraries gives the same.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class _Clamps:
     rec_col: torch.Tensor
     values_to: torch.Tensor
     hide_nb: torch.Tensor  # (K,) 1 where the receptor is hidden in the neighbours too
+    library: torch.Tensor  # (U,) the spots' visible libraries before any clamp
 
     @classmethod
     def of(
@@ -43,6 +49,7 @@ class _Clamps:
         receptors: np.ndarray,
         clamp_values: np.ndarray,
         hide_receptor_in_neighbours: bool,
+        library: torch.Tensor,
     ) -> _Clamps:
         """The clamp inputs of a chunk (see `clamp_predictions` for the arguments)."""
         device = chunk.device
@@ -61,6 +68,7 @@ class _Clamps:
             torch.as_tensor(np.searchsorted(genes, receptors), device=device),
             torch.as_tensor(clamp_values, dtype=torch.float32, device=device),  # (K, C)
             float(hide_receptor_in_neighbours) * (lig != rec).float(),
+            library,
         )
 
     def deltas(self, sb: slice, sk: slice) -> torch.Tensor:
@@ -75,6 +83,7 @@ class _Clamps:
             self.visible[nb, lig_c],
             self.values_to[sk][None, :, :, None],
             torch.ones((), device=zero.device),
+            library=self.library[nb],
         )  # (b, k, C, N-1, h0)
         hide = self.hide_nb[sk][None, :, None, None]
         clamp = clamp + network.input_delta(
@@ -83,6 +92,7 @@ class _Clamps:
             self.visible[nb, rec_c] * hide,
             zero,
             zero,
+            library=self.library[nb],
         )
         centre = self.chunk.node_index[sb, :1]  # (b, 1)
         hidden = network.input_delta(
@@ -91,6 +101,7 @@ class _Clamps:
             self.visible[centre, self.rec_col[sk]],
             zero,
             zero,
+            library=self.library[centre],
         )  # (b, k, h0)
         b, k, c = clamp.shape[:3]
         return torch.cat([hidden[:, :, None, None, :].expand(b, k, c, 1, -1), clamp], dim=3)
@@ -98,14 +109,21 @@ class _Clamps:
     def receptor_mean(self) -> torch.Tensor | None:
         """(b, K, C) input of the skip path: the receptor's mean over the neighbours under each
         clamp. The clamp changes it only when the ligand is the receptor itself (then every
-        neighbour = v); a receptor hidden in every neighbour has mean 0. None without a skip path."""
-        if not self.network.config.spatial_skip:
+        neighbour shows v); a receptor hidden in every neighbour has mean 0. None without a skip
+        path."""
+        network, nodes = self.network, self.chunk.node_index
+        if not network.config.spatial_skip:
             return None
         values, visible = self.values[:, self.rec_col], self.visible[:, self.rec_col]  # (U, K)
-        mean = self.network.neighbour_mean(values, visible, self.chunk.node_index)
+        mean = network.neighbour_mean(values, visible, nodes, library=self.library)
         mean = mean * (1.0 - self.hide_nb)  # (b, K)
+        n_spots, (n_pairs, n_items) = values.shape[0], self.values_to.shape
+        clamped = self.values_to.reshape(1, -1).expand(n_spots, -1)  # (U, K C): v everywhere
+        clamped_mean = network.neighbour_mean(
+            clamped, torch.ones_like(clamped), nodes, library=self.library
+        ).reshape(-1, n_pairs, n_items)
         same = (self.lig == self.rec)[None, :, None]
-        return torch.where(same, self.values_to[None], mean[:, :, None])
+        return torch.where(same, clamped_mean, mean[:, :, None])
 
 
 @torch.inference_mode()
@@ -128,11 +146,14 @@ def clamp_predictions(
     clamp value) items run per call. Equals `SageGCN.forward` on the perturbed inputs
     (tests/tl/test_perturb.py).
     """
+    inputs = chunk.projection_inputs()
+    library = network.visible_library(inputs["values"])  # (U,)
     clamps = _Clamps.of(
-        network, chunk, ligands, receptors, clamp_values, hide_receptor_in_neighbours
+        network, chunk, ligands, receptors, clamp_values, hide_receptor_in_neighbours, library
     )
     rec = clamps.rec
-    base = network.project(**chunk.projection_inputs())[chunk.node_index]  # (b, N, h0)
+    base = network.project(**inputs, library=library)[chunk.node_index]  # (b, N, h0)
+    centre_library = library[chunk.node_index[:, 0]]  # (b,)
     skip = clamps.receptor_mean()
     (n_centres, n_nodes), (n_pairs, n_items) = chunk.node_index.shape, clamp_values.shape
     out = np.empty((n_centres, n_pairs, n_items), dtype=np.float32)
@@ -154,6 +175,7 @@ def clamp_predictions(
                     embedding.reshape(b, k, n_items, -1),
                     None if skip is None else skip[sb, sk],
                     genes=rec[sk][None, :, None],
+                    library=centre_library[sb][:, None, None],
                 )
                 .cpu()
                 .numpy()

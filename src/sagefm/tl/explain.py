@@ -88,15 +88,19 @@ def _predict_target(
     visibility, the differentiable leaves. ``seen`` (b, N, V), the slide's visibility, counts the
     neighbours of the skip path's mean (held fixed along the integration path)."""
     b, n, v = values.shape
-    projected = network.project(values.reshape(b * n, v), visible.reshape(b * n, v))
+    flat = values.reshape(b * n, v)
+    library = network.visible_library(flat)  # (b N,)
+    projected = network.project(flat, visible.reshape(b * n, v), library=library)
     embedding = network.encode(projected.reshape(b, n, -1), adj)
     skip = None
     if network.config.spatial_skip:
         nodes = torch.arange(b * n, device=values.device).reshape(b, n)
+        column = [target]  # (b N, 1): neighbour_mean takes (U, G)
         skip = network.neighbour_mean(
-            values.reshape(b * n, v)[:, target], seen.reshape(b * n, v)[:, target], nodes
-        )
-    return network.reconstruct(embedding, skip, genes=torch.tensor(target))
+            flat[:, column], seen.reshape(b * n, v)[:, column], nodes, library=library
+        )[:, 0]
+    centre_library = library.reshape(b, n)[:, 0]
+    return network.reconstruct(embedding, skip, genes=torch.tensor(target), library=centre_library)
 
 
 def _hidden_at_centre(

@@ -16,6 +16,7 @@ from pathlib import Path
 import anndata as ad
 import lightning as L
 import numpy as np
+import scipy.sparse as sp
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -24,6 +25,7 @@ from sagefm._constants import Files
 from sagefm.config import SageFMConfig, TrainConfig
 from sagefm.data.corpus import Corpus, held_out_slides
 from sagefm.data.expression import normalize_expression
+from sagefm.data.inference import csr_tensor
 from sagefm.data.slides import (
     PreparedSlide,
     observed_gene_stats,
@@ -34,6 +36,7 @@ from sagefm.data.slides import (
 from sagefm.data.vocabulary import GeneVocabulary, build_vocabulary
 from sagefm.errors import InputDataError, OutputError
 from sagefm.io.write import write_text_atomic
+from sagefm.nn import depth
 from sagefm.train.callbacks import ExportModelDirs
 from sagefm.train.datamodule import SubgraphDataModule
 from sagefm.train.module import PretrainingModule
@@ -247,6 +250,22 @@ def _write_run_record(result: PretrainResult, config: SageFMConfig) -> None:
     write_text_atomic(result.output / "run.json", json.dumps(record, indent=2, default=str))
 
 
+def _starting_stats(
+    train: Sequence[PreparedSlide], config: SageFMConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """The training genes' means and SDs on the scale the network reads and predicts at
+    (depth-normalised with ``ModelConfig.depth_normalize``): the head's bias, the z-scores."""
+    transform = _depth_normalized if config.model.depth_normalize else None
+    return observed_gene_stats(train, config.model.n_genes, transform=transform)
+
+
+def _depth_normalized(values: sp.csr_matrix) -> sp.csr_matrix:
+    """(n, V) log1p values at a fixed visible library, as the network reads them (`sagefm.nn.depth`)."""
+    tensor = csr_tensor(values)
+    data = depth.normalize_depth_rows(tensor, depth.visible_library(tensor)).values()
+    return sp.csr_matrix((data.numpy(), values.indices, values.indptr), shape=values.shape)
+
+
 def pretrain(
     slides: Sequence[ad.AnnData] | Corpus,
     *,
@@ -290,7 +309,7 @@ def pretrain(
     module = PretrainingModule(
         config,
         [s.name for s in inputs.train],
-        gene_stats=None if resuming else observed_gene_stats(inputs.train, len(inputs.vocabulary)),
+        gene_stats=None if resuming else _starting_stats(inputs.train, config),
     )
 
     # 2. callbacks: model directories, checkpoint on SIGTERM/SIGINT, resumable state

@@ -1,0 +1,73 @@
+"""Is a representation a depth gauge? |Pearson r| between its top principal components and log
+library size, per section (issue 13, bar 5: at most 0.3 for every one of the top 5 PCs).
+
+PCA of log-normalised expression scores near 0 by construction of the normalisation; an embedding
+whose first component tracks sequencing depth spends its leading variance on a technical factor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from sklearn.decomposition import PCA
+
+from sagefm.evaluation.report import LABELS, markdown_table
+
+#: principal components checked, and the bar each must stay under
+N_DEPTH_PCS = 5
+DEPTH_BAR = 0.3
+
+
+def log_library_size(adata: ad.AnnData) -> np.ndarray:
+    """(n_spots,) natural log of each spot's total counts in ``X`` (a spot with none reads 0)."""
+    total = np.asarray(adata.X.sum(axis=1), dtype=np.float64).ravel()
+    return np.log(np.maximum(total, 1.0))
+
+
+def depth_correlations(
+    features: np.ndarray, log_library: np.ndarray, *, n_pcs: int = N_DEPTH_PCS, seed: int = 0
+) -> np.ndarray:
+    """(n_pcs,) |r| between each of the top ``n_pcs`` PCs of ``features`` (n, d) and
+    ``log_library`` (n,); 0 for a constant component."""
+    n_pcs = min(n_pcs, *features.shape)
+    pcs = PCA(n_components=n_pcs, random_state=seed).fit_transform(features.astype(np.float64))
+    centred = pcs - pcs.mean(axis=0)
+    depth = log_library - log_library.mean()
+    norms = np.linalg.norm(centred, axis=0) * np.linalg.norm(depth)
+    covariance = np.abs(centred.T @ depth)
+    return np.divide(covariance, norms, out=np.zeros(n_pcs), where=norms > 0)
+
+
+def depth_rows(
+    section: str, split: str, adata: ad.AnnData, features: Mapping[str, np.ndarray], seed: int
+) -> list[dict[str, object]]:
+    """One row per representation of a section: |r| of each top PC and their maximum."""
+    log_library = log_library_size(adata)
+    rows: list[dict[str, object]] = []
+    for method, rep in features.items():
+        r = depth_correlations(rep, log_library, seed=seed)
+        row: dict[str, object] = {"section": section, "split": split, "method": method}
+        row |= {f"pc{i + 1}": float(v) for i, v in enumerate(r)}
+        rows.append(row | {"max": float(r.max())})
+    return rows
+
+
+def depth_text(table: pd.DataFrame) -> str:
+    """The report's paragraph: max |r| per section and representation, and the bar's verdict."""
+    wide = table.pivot_table(index=["section", "split"], columns="method", values="max", sort=False)
+    wide.columns = [f"max abs r {LABELS[m]}" for m in wide.columns]
+    worst = table.groupby("method", sort=False)["max"].max()
+    passed = "meets" if worst.get("sagefm", np.inf) <= DEPTH_BAR else "does not meet"
+    return "\n\n".join(
+        [
+            "### Depth",
+            f"|Pearson r| between each of the top {N_DEPTH_PCS} PCs of a representation and log "
+            f"library size (total counts), per section; the largest of the {N_DEPTH_PCS} is shown. "
+            f"SAGE-FM {passed} the bar (at most {DEPTH_BAR} on every section): worst "
+            f"{worst.get('sagefm', float('nan')):.3f}.",
+            markdown_table(wide.reset_index()),
+        ]
+    )
