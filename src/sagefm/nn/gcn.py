@@ -300,3 +300,32 @@ class SageGCN(nn.Module):
             else None
         )
         return self.reconstruct(embedding, skip), embedding
+
+    def predict_rows(
+        self,
+        values: torch.Tensor,
+        visible: torch.Tensor,
+        node_rows: torch.Tensor,
+        adj: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward` on one matrix of node rows (the training path): the same result, one projection.
+
+        values, visible: (R, V) every node row as seen, the centres' own rows (their masked genes
+        hidden) among them; node_rows: (B, N) rows into them, column 0 = the centre's row. All R
+        rows go through `project` in one matmul, shared by every subgraph that contains them.
+        Returns (prediction (B, V), embedding (B, h_last)).
+        """
+        if adj is None:  # complete graph: project the mean input once per subgraph (see forward)
+            n_nodes = node_rows.shape[1]
+            mean_values = values[node_rows].sum(dim=1) / n_nodes  # (B, V)
+            projected = self.project(mean_values, visible[node_rows].sum(dim=1) / n_nodes)
+            projected = projected.unsqueeze(1)  # (B, 1, h_0)
+        else:
+            projected = self.project(values, visible)[node_rows]  # (B, N, h_0)
+        embedding = self.encode(projected, adj)
+        skip = (
+            self.neighbour_mean(values, visible, node_rows)
+            if self.skip_weight is not None
+            else None
+        )
+        return self.reconstruct(embedding, skip), embedding

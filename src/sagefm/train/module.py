@@ -57,14 +57,10 @@ class PretrainingModule(L.LightningModule):
         )
 
     def loss(self, batch: SubgraphBatch) -> torch.Tensor:
-        """The objective on one batch: masked MSE of the plain forward pass on the hidden genes."""
-        prediction, _ = self.network(
-            batch.values,
-            batch.visible,
-            batch.node_index,
-            batch.centre_values,
-            batch.centre_visible,
-            batch.adj,
+        """The objective on one batch: masked MSE on the hidden genes of `SageGCN.predict_rows`
+        (the plain forward pass with every node row projected in one matmul)."""
+        prediction, _ = self.network.predict_rows(
+            batch.node_values, batch.node_visible, batch.node_rows, batch.adj
         )
         return masked_mse(prediction, batch.centre_truth, batch.target)
 
