@@ -104,3 +104,19 @@ def test_training_step_runs_under_bf16_autocast() -> None:
     for key, grad in reference.items():
         assert mixed[key].dtype == torch.float32 and torch.isfinite(mixed[key]).all()
         assert (mixed[key] - grad).norm() <= 0.05 * grad.norm() + 1e-12, key
+
+
+def test_pretraining_runs_with_bf16_mixed_precision(tmp_path) -> None:
+    """``--precision bf16-mixed`` through the Trainer (CPU autocast here, CUDA's on a GPU)."""
+    from sagefm.config import TrainConfig
+    from sagefm.train.pretrain import pretrain
+
+    slides = synthetic_tissue(n_slides=2, grid_rows=6, grid_cols=6, n_genes=40, seed=3)
+    config = SageFMConfig(
+        model=ModelConfig(hidden_sizes=(16, 8, 8)),
+        train=TrainConfig(max_epochs=1, batch_size=16, accelerator="cpu", precision="bf16-mixed"),
+    )
+    result = pretrain(
+        slides[:1], val_slides=slides[1:], output=tmp_path, config=config, progress=False
+    )
+    assert result.epochs_run == 1 and np.isfinite(result.best_val_loss)
