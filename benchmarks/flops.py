@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 
+import torch
+
 from sagefm.config import ModelConfig
 from sagefm.data.batches import SubgraphBatch
 from sagefm.data.slides import PreparedSlide
@@ -61,3 +63,31 @@ def our_embedding_flops(config: ModelConfig, slide: PreparedSlide) -> float:
     visibility = 2 * config.n_genes * h0 if config.input_has_visibility else 0
     first = 2 * slide.values.nnz * h0 + visibility
     return first + encoder_flops(config, slide.n_spots, slide.neighbours.shape[1])
+
+
+def needed_training_flops(config: ModelConfig, batch: SubgraphBatch) -> float:
+    """FLOPs one training step needs at least: the first layer on the non-zeros only, once per
+    distinct node row (U spots + B centres), forward and weight gradient; the rest as executed.
+
+    The first layer's needed work is ``2 h_0`` per shown value (nnz of the values) plus, with a
+    visibility term, ``2 h_0`` per observed-but-hidden entry (the sparse correction) and
+    ``2 h_0 V`` per slide of the batch (its observed vector): what `SageGCN.project` does with
+    sparse values and ``observed``/``hidden``. A complete graph needs the same rows (the mean of
+    the projections equals the projection of the mean input). A gene visible in some row of the
+    batch counts as observed in every row (exact for one slide; the shared corpus's slides measure
+    >99% of the vocabulary).
+    """
+    h0 = config.hidden_sizes[0]
+    n_sub, n_nodes = batch.node_index.shape
+    entries = int(torch.count_nonzero(batch.node_values))
+    if config.input_has_visibility:
+        observed = int((batch.node_visible.sum(0) > 0).sum())
+        n_slides = int(torch.unique(batch.slide_index).numel())
+        entries += int((batch.node_visible == 0).sum()) - int(
+            (config.n_genes - observed) * batch.node_values.shape[0]
+        )
+        entries += n_slides * config.n_genes
+    rest = (
+        encoder_flops(config, n_sub, n_nodes) + 2 * n_sub * config.hidden_sizes[-1] * config.n_genes
+    )
+    return 2 * (2 * entries * h0) + 3 * rest

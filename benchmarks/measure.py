@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from benchmarks.flops import (
+    needed_training_flops,
     our_embedding_flops,
     our_training_flops,
     reference_flops,
@@ -107,11 +108,14 @@ def _training_steps(
     batch_size: int,
     n_steps: int,
 ) -> dict[str, float]:
-    """Run ``n_steps`` (after one warm-up) and time collation and the step separately."""
+    """Run ``n_steps`` (after one warm-up) and time collation and the step separately.
+
+    GFLOP/s: executed (what ``step`` returns) and needed (`needed_training_flops`, the same for
+    ours and the reference on the same batches)."""
     items = list(itertools.islice(itertools.cycle(sampler), (n_steps + 1) * batch_size))
     batches = [items[i : i + batch_size] for i in range(0, (n_steps + 1) * batch_size, batch_size)]
     step(collate(batches[0]))
-    collate_s = step_s = flops = 0.0
+    collate_s = step_s = flops = needed = 0.0
     cpu = time.process_time()
     distinct = 0
     _reset_peak_rss()
@@ -122,6 +126,7 @@ def _training_steps(
         collate_s += time.perf_counter() - start
         start = time.perf_counter()
         flops += step(batch)
+        needed += needed_training_flops(collate.model_config, batch)
         step_s += time.perf_counter() - start
         distinct += batch.values.shape[0]
     n = n_steps * batch_size
@@ -129,7 +134,9 @@ def _training_steps(
         "subgraphs_per_s": n / (collate_s + step_s),
         "subgraphs_per_s_model_only": n / step_s,
         "collate_share": collate_s / (collate_s + step_s),
+        "collate_ms_per_batch": 1e3 * collate_s / n_steps,
         "gflops_per_s": flops / step_s / 1e9,
+        "needed_gflops_per_s": needed / (collate_s + step_s) / 1e9,
         "cpu_seconds_per_wall_second": (time.process_time() - cpu) / (collate_s + step_s),
         "distinct_spots_per_subgraph": distinct / n,
         "peak_memory_mb": max(0.0, _peak_rss_mb() - before),
@@ -144,8 +151,10 @@ def training_benchmark(
     batch_size: int,
     n_steps: int,
     seed: int,
+    block_size: int,
 ) -> dict[str, Any]:
-    """Pretraining steps for ours (random and spatially blocked batches) and the reference."""
+    """Pretraining steps for ours (random and spatially blocked batches of centres, blocks of
+    ``block_size``) and the reference."""
     model_config = network.config
     collate = SubgraphCollator(
         [slide],
@@ -188,7 +197,7 @@ def training_benchmark(
     results: dict[str, Any] = {
         "ours_random_batches": _training_steps(our_step, collate, sampler(1), batch_size, n_steps),
         "ours_spatial_batches": _training_steps(
-            our_step, collate, sampler(batch_size), batch_size, n_steps
+            our_step, collate, sampler(block_size), batch_size, n_steps
         ),
         "reference": _training_steps(
             reference_step, collate, sampler(1), batch_size, max(1, n_steps // 2)
@@ -316,3 +325,67 @@ def dlpfc_sections(data_dir: Path, config: SageFMConfig, seed: int) -> list[dict
         )
         logger.info("DLPFC %s: %d spots embedded in %.2f s", section, adata.n_obs, seconds)
     return out
+
+
+def corpus_slides(data_dir: Path, config: SageFMConfig) -> list[PreparedSlide]:
+    """The shared corpus (DLPFC's 4 sections and her2st's 30) on one vocabulary, as pretraining
+    builds it."""
+    from sagefm.data.expression import normalize_expression
+    from sagefm.data.vocabulary import build_vocabulary
+    from sagefm.io import read
+
+    paths = sorted((data_dir / "dlpfc").glob("*.h5ad")) + sorted(
+        (data_dir / "her2st").glob("*.h5ad")
+    )
+    adatas = [read(p) for p in paths]
+    assert all(isinstance(a, ad.AnnData) for a in adatas)
+    expression = [
+        normalize_expression(a, normalized_input=config.data.normalized_input) for a in adatas
+    ]
+    vocabulary = build_vocabulary(
+        adatas,
+        expression,
+        min_slide_fraction=config.data.min_slide_fraction,
+        max_genes=config.data.max_genes,
+    )
+    return [
+        prepare_slide(a, vocabulary, config.data, name=p.stem)[0]
+        for a, p in zip(adatas, paths, strict=True)
+    ]
+
+
+def epoch_benchmark(
+    slides: Sequence[PreparedSlide], config: SageFMConfig, *, n_batches: int
+) -> dict[str, Any]:
+    """``n_batches`` pretraining steps (after one warm-up) through the training DataLoader of
+    `SubgraphDataModule` with ``config``; one epoch's wall time extrapolated from them."""
+    from sagefm.data.slides import observed_gene_stats
+    from sagefm.train.datamodule import SubgraphDataModule
+
+    n_genes = slides[0].observed.size
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, n_genes=n_genes))
+    torch.manual_seed(0)
+    plan = PretrainingModule(config, gene_stats=observed_gene_stats(slides, n_genes))
+    optimizer = torch.optim.Adam(plan.parameters(), lr=1e-4, fused=True)
+    loader = SubgraphDataModule(slides, [], config).train_dataloader()
+    _reset_peak_rss()
+    before = _rss_mb()
+    batches = iter(loader)
+    start = 0.0
+    for i in range(n_batches + 1):
+        loss = plan.loss(next(batches))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if i == 0:
+            start = time.perf_counter()
+    per_batch = (time.perf_counter() - start) / n_batches
+    return {
+        "num_workers": config.train.num_workers,
+        "centre_block_size": config.train.centre_block_size,
+        "batches_measured": n_batches,
+        "subgraphs_per_s": config.train.batch_size / per_batch,
+        "epoch_batches": len(loader),
+        "epoch_s_extrapolated": per_batch * len(loader),
+        "peak_memory_mb": max(0.0, _peak_rss_mb() - before),
+    }

@@ -4,10 +4,11 @@ import dataclasses
 
 import pytest
 import torch
-from benchmarks.flops import encoder_flops, reference_flops
+from benchmarks.flops import encoder_flops, needed_training_flops, reference_flops
 from benchmarks.measure import embedding_benchmark, model_with_random_weights
 
 from sagefm.config import ModelConfig, SageFMConfig
+from sagefm.data.batches import SubgraphBatch
 from sagefm.data.vocabulary import GeneVocabulary
 from sagefm.datasets import synthetic_tissue
 
@@ -43,3 +44,23 @@ def test_flop_counts_by_hand() -> None:
     assert reference_flops(config, 1, n, training=False) == n * (
         2 * (10 * 4 + 4 * 3 + 3 * 2) + 2 * n * (4 + 3 + 2)
     )
+
+
+def test_needed_training_flops_count_the_non_zeros() -> None:
+    """One slide, one subgraph of 2 nodes over 3 genes (gene 2 unobserved): the first layer needs
+    2 h_0 per shown value and per hidden observed entry, plus the slide's observed vector."""
+    config = ModelConfig(n_genes=3, hidden_sizes=(4, 2), edge_scheme="complete")
+    batch = SubgraphBatch(
+        node_values=torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.0, 0.0, 0.0]]),
+        node_visible=torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]),
+        node_index=torch.tensor([[0, 1]]),
+        target=torch.zeros(1, 3, dtype=torch.bool),
+        centre_truth=torch.zeros(1, 3),
+        adj=None,
+        slide_index=torch.tensor([0]),
+        spot_index=torch.tensor([0]),
+    )
+    # 2 values + 2 hidden observed entries (rows 1 and 2) + one observed vector of 3
+    first = 2 * (2 * (2 + 2 + 3) * 4)
+    rest = encoder_flops(config, 1, 2) + 2 * 1 * 2 * 3
+    assert needed_training_flops(config, batch) == first + 3 * rest

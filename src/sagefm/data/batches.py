@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from sagefm.config import ModelConfig
-from sagefm.data.masking import mask_observed_genes
+from sagefm.data.masking import mask_centres, mask_observed_genes
 from sagefm.data.neighbourhood import subgraph_adjacency
 from sagefm.data.slides import PreparedSlide
 
@@ -21,13 +21,17 @@ CentreItem = tuple[int, int, int]
 
 @dataclass
 class SubgraphBatch:
-    """B subgraphs of N nodes over U distinct spots and V genes (see `SageGCN.forward`)."""
+    """B subgraphs of N nodes over U distinct spots and V genes (see `SageGCN.forward`).
 
-    values: torch.Tensor  # (U, V) float32, model scale, 0 where not visible
-    visible: torch.Tensor  # (U, V) float32 in {0, 1}
+    Every node row as seen is in one (U + B, V) buffer: the U distinct spots (as neighbours see
+    them), then the B centres (their masked genes hidden). `values`, `centre_values` and the
+    visibilities are views of it, so the first layer can project all rows in one matmul
+    (`node_rows` indexes them) without copying.
+    """
+
+    node_values: torch.Tensor  # (U + B, V) float32, model scale, 0 where not visible
+    node_visible: torch.Tensor  # (U + B, V) float32 in {0, 1}
     node_index: torch.Tensor  # (B, N) int64 rows into U; column 0 = centre
-    centre_values: torch.Tensor  # (B, V)
-    centre_visible: torch.Tensor  # (B, V) float32, the centre's masked genes are 0
     target: torch.Tensor  # (B, V) bool, genes scored by the loss (hidden and observed)
     centre_truth: (
         torch.Tensor
@@ -35,6 +39,39 @@ class SubgraphBatch:
     adj: torch.Tensor | None  # (B, N, N) normalised adjacency; None = complete graph
     slide_index: torch.Tensor  # (B,) int64
     spot_index: torch.Tensor  # (B,) int64
+
+    @property
+    def n_spots(self) -> int:
+        """U, the distinct spots (the rows before the centres' own)."""
+        return self.node_values.shape[0] - self.node_index.shape[0]
+
+    @property
+    def values(self) -> torch.Tensor:
+        """(U, V) the distinct spots as neighbours see them."""
+        return self.node_values[: self.n_spots]
+
+    @property
+    def visible(self) -> torch.Tensor:
+        """(U, V)"""
+        return self.node_visible[: self.n_spots]
+
+    @property
+    def centre_values(self) -> torch.Tensor:
+        """(B, V) the centres as seen (their masked genes 0)."""
+        return self.node_values[self.n_spots :]
+
+    @property
+    def centre_visible(self) -> torch.Tensor:
+        """(B, V) float32, the centre's masked genes are 0."""
+        return self.node_visible[self.n_spots :]
+
+    @property
+    def node_rows(self) -> torch.Tensor:
+        """(B, N) rows into ``node_values``: `node_index` with column 0 at the centre's own row."""
+        centres = torch.arange(
+            self.n_spots, self.node_values.shape[0], device=self.node_index.device
+        )
+        return torch.cat([centres.unsqueeze(1), self.node_index[:, 1:]], dim=1)
 
     def to(self, device: torch.device | str) -> SubgraphBatch:
         moved = {
@@ -93,64 +130,88 @@ class SubgraphCollator:
     def __call__(self, items: Sequence[CentreItem]) -> SubgraphBatch:
         slide_ids = np.fromiter((it[0] for it in items), dtype=np.int64, count=len(items))
         spot_ids = np.fromiter((it[1] for it in items), dtype=np.int64, count=len(items))
-        n_nodes = self.slides[0].neighbours.shape[1]
-        node_index = np.empty((len(items), n_nodes), dtype=np.int64)
-        weighted = self.model_config.edge_scheme == "weighted"
-        adj = torch.empty(len(items), n_nodes, n_nodes) if weighted else None
-        value_blocks, visible_blocks = [], []
-        centre_values = np.empty((len(items), self.slides[0].observed.size), dtype=np.float32)
-        centre_visible = np.empty(centre_values.shape, dtype=bool)
-        offset = 0
-        for s in np.unique(slide_ids):
-            slide = self.slides[s]
-            rows = np.flatnonzero(slide_ids == s)
-            nodes = slide.neighbours[spot_ids[rows]]  # (b, N)
-            unique, inverse = np.unique(nodes, return_inverse=True)
-            node_index[rows] = inverse.reshape(nodes.shape) + offset
-            offset += unique.size
-            value_blocks.append(slide.values[unique].toarray())
-            visible = slide.visible_rows(unique)
-            visible_blocks.append(visible)
-            centre_pos = inverse.reshape(nodes.shape)[:, 0]
-            centre_values[rows] = value_blocks[-1][centre_pos]
-            centre_visible[rows] = visible[centre_pos]
-            if adj is not None:
-                adj[rows] = subgraph_weights(slide, spot_ids[rows], self.model_config)
-        centre_truth = centre_values * centre_visible
-        target = np.zeros_like(centre_visible)
-        values = np.concatenate(value_blocks)
-        visible_all = np.concatenate(visible_blocks)
+        n_items, n_genes = len(items), self.slides[0].observed.size
+        spots, node_index, adj = self._nodes(slide_ids, spot_ids)
+        n_spots = sum(rows.size for _, rows in spots)
+        # One buffer for every node row as seen: the U distinct spots, then the B centres.
+        values = np.empty((n_spots + n_items, n_genes), dtype=np.float32)
+        visible = np.empty(values.shape, dtype=bool)
+        start = 0
+        for s, rows in spots:
+            values[start : start + rows.size] = self.slides[s].values[rows].toarray()
+            visible[start : start + rows.size] = self.slides[s].visible_rows(rows)
+            start += rows.size
+        centres = node_index[:, 0]
+        values[n_spots:], visible[n_spots:] = values[centres], visible[centres]
+        centre_truth = values[n_spots:] * visible[n_spots:]
+        target = np.zeros((n_items, n_genes), dtype=bool)
         if self.mask_fraction is not None:
-            # one stream per batch, a pure function of its centres (like the per-centre masks)
-            entropy = [self.seed, items[0][2], *slide_ids.tolist(), *spot_ids.tolist()]
-            batch_rng = np.random.default_rng(entropy)
-            if self.whole_gene_mask_fraction > 0 and (
-                batch_rng.random() < self.whole_gene_mask_fraction
-            ):
-                every_gene = np.ones(centre_visible.shape[1], dtype=bool)
-                hidden = mask_observed_genes(every_gene, self.mask_fraction, batch_rng)
-                target = centre_visible & hidden
-                visible_all &= ~hidden
-            else:
-                for b, (slide_id, spot_id, item_seed) in enumerate(items):
-                    rng = np.random.default_rng([self.seed, item_seed, slide_id, spot_id])
-                    target[b] = mask_observed_genes(centre_visible[b], self.mask_fraction, rng)
-            centre_visible &= ~target
-            if self.neighbour_mask_fraction > 0:
-                draws = batch_rng.random(visible_all.shape, dtype=np.float32)
-                visible_all &= draws >= self.neighbour_mask_fraction
+            target = self._mask(items, slide_ids, spot_ids, visible[n_spots:], visible[:n_spots])
+            visible[n_spots:] &= ~target
+        np.multiply(values, visible, out=values)
         return SubgraphBatch(
-            values=torch.from_numpy(np.multiply(values, visible_all, out=values)),
-            visible=torch.from_numpy(visible_all.astype(np.float32)),
+            node_values=torch.from_numpy(values),
+            node_visible=torch.from_numpy(visible.astype(np.float32)),
             node_index=torch.from_numpy(node_index),
-            centre_values=torch.from_numpy(centre_values * centre_visible),
-            centre_visible=torch.from_numpy(centre_visible.astype(np.float32)),
             target=torch.from_numpy(target),
             centre_truth=torch.from_numpy(centre_truth),
             adj=adj,
             slide_index=torch.from_numpy(slide_ids),
             spot_index=torch.from_numpy(spot_ids),
         )
+
+    def _nodes(
+        self, slide_ids: np.ndarray, spot_ids: np.ndarray
+    ) -> tuple[list[tuple[int, np.ndarray]], np.ndarray, torch.Tensor | None]:
+        """The distinct spots of each slide in the batch ((slide, spot ids) in row order), the
+        (B, N) node rows into them and the adjacency (None for the complete graph)."""
+        n_nodes = self.slides[0].neighbours.shape[1]
+        node_index = np.empty((slide_ids.size, n_nodes), dtype=np.int64)
+        weighted = self.model_config.edge_scheme == "weighted"
+        adj = torch.empty(slide_ids.size, n_nodes, n_nodes) if weighted else None
+        spots, offset = [], 0
+        for s in np.unique(slide_ids):
+            slide = self.slides[s]
+            rows = np.flatnonzero(slide_ids == s)
+            unique, inverse = np.unique(slide.neighbours[spot_ids[rows]], return_inverse=True)
+            node_index[rows] = inverse.reshape(rows.size, n_nodes) + offset
+            offset += unique.size
+            spots.append((int(s), unique))
+            if adj is not None:
+                adj[rows] = subgraph_weights(slide, spot_ids[rows], self.model_config)
+        return spots, node_index, adj
+
+    def _mask(
+        self,
+        items: Sequence[CentreItem],
+        slide_ids: np.ndarray,
+        spot_ids: np.ndarray,
+        centre_visible: np.ndarray,
+        neighbour_visible: np.ndarray,
+    ) -> np.ndarray:
+        """(B, V) the centres' hidden genes (the loss targets); hides the neighbours' genes of
+        ``neighbour_visible`` in place (neighbour and whole-gene masks)."""
+        assert self.mask_fraction is not None
+        # one stream per batch, a pure function of its centres (like the per-centre masks)
+        entropy = [self.seed, items[0][2], *slide_ids.tolist(), *spot_ids.tolist()]
+        batch_rng = np.random.default_rng(entropy)
+        if self.whole_gene_mask_fraction > 0 and (
+            batch_rng.random() < self.whole_gene_mask_fraction
+        ):
+            every_gene = np.ones(centre_visible.shape[1], dtype=bool)
+            hidden = mask_observed_genes(every_gene, self.mask_fraction, batch_rng)
+            target = centre_visible & hidden
+            neighbour_visible &= ~hidden
+        else:
+            target = mask_centres(
+                centre_visible,
+                self.mask_fraction,
+                [(self.seed, item_seed, s, spot) for s, spot, item_seed in items],
+            )
+        if self.neighbour_mask_fraction > 0:
+            draws = batch_rng.random(neighbour_visible.shape, dtype=np.float32)
+            neighbour_visible &= draws >= self.neighbour_mask_fraction
+        return target
 
 
 class CentreDataset(Dataset[CentreItem]):

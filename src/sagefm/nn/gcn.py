@@ -370,6 +370,38 @@ class SageGCN(nn.Module):
         )
         return self.reconstruct(embedding, skip, library=centre_library), embedding
 
+    def predict_rows(
+        self,
+        values: torch.Tensor,
+        visible: torch.Tensor,
+        node_rows: torch.Tensor,
+        adj: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward` on one matrix of node rows (the training path): the same result, one projection.
+
+        values, visible: (R, V) every node row as seen, the centres' own rows (their masked genes
+        hidden) among them; node_rows: (B, N) rows into them, column 0 = the centre's row. All R
+        rows go through the first layer in one matmul, shared by every subgraph that contains them.
+        Returns (prediction (B, V), embedding (B, h_last)).
+        """
+        library = depth.visible_library(values) if self.config.depth_normalize else None
+        values = self._depth_scaled(values, library)
+        if adj is None:  # complete graph: project the mean input once per subgraph (see forward)
+            n_nodes = node_rows.shape[1]
+            mean_values = values[node_rows].sum(dim=1) / n_nodes  # (B, V)
+            projected = self._project_scaled(mean_values, visible[node_rows].sum(dim=1) / n_nodes)
+            projected = projected.unsqueeze(1)  # (B, 1, h_0)
+        else:
+            projected = self._project_scaled(values, visible)[node_rows]  # (B, N, h_0)
+        embedding = self.encode(projected, adj)
+        skip = (
+            _mean_over_neighbours(values, visible, node_rows)
+            if self.skip_weight is not None
+            else None
+        )
+        centre_library = None if library is None else library[node_rows[:, 0]]
+        return self.reconstruct(embedding, skip, library=centre_library), embedding
+
 
 def _mean_over_neighbours(
     values: torch.Tensor, visible: torch.Tensor, node_index: torch.Tensor

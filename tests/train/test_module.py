@@ -1,0 +1,126 @@
+"""The training loss's path (`PretrainingModule.loss`) has the gradients of the plain forward pass."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from sagefm.config import DataConfig, ModelConfig, SageFMConfig
+from sagefm.data.batches import SubgraphBatch, SubgraphCollator
+from sagefm.data.slides import prepare_slide
+from sagefm.data.vocabulary import GeneVocabulary
+from sagefm.datasets import synthetic_tissue
+from sagefm.train.module import PretrainingModule, masked_mse
+
+CONFIGS = {
+    "weighted, standardized": ModelConfig(),
+    "weighted, raw": ModelConfig(standardize_input=False),
+    "complete": ModelConfig.reference(),
+    "complete, standardized": dataclasses.replace(ModelConfig.reference(), standardize_input=True),
+    "no indicator, standardized": ModelConfig(mask_indicator=False),
+    "no indicator, raw": ModelConfig(mask_indicator=False, standardize_input=False),
+    "weighted, depth-normalized": ModelConfig(depth_normalize=True),
+    "complete, depth-normalized": dataclasses.replace(
+        ModelConfig.reference(), depth_normalize=True
+    ),
+}
+
+
+def _slides(n_genes: int = 40):
+    """Three slides; the third measures only part of the vocabulary (and two genes none do)."""
+    adatas = synthetic_tissue(n_slides=3, grid_rows=7, grid_cols=7, n_genes=n_genes, seed=2)
+    adatas[2] = adatas[2][:, : n_genes // 2].copy()
+    names = [*adatas[0].var_names, "ABSENT1", "ABSENT2"]
+    vocab = GeneVocabulary.from_genes(names)
+    return [prepare_slide(a, vocab, DataConfig())[0] for a in adatas], len(vocab)
+
+
+def _plan(model: ModelConfig, n_genes: int) -> PretrainingModule:
+    torch.manual_seed(0)
+    model = dataclasses.replace(model, n_genes=n_genes, hidden_sizes=(24, 12, 12, 12, 24))
+    rng = np.random.default_rng(0)
+    stats = (rng.uniform(0, 2, n_genes), rng.uniform(0.2, 1.5, n_genes))
+    plan = PretrainingModule(SageFMConfig(model=model), gene_stats=stats)
+    if plan.network.skip_weight is not None:  # a non-zero skip path, so its gradient is tested
+        torch.nn.init.normal_(plan.network.skip_weight)
+    return plan
+
+
+def _gradients(plan: PretrainingModule, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    plan.zero_grad(set_to_none=True)
+    loss.backward()
+    return {n: p.grad.clone() for n, p in plan.named_parameters() if p.grad is not None}
+
+
+def _plain_loss(plan: PretrainingModule, batch: SubgraphBatch) -> torch.Tensor:
+    """The loss of `SageGCN.forward` on the batch's dense neighbour and centre inputs."""
+    prediction, _ = plan.network(
+        batch.values.clone(),
+        batch.visible.clone(),
+        batch.node_index,
+        batch.centre_values.clone(),
+        batch.centre_visible.clone(),
+        batch.adj,
+    )
+    return masked_mse(prediction, batch.centre_truth, batch.target)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("whole_gene", [0.0, 1.0])
+def test_training_loss_has_the_plain_forward_gradients(name: str, whole_gene: float) -> None:
+    slides, n_genes = _slides()
+    plan = _plan(CONFIGS[name], n_genes)
+    collate = SubgraphCollator(
+        slides,
+        plan.network.config,
+        mask_fraction=0.3,
+        neighbour_mask_fraction=0.3,
+        whole_gene_mask_fraction=whole_gene,
+        seed=4,
+    )
+    rng = np.random.default_rng(1)
+    items = [(int(s), int(rng.integers(40)), 2) for s in rng.integers(0, 3, 24)]
+    batch = collate(items)
+    assert batch.target.any() and (batch.visible == 0).any()
+    fast_loss = plan.loss(batch)
+    plain_loss = _plain_loss(plan, batch)
+    torch.testing.assert_close(fast_loss, plain_loss, rtol=1e-6, atol=1e-7)
+    fast, plain = _gradients(plan, fast_loss), _gradients(plan, plain_loss)
+    assert fast.keys() == plain.keys() and "network.layers.0.linear.weight" in fast
+    for key in plain:
+        scale = plain[key].abs().max().clamp(min=1e-12)
+        assert (fast[key] - plain[key]).abs().max() / scale < 1e-5, key
+
+
+def test_training_step_runs_under_bf16_autocast() -> None:
+    """The path ``--precision bf16-mixed`` takes (on CPU here; the same ops on CUDA): finite
+    float32 gradients that agree with the fp32 step to bf16's precision."""
+    slides, n_genes = _slides()
+    plan = _plan(ModelConfig(), n_genes)
+    collate = SubgraphCollator(slides, plan.network.config, **DataConfig().masking(), seed=1)
+    batch = collate([(s, p, 0) for s in range(3) for p in range(0, 40, 5)])
+    reference = _gradients(plan, plan.loss(batch))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = plan.loss(batch)
+    mixed = _gradients(plan, loss)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    for key, grad in reference.items():
+        assert mixed[key].dtype == torch.float32 and torch.isfinite(mixed[key]).all()
+        assert (mixed[key] - grad).norm() <= 0.05 * grad.norm() + 1e-12, key
+
+
+def test_pretraining_runs_with_bf16_mixed_precision(tmp_path) -> None:
+    """``--precision bf16-mixed`` through the Trainer (CPU autocast here, CUDA's on a GPU)."""
+    from sagefm.config import TrainConfig
+    from sagefm.train.pretrain import pretrain
+
+    slides = synthetic_tissue(n_slides=2, grid_rows=6, grid_cols=6, n_genes=40, seed=3)
+    config = SageFMConfig(
+        model=ModelConfig(hidden_sizes=(16, 8, 8)),
+        train=TrainConfig(max_epochs=1, batch_size=16, accelerator="cpu", precision="bf16-mixed"),
+    )
+    result = pretrain(
+        slides[:1], val_slides=slides[1:], output=tmp_path, config=config, progress=False
+    )
+    assert result.epochs_run == 1 and np.isfinite(result.best_val_loss)
