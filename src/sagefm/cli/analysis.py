@@ -6,14 +6,20 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import anndata as ad
 
 from sagefm.cli.options import add_command, add_model_input_output, output_dir, read_one
 from sagefm.errors import InputDataError
+from sagefm.tl.explain import Method, Position
 from sagefm.tl.lr_pairs import pair_label
-from sagefm.tl.perturb import DEFAULT_N_NULL, DEFAULT_N_SPOTS, PerturbationResult
+from sagefm.tl.perturb import (
+    DEFAULT_N_NULL,
+    DEFAULT_N_SPOTS,
+    DEFAULT_QUANTILES,
+    PerturbationResult,
+)
 
 logger = logging.getLogger("sagefm")
 
@@ -132,8 +138,12 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--n-null", type=int, default=DEFAULT_N_NULL, help="expression-matched null pairs"
     )
-    p.add_argument("--low-quantile", type=float, default=0.05, help="the ligand clamped low")
-    p.add_argument("--high-quantile", type=float, default=0.95, help="the ligand clamped high")
+    p.add_argument(
+        "--low-quantile", type=float, default=DEFAULT_QUANTILES[0], help="the ligand clamped low"
+    )
+    p.add_argument(
+        "--high-quantile", type=float, default=DEFAULT_QUANTILES[1], help="the ligand clamped high"
+    )
     p.add_argument("--map-pair", help="pair for the spatial map, LIGAND->RECEPTOR (default: top)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled centres and null")
 
@@ -143,13 +153,13 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--genes", nargs="+", help="gene set for the gene × gene dependency matrix")
     p.add_argument(
         "--position",
-        choices=["neighbours", "centre"],
+        choices=get_args(Position),
         default="neighbours",
         help="where the dependency matrix's input genes sit",
     )
     p.add_argument(
         "--method",
-        choices=["integrated_gradients", "gradient"],
+        choices=get_args(Method),
         default="integrated_gradients",
         help="attribution method",
     )

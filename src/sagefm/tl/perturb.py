@@ -59,6 +59,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_N_SPOTS = 100
 #: null pairs drawn by default
 DEFAULT_N_NULL = 300
+#: ligand values clamped low and high: these quantiles of its expression over the slide
+DEFAULT_QUANTILES = (0.05, 0.95)
 #: the hint of errors naming genes a pair table cannot use
 _PAIR_GENE_HINT = "; drop those pairs (a gene must be in the vocabulary and measured on the slide)"
 
@@ -224,7 +226,7 @@ def perturbation_screen(
     pairs: pd.DataFrame | None = None,
     *,
     n_spots: int | None = DEFAULT_N_SPOTS,
-    quantiles: tuple[float, float] = (0.05, 0.95),
+    quantiles: tuple[float, float] = DEFAULT_QUANTILES,
     n_null: int = DEFAULT_N_NULL,
     resource: str = "consensus",
     hide_receptor_in_neighbours: bool = False,
