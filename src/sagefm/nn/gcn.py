@@ -217,6 +217,20 @@ class SageGCN(nn.Module):
             out = out - torch.sparse.mm(hidden, w_visible.T.contiguous())
         return out
 
+    def _input_features(self, values: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        """(R, F) the first layer's dense input from (R, V) shown values (on the input scale) and
+        visibility: the z-scores ``(x - mean) / scale`` on visible genes (0 elsewhere) with
+        ``standardize_input``, then the visibility flags with ``mask_indicator``.
+
+        ``features @ weight.T`` equals `_project_scaled` (which folds the same maths into the
+        weights), but the weight is used whole: rescaling and slicing a (h_0, 2V) weight costs a
+        dozen elementwise passes over it per step, forward and backward, while these inputs are
+        only R x 2V. Training, whose rows are dense, uses this form.
+        """
+        if self.config.standardize_input:
+            values = (values - self.input_mean * visible) / self.input_scale
+        return torch.cat([values, visible], dim=1) if self.config.mask_indicator else values
+
     def input_delta(
         self,
         genes: torch.Tensor,
@@ -386,13 +400,12 @@ class SageGCN(nn.Module):
         """
         library = depth.visible_library(values) if self.config.depth_normalize else None
         values = self._depth_scaled(values, library)
+        features = self._input_features(values, visible)  # (R, F)
+        first = self.gcn_layers[0].linear
         if adj is None:  # complete graph: project the mean input once per subgraph (see forward)
-            n_nodes = node_rows.shape[1]
-            mean_values = values[node_rows].sum(dim=1) / n_nodes  # (B, V)
-            projected = self._project_scaled(mean_values, visible[node_rows].sum(dim=1) / n_nodes)
-            projected = projected.unsqueeze(1)  # (B, 1, h_0)
+            projected = first(features[node_rows].mean(dim=1)).unsqueeze(1)  # (B, 1, h_0)
         else:
-            projected = self._project_scaled(values, visible)[node_rows]  # (B, N, h_0)
+            projected = first(features)[node_rows]  # (B, N, h_0)
         embedding = self.encode(projected, adj)
         skip = (
             _mean_over_neighbours(values, visible, node_rows)
@@ -407,8 +420,14 @@ def _mean_over_neighbours(
     values: torch.Tensor, visible: torch.Tensor, node_index: torch.Tensor
 ) -> torch.Tensor:
     """(B, G) mean of (U, G) ``values`` over the visible neighbours (nodes 1..N-1) of each row of
-    ``node_index`` (B, N); 0 where no neighbour is visible (hidden values are already 0)."""
+    ``node_index`` (B, N); 0 where no neighbour is visible (hidden values are already 0).
+
+    As two matmuls with the (B, U) count of each spot among a row's neighbours: the gather
+    ``values[nodes]`` would write and re-read a (B, N-1, G) copy. Kept in float32 under autocast.
+    """
     nodes = node_index[:, 1:]
-    total = values[nodes].sum(dim=1)
-    count = visible[nodes].sum(dim=1)
-    return total / count.clamp(min=1.0)
+    counts = torch.zeros(nodes.shape[0], values.shape[0], dtype=values.dtype, device=values.device)
+    counts.scatter_add_(1, nodes, torch.ones_like(nodes, dtype=values.dtype))
+    with torch.autocast(values.device.type, enabled=False):
+        total, seen = counts @ values, counts @ visible.to(values.dtype)
+    return total / seen.clamp(min=1.0)
