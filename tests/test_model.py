@@ -227,3 +227,25 @@ def test_input_scaling_is_the_training_data_and_survives_loading(trained) -> Non
     raw = json.loads((out / "last" / "config.json").read_text())
     del raw["model"]["standardize_input"]
     assert SageFMConfig.from_dict(raw).model.standardize_input is False
+
+
+def test_adapt_continues_from_the_model(trained, tmp_path: Path) -> None:
+    """Adaptation starts from the model's weights and scaling (a vanishing learning rate leaves
+    them as they were), keeps its vocabulary, and a real rate changes them."""
+    out, _, slides = trained
+    model = sagefm.load(out)
+    before = {k: v.clone() for k, v in model.network.state_dict().items()}
+    frozen, result = model.adapt(
+        slides[2], output=tmp_path / "frozen", max_epochs=1, learning_rate=1e-30, progress=False
+    )
+    assert result.epochs_run == 1 and (tmp_path / "frozen" / "run.json").is_file()
+    assert frozen.vocabulary == model.vocabulary and frozen.config.model == model.config.model
+    for key, value in frozen.network.state_dict().items():
+        np.testing.assert_allclose(value.numpy(), before[key].numpy(), rtol=0, atol=1e-6)
+    adapted, _ = model.adapt(slides[2], output=tmp_path / "adapted", max_epochs=1, progress=False)
+    after = adapted.network.state_dict()
+    assert not np.allclose(after["head.weight"].numpy(), before["head.weight"].numpy())
+    for key in ("input_mean", "input_scale"):  # one input scale for zero-shot and adapted
+        np.testing.assert_array_equal(after[key].numpy(), before[key].numpy())
+    for key, value in model.network.state_dict().items():  # the original model is untouched
+        np.testing.assert_array_equal(value.numpy(), before[key].numpy())

@@ -171,6 +171,10 @@ class DataConfig:
         check_config(self.max_genes >= 1, f"max_genes must be >= 1, got {self.max_genes}")
 
 
+#: `SageFM.adapt`'s default budget: a few minutes on a laptop CPU for a Visium slide
+ADAPT_MAX_EPOCHS = 10
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, validation and hardware. Reference code: Adam, lr 5e-5, wd 1e-4, batch 64."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ import scipy.sparse as sp
 import torch
 
 from sagefm._constants import Files, Keys
-from sagefm.config import SageFMConfig
+from sagefm.config import ADAPT_MAX_EPOCHS, SageFMConfig
 from sagefm.data.expression import normalize_expression
 from sagefm.data.inference import DEFAULT_CHUNK_SIZE, inference_chunks
 from sagefm.data.slides import prepare_slide
@@ -96,6 +97,42 @@ class SageFM:
         """Pretrain on ``slides`` (see `sagefm.train.pretrain`) and return the best model."""
         result = pretrain(slides, output=output, **options)
         return cls.load(result.best_dir), result
+
+    def adapt(
+        self,
+        slides: ad.AnnData | Sequence[ad.AnnData],
+        *,
+        output: str | Path,
+        max_epochs: int = ADAPT_MAX_EPOCHS,
+        learning_rate: float | None = None,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> tuple[SageFM, PretrainResult]:
+        """Self-supervised adaptation to the user's own slides: the pretraining objective (masked
+        genes), started from this model, for ``max_epochs`` on ``slides`` alone. No labels.
+
+        The vocabulary, network and masking stay this model's (genes the slides lack stay
+        unobserved); the input scaling is kept, so adapted and zero-shot embeddings are on one
+        scale. Validation, which picks the best epoch, holds out whole slides, or with one slide a
+        spatial block of it (`split_validation`). Writes a pretraining output folder (``best/``,
+        ``metrics.csv``, ``run.json``) to ``output`` and returns the best model and the run's
+        result. ``learning_rate`` defaults to the model's training rate.
+        """
+        train = dataclasses.replace(
+            self.config.train,
+            max_epochs=max_epochs,
+            seed=seed,
+            learning_rate=learning_rate or self.config.train.learning_rate,
+        )
+        result = pretrain(
+            [slides] if isinstance(slides, ad.AnnData) else list(slides),
+            output=output,
+            config=dataclasses.replace(self.config, train=train),
+            vocabulary=self.vocabulary,
+            progress=progress,
+            start_from=self.network,
+        )
+        return type(self).load(result.best_dir), result
 
     # ---------------------------------------------------------------- inference
     def normalize(self, adata: ad.AnnData, *, layer: str | None = None) -> np.ndarray:

@@ -62,3 +62,15 @@ def test_embed_refuses_a_file_with_several_slides(
     model, slide = trained
     argv = ["embed", "--model", str(model), "--input", str(slide.parent / "raw")]
     assert main([*argv, "--output", str(tmp_path / "e.h5ad")]) == 2
+
+
+def test_adapt_writes_a_model_on_the_same_vocabulary(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model, slide = trained
+    argv = ["--model", str(model), "--data", str(slide), "--output", str(tmp_path / "a")]
+    assert main(["--no-progress", "adapt", *argv, "--max-epochs", "1"]) == 0
+    run = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert run["epochs_run"] == 1 and run["config"]["train"]["max_epochs"] == 1
+    vocabulary = (tmp_path / "a" / "best" / "vocabulary.tsv").read_text()
+    assert vocabulary == (model / "vocabulary.tsv").read_text()

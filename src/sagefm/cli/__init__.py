@@ -1,6 +1,6 @@
 """The `sagefm` command line: each command is a thin wrapper over the Python API.
 
-One module per group of commands (`training`: pretrain, prepare, demo; `apply`: embed, impute;
+One module per group of commands (`training`: pretrain, prepare, demo; `apply`: embed, impute, adapt;
 `analysis`: perturb, explain; `evaluation`: evaluate, bench), and `options` for what they share.
 """
 

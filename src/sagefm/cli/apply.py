@@ -1,4 +1,5 @@
-"""Commands that apply a model to one slide and write an .h5ad: ``embed`` and ``impute``."""
+"""Commands that apply a model to a user's slides: ``embed`` and ``impute`` (write an .h5ad),
+``adapt`` (self-supervised adaptation: write a model)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from sagefm._constants import Keys
-from sagefm.cli.options import add_command, add_model_input_output, read_one
+from sagefm.cli.options import add_command, add_model_input_output, read_one, read_slides
+from sagefm.config import ADAPT_MAX_EPOCHS, TrainConfig
 from sagefm.data.inference import DEFAULT_CHUNK_SIZE
 
 logger = logging.getLogger("sagefm")
@@ -56,6 +58,29 @@ def cmd_impute(args: argparse.Namespace) -> None:
     logger.info("wrote %s with layers[%r]", output, Keys.LAYER_IMPUTED)
 
 
+def cmd_adapt(args: argparse.Namespace) -> None:
+    from sagefm.model import load
+
+    model = load(args.model)
+    _, result = model.adapt(
+        read_slides(args.data),
+        output=args.output,
+        max_epochs=args.max_epochs,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    logger.info(
+        "adapted in %.0f s (peak memory %.0f MB): best validation loss %.4f at epoch %d; model in "
+        "%s (use it with --model)",
+        result.wall_time_s,
+        result.peak_memory_mb,
+        result.best_val_loss,
+        result.best_epoch,
+        result.best_dir,
+    )
+
+
 def _add_chunk_size(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--chunk-size",
@@ -66,7 +91,7 @@ def _add_chunk_size(p: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(sub: Any) -> None:
-    """``embed`` and ``impute`` on the subparsers ``sub``."""
+    """``embed``, ``impute`` and ``adapt`` on the subparsers ``sub``."""
     p = add_command(sub, "embed", "write spot embeddings to obsm", cmd_embed)
     add_model_input_output(p, output="output .h5ad file")
     p.add_argument("--key-added", default=Keys.X_EMB, help="obsm key of the embedding")
@@ -80,3 +105,18 @@ def add_parsers(sub: Any) -> None:
         action="store_true",
         help="write an AnnData over the model's vocabulary (incl. genes the slide did not measure)",
     )
+
+    p = add_command(
+        sub,
+        "adapt",
+        "continue the masked-gene pretraining on your own slides (no labels), from a model",
+        cmd_adapt,
+    )
+    p.add_argument("--model", required=True, help="model directory or pretraining output")
+    p.add_argument("--data", nargs="+", required=True, help="the slides to adapt to")
+    p.add_argument("--output", required=True, help="output directory (a pretraining folder)")
+    p.add_argument("--max-epochs", type=int, default=ADAPT_MAX_EPOCHS, help="epochs at most")
+    p.add_argument(
+        "--learning-rate", type=float, default=None, help="default: the model's training rate"
+    )
+    p.add_argument("--seed", type=int, default=TrainConfig.seed, help="seed of the split and masks")

@@ -37,6 +37,7 @@ from sagefm.data.vocabulary import GeneVocabulary, build_vocabulary
 from sagefm.errors import InputDataError, OutputError
 from sagefm.io.write import write_text_atomic
 from sagefm.nn import depth
+from sagefm.nn.gcn import SageGCN
 from sagefm.train.callbacks import ExportModelDirs
 from sagefm.train.datamodule import SubgraphDataModule
 from sagefm.train.module import PretrainingModule
@@ -48,6 +49,10 @@ from sagefm.train.resume import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+#: a single slide's validation block holds at least this many spots: a few full subgraphs
+MIN_VALIDATION_SPOTS = 50
 
 
 @dataclass(frozen=True)
@@ -71,15 +76,17 @@ def split_validation(
 ) -> tuple[list[ad.AnnData], list[ad.AnnData]]:
     """Hold out whole slides for validation (`held_out_slides`); with a single slide, a spatial block.
 
-    The single-slide fallback holds out the ``val_fraction`` (at least 10%) of spots with the largest
-    x coordinate: a contiguous region, so validation centres are not interleaved with training ones.
+    The single-slide fallback holds out the ``val_fraction`` (at least 10%, and at least
+    `MIN_VALIDATION_SPOTS` unless that is over half the slide) of spots with the largest x coordinate: a contiguous region, so
+    validation centres are not interleaved with training ones.
     """
     if len(slides) >= 2:
         train, val = held_out_slides(len(slides), val_fraction, seed)
         return [slides[i] for i in train], [slides[i] for i in val]
     only = slides[0]
     x = spot_coordinates_um(only)[:, 0]
-    cut = np.quantile(x, 1.0 - max(val_fraction, 0.1))
+    share = max(val_fraction, 0.1, min(0.5, MIN_VALIDATION_SPOTS / only.n_obs))
+    cut = np.quantile(x, 1.0 - share)
     logger.warning(
         "only one slide given: validating on the spots with x > %.0f µm (%d of %d spots)",
         cut,
@@ -275,6 +282,7 @@ def pretrain(
     vocabulary: GeneVocabulary | None = None,
     progress: bool = True,
     resume: bool = False,
+    start_from: SageGCN | None = None,
 ) -> PretrainResult:
     """Pretrain SAGE-FM by masked-gene reconstruction and write ``output/`` (see README).
 
@@ -284,6 +292,9 @@ def pretrain(
     The vocabulary is built from the training slides unless given. Writes ``best/`` and ``last/``
     model directories, ``metrics.csv`` (train/validation loss per epoch), ``resume/last.ckpt``
     (resumable Lightning state) and ``run.json`` (what ran, how long, peak memory).
+
+    ``start_from``: continue from these weights (and input scaling) instead of a fresh start, as
+    `SageFM.adapt` does; its configuration must be ``config.model`` and ``vocabulary`` its genes.
     """
     started = time.perf_counter()
     if not slides:
@@ -306,11 +317,19 @@ def pretrain(
         logger.warning("resume requested but %s does not exist: training from the start", ckpt)
     # The starting point needs one pass over the training data; a resumed run restores it (the
     # input scaling is part of the state), so it skips that pass.
+    fresh = not resuming and start_from is None
     module = PretrainingModule(
         config,
         [s.name for s in inputs.train],
-        gene_stats=None if resuming else _starting_stats(inputs.train, config),
+        gene_stats=_starting_stats(inputs.train, config) if fresh else None,
     )
+    if start_from is not None and not resuming:
+        if start_from.config != config.model:
+            raise InputDataError(
+                "start_from's network configuration differs from the run's: adapt a model with "
+                "its own configuration and vocabulary"
+            )
+        module.network.load_state_dict(start_from.state_dict())
 
     # 2. callbacks: model directories, checkpoint on SIGTERM/SIGINT, resumable state
     exporter = ExportModelDirs(output, inputs.vocabulary)
