@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -110,3 +111,36 @@ def test_quick_evaluation_writes_a_complete_report(shared_data: Path, tmp_path: 
         assert task["n_windows"] > task["n_positive"] > 0
         for method in METHODS:
             assert 0 <= task["scores"][method]["auroc"] <= 1
+
+
+@pytest.mark.slow
+def test_domains_score_the_adapted_model_as_its_own_setting(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """``adapt_epochs``: each domain section is also embedded by the model adapted to it."""
+    dlpfc = shared_data / "dlpfc"
+    config = SageFMConfig(
+        model=ModelConfig(hidden_sizes=(32, 16, 16, 16, 32)),
+        data=DataConfig(max_genes=300),
+        train=TrainConfig(max_epochs=1, limit_train_batches=3, accelerator="cpu"),
+    )
+    train = crop(read(dlpfc / "dlpfc_151673.h5ad"), 400)
+    pretrain([train], output=tmp_path / "run", config=config, progress=False)
+    evaluation = dataclasses.replace(EvaluationConfig.quick(), adapt_epochs=1)
+    metrics = evaluate(
+        tmp_path / "run" / "best",
+        data_dir=shared_data,
+        output=tmp_path / "report",
+        sections=["domains"],
+        config=evaluation,
+    )
+    domains = metrics["domains"]
+    sections = {row["section"] for row in domains["per_section"]}
+    assert set(domains["adaptation"]) == sections and len(sections) == 2
+    for cost in domains["adaptation"].values():
+        assert cost["epochs"] == 1 and cost["wall_time_s"] > 0
+    for method in ("sagefm", "sagefm_adapted", "banksy"):
+        assert 0 <= domains["mean"]["gmm_refined"][method]["nmi"] <= 1, method
+    adapted = [r for r in domains["per_section"] if r["method"] == "sagefm_adapted"]
+    assert len(adapted) == 2 * 4  # sections x (gmm, k-means) x (raw, refined)
+    assert "SAGE-FM adapted" in (tmp_path / "report" / "report.md").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -28,16 +29,21 @@ _INSTALL_HINT = (
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     """The evaluation report (see `sagefm.evaluation.evaluate`)."""
-    from sagefm.evaluation import evaluate
+    from sagefm.evaluation import EvaluationConfig, evaluate
 
+    config = None
+    if args.adapt_epochs:
+        base = EvaluationConfig.quick() if args.quick else EvaluationConfig()
+        config = dataclasses.replace(base, adapt_epochs=args.adapt_epochs)
     metrics = evaluate(
         args.model,
         data_dir=args.data_dir,
         output=args.output,
-        quick=args.quick,
+        quick=args.quick and config is None,
         seed=args.seed,
         sections=args.sections,
         progress=not args.no_progress,
+        config=config,
     )
     logger.info(
         "report in %s (%.0f s)", Path(args.output) / "report.md", metrics["meta"]["wall_time_s"]
@@ -93,6 +99,12 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--quick", action="store_true", help="small slices, a few minutes")
     p.add_argument("--seed", type=int, default=0, help="seed of the masks and baselines")
     p.add_argument("--sections", nargs="+", choices=SECTIONS, help="default: all")
+    p.add_argument(
+        "--adapt-epochs",
+        type=int,
+        default=0,
+        help="also score domains with the model adapted to each section for N epochs (0 = no)",
+    )
 
     # the benchmark script parses its own flags (--output, --data-dir, --quick, ...)
     p = sub.add_parser(

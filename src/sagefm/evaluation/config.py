@@ -105,6 +105,9 @@ class EvaluationConfig:
     min_window_spots: int = 3
     n_folds: int = 5
     max_spots: int | None = None  #: crop each slide to this many spots around its centre
+    #: > 0: the domain section also scores the model adapted to each section alone for this many
+    #: epochs (`SageFM.adapt`, no labels), as its own setting beside zero-shot
+    adapt_epochs: int = 0
 
     def __post_init__(self) -> None:
         names = [d.name for d in self.datasets]
@@ -118,6 +121,8 @@ class EvaluationConfig:
         }
         if used - set(names):
             raise ConfigError(f"datasets {sorted(used - set(names))} are used but not described")
+        if self.adapt_epochs < 0:
+            raise ConfigError(f"adapt_epochs must be >= 0, got {self.adapt_epochs}")
         if not 0.0 <= self.banksy_lambda <= 1.0:
             raise ConfigError(f"banksy_lambda must be in [0, 1], got {self.banksy_lambda}")
 

@@ -37,6 +37,13 @@ if TYPE_CHECKING:
 HIGHER_IS_BETTER = {"ari": True, "nmi": True, "silhouette": True, "davies_bouldin": False}
 #: The field's protocol (GraphST, STAGATE): Gaussian mixture, then spatial refinement.
 PRIMARY = ("gmm", True)
+#: The model adapted to each section (`EvaluationConfig.adapt_epochs`), beside the zero-shot one.
+ADAPTED = "sagefm_adapted"
+
+
+def _methods(table: pd.DataFrame) -> list[str]:
+    """The representations of a domain table, in the order they were scored."""
+    return list(dict.fromkeys(table["method"]))
 
 
 def domain_scores(features: np.ndarray, labels: np.ndarray, truth: pd.Series) -> dict[str, float]:
@@ -97,18 +104,20 @@ def domains_section(run: EvaluationRun, data: dict[str, list[ad.AnnData]]) -> tu
     """Section 2: domains of every representation on each section of the domain dataset."""
     c = run.config
     dataset = c.dataset(c.domain_dataset)
-    rows, depth, maps = [], [], {}
+    rows, depth, maps, adapt_cost = [], [], {}, {}
     for adata in data[dataset.name]:
         name = slide_name(adata, "?")
         reps = run.representations(f"domains:{name}", [adata], train=[0])
         features = {m: reps[m][0] for m in METHODS}
+        if c.adapt_epochs:
+            features[ADAPTED], adapt_cost[name] = run.adapted_embedding(adata)
         section_rows, panels = _section_domains(run, adata, features, spot_labels(adata, dataset))
         rows += [{"section": name, "split": run.split(adata), **r} for r in section_rows]
         depth += depth_rows(name, run.split(adata), adata, features, run.seed)
         maps[name] = (np.asarray(adata.obsm[Keys.SPATIAL])[:, :2], panels)
     figures.domain_maps(maps, run.figures / "domains_maps.png")
     table, depth_table = pd.DataFrame.from_records(rows), pd.DataFrame.from_records(depth)
-    summary = _summary(table) | {"depth": records(depth_table)}
+    summary = _summary(table) | {"depth": records(depth_table), "adaptation": adapt_cost}
     return summary, _domains_text(run, table) + "\n\n" + depth_text(depth_table)
 
 
@@ -116,11 +125,12 @@ def _summary(table: pd.DataFrame) -> dict[str, Any]:
     """metrics.json: per-section rows and means, ``mean[clusterer][method]`` (refined: under
     ``mean[clusterer + "_refined"]``)."""
     mean = table.groupby(["method", "clusterer", "refined"])[list(HIGHER_IS_BETTER)].mean()
+    methods = _methods(table)
     summary: dict[str, Any] = {}
     for clusterer in CLUSTERERS:
         for refined in (False, True):
             key = f"{clusterer}_refined" if refined else clusterer
-            summary[key] = {m: mean.loc[(m, clusterer, refined)].to_dict() for m in METHODS}
+            summary[key] = {m: mean.loc[(m, clusterer, refined)].to_dict() for m in methods}
     return {"per_section": records(table), "mean": summary}
 
 
@@ -137,13 +147,19 @@ def _domains_text(run: EvaluationRun, table: pd.DataFrame) -> str:
         f"{c.refine_neighbours} nearest spots. ARI and NMI against the manual annotation on "
         "labelled spots; silhouette and Davies–Bouldin (lower is better) in the clustered PCA "
         "space. Baselines are fitted on each section alone. The field's protocol (GraphST, "
-        "STAGATE) is the refined Gaussian mixture.",
+        "STAGATE) is the refined Gaussian mixture."
+        + (
+            f" *SAGE-FM adapted*: the model after {c.adapt_epochs} epochs of `SageFM.adapt` "
+            "(the masked-gene objective, no labels) on that section alone."
+            if c.adapt_epochs
+            else ""
+        ),
         "Mean over sections:",
         markdown_table(mean.reset_index().replace({"method": LABELS})),
     ]
     for clusterer in CLUSTERERS:
         for refined in (False, True):
-            ari = {m: float(mean.loc[(m, clusterer, refined), "ari"]) for m in METHODS}
+            ari = {m: float(mean.loc[(m, clusterer, refined), "ari"]) for m in _methods(table)}
             name = f"{clusterer}{', refined' if refined else ''}"
             parts.append(f"{name}: " + verdict(ari, higher_is_better=True, metric="mean ARI"))
     gmm = table[table["clusterer"] == "gmm"]

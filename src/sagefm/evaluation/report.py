@@ -17,6 +17,7 @@ METHODS = ("sagefm", *BASELINE_METHODS)
 #: Display names, in the order tables list methods.
 LABELS = {
     "sagefm": "SAGE-FM",
+    "sagefm_adapted": "SAGE-FM adapted",
     "pca": "PCA (HVG)",
     "mofa": "MOFA+",
     "neighbour_pca": "neighbour-avg PCA",

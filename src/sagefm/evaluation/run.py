@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,25 @@ class EvaluationRun:
         if name not in self._embeddings:
             self._embeddings[name] = self.model.embed(adata, progress=self.progress)
         return self._embeddings[name]
+
+    def adapted_embedding(self, adata: ad.AnnData) -> tuple[np.ndarray, dict[str, float]]:
+        """The embedding of ``adata`` by the model adapted to it alone (`SageFM.adapt` for
+        ``config.adapt_epochs``; its run is written to a temporary folder), and that run's cost."""
+        with tempfile.TemporaryDirectory(prefix="sagefm-adapt-") as folder:
+            adapted, result = self.model.adapt(
+                adata,
+                output=folder,
+                max_epochs=self.config.adapt_epochs,
+                seed=self.seed,
+                progress=self.progress,
+            )
+        cost = {
+            "epochs": float(result.epochs_run),
+            "best_epoch": float(result.best_epoch),
+            "wall_time_s": result.wall_time_s,
+            "peak_memory_mb": result.peak_memory_mb,
+        }
+        return adapted.embed(adata.copy(), progress=self.progress), cost
 
     def expression(self, key: str, slides: Sequence[ad.AnnData]) -> Expression:
         """The baselines' inputs for ``slides``, cached by ``key``."""
