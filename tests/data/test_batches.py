@@ -134,3 +134,21 @@ def test_observed_gene_stats_count_only_slides_measuring_the_gene() -> None:
     np.testing.assert_allclose(mean[:10], truth.mean(0), rtol=1e-5)
     np.testing.assert_allclose(sd[:10], truth.std(0), rtol=1e-4)
     assert (mean[10:] == 0).all() and (sd[10:] == 0).all()  # measured by no slide
+
+
+def test_cached_adjacency_is_each_subgraphs_own_and_the_cache_is_bounded(monkeypatch) -> None:
+    """The collator's per-slide adjacency cache gives every centre the adjacency computed from its
+    own subgraph's coordinates, and keeps at most `ADJACENCY_CACHE_SLIDES` slides."""
+    from sagefm.data import batches
+
+    _, slide = _prepared()
+    config = ModelConfig(n_genes=12)
+    monkeypatch.setattr(batches, "ADJACENCY_CACHE_SLIDES", 2)
+    slides = [slide] * 3
+    collate = SubgraphCollator(slides, config, mask_fraction=0.3, seed=0)
+    spots = np.array([7, 0, 35, 7, 20])
+    batch = collate([(s % 3, int(p), 0) for s, p in enumerate(spots)])
+    assert batch.adj is not None
+    expected = batches.subgraph_weights(slide, spots, config)
+    np.testing.assert_allclose(batch.adj.numpy(), expected.numpy(), rtol=1e-6, atol=1e-7)
+    assert len(collate._adjacency) == 2  # three slides visited, two kept
