@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from sagefm.pl import demo
 from sagefm.pl.evaluation import save_figure
@@ -45,9 +46,9 @@ def test_demo_figure_draws_maps_and_recovery_bars(
     bars = drawn[0].axes[2]
     assert [ax.get_title() for ax in drawn[0].axes] == ["truth", "SAGE-FM", "masked-gene recovery"]
     # recoloured to the truth: both maps give every spot the same colour
-    truth_colours, found_colours = (ax.collections[-1].get_facecolors() for ax in maps)
+    truth_colours, found_colours = (ax.collections[-1].get_facecolor() for ax in maps)
     np.testing.assert_array_equal(truth_colours, found_colours)
-    widths = [patch.get_width() for patch in bars.patches]
+    widths = [patch.get_width() for patch in bars.patches if isinstance(patch, Rectangle)]
     assert widths == pytest.approx(list(rmse.values()))
     assert [t.get_text() for t in bars.get_yticklabels()] == list(rmse)
     colours = [tuple(patch.get_facecolor()) for patch in bars.patches]

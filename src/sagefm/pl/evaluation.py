@@ -112,8 +112,8 @@ def label_panel(
     order += sorted(set(shown) - set(order))
     code = {name: i for i, name in enumerate(order)}
     codes = np.array([code[name] for name in shown], dtype=np.int64)
-    ax.scatter(*coords[~known].T, s=2, c="lightgrey")
-    ax.scatter(*coords[known].T, s=2, c=codes, cmap="tab10", vmin=0, vmax=9)
+    ax.scatter(coords[~known, 0], coords[~known, 1], s=2, c="lightgrey")
+    ax.scatter(coords[known, 0], coords[known, 1], s=2, c=codes, cmap="tab10", vmin=0, vmax=9)
     ax.set_title(title, fontsize=8)
     _flip_y(ax)
 
