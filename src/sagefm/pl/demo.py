@@ -52,7 +52,7 @@ def demo_figure(
     (truth_title, truth), *found = domains.items()
     truth = np.asarray(truth).astype(str)
     categories = sorted(set(truth))
-    fig = Figure(figsize=(3.0 * (len(domains) + 1), 3.2))
+    fig = Figure(figsize=(3.2 * (len(domains) + 1), 3.2), layout="constrained")
     axes = fig.subplots(1, len(domains) + 1)
     label_panel(axes[0], coords, truth, truth_title, categories=categories)
     for ax, (name, labels) in zip(axes[1:], found, strict=False):
