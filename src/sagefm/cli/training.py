@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anndata as ad
 import numpy as np
@@ -23,6 +23,9 @@ from sagefm.cli.options import (
 )
 from sagefm.config import DataConfig, ModelConfig, SageFMConfig, TrainConfig
 from sagefm.errors import InputDataError
+
+if TYPE_CHECKING:
+    from sagefm.evaluation import RecoveryResult
 
 logger = logging.getLogger("sagefm")
 
@@ -203,14 +206,17 @@ def _demo_figure(
     )
 
 
-def _log_demo(rmse: dict[str, float], ari: dict[str, float], output: Path) -> None:
+def _log_demo(recovery: RecoveryResult, ari: dict[str, float], output: Path) -> None:
+    rmse = recovery.rmse
     logger.info(
-        "held-out slide, 30%% of genes hidden: RMSE model %.3f | zero %.3f | gene mean %.3f | "
-        "neighbour mean %.3f",
+        "held-out slide, %.0f%% of genes hidden: RMSE model %.3f | zero %.3f | gene mean %.3f | "
+        "neighbour mean %.3f; %.0f%% of genes significantly correlated",
+        100 * recovery.fraction,
         rmse["model"],
         rmse["zero"],
         rmse["gene_mean"],
         rmse["neighbour_mean"],
+        100 * recovery.frac_significant,
     )
     logger.info(
         "held-out slide, domains (ARI against the truth): sagefm %.3f | PCA %.3f | "
@@ -265,7 +271,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     }
     write_text_atomic(output / "demo.json", json.dumps(summary, indent=2))
     write_h5ad(held_out, output / "held_out_embedded.h5ad")
-    _log_demo(recovery.rmse, ari, output)
+    _log_demo(recovery, ari, output)
 
 
 def add_parsers(sub: Any) -> None:
