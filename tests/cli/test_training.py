@@ -4,6 +4,7 @@ import json
 import logging
 from pathlib import Path
 
+import anndata as ad
 import pytest
 
 from sagefm.cli import main
@@ -31,13 +32,29 @@ def test_unknown_flags_are_rejected_outside_bench(capsys: pytest.CaptureFixture[
     assert exc.value.code == 2 and "unrecognized arguments: --quick" in capsys.readouterr().err
 
 
-def test_demo_writes_its_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_demo_writes_its_summary_and_figure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from sagefm.cli import training
 
-    slides = synthetic_tissue(n_slides=3, grid_rows=8, grid_cols=8, n_genes=60, seed=1)
-    monkeypatch.setattr(training, "synthetic_slides", lambda seed: (slides[:2], slides[2:]))
+    slides = synthetic_tissue(n_slides=3, grid_rows=10, grid_cols=10, n_genes=60, seed=1)
+    monkeypatch.setattr(training, "demo_slides", lambda seed: (slides[:1], slides[2:], slides[1]))
     assert main(["--no-progress", "demo", "--output", str(tmp_path), "--max-epochs", "1"]) == 0
     summary = json.loads((tmp_path / "demo.json").read_text())
-    assert set(summary["masked_gene_recovery"]["rmse"]) >= {"model", "zero", "gene_mean"}
-    assert json.loads((tmp_path / "model" / "run.json").read_text())["epochs_run"] == 1
-    assert (tmp_path / "held_out_embedded.h5ad").is_file()
+    assert set(summary["masked_gene_recovery"]["rmse"]) == {
+        "model",
+        "zero",
+        "gene_mean",
+        "neighbour_mean",
+    }
+    ari = summary["domains"]["ari"]
+    assert set(ari) == {"sagefm", "pca", "neighbour_pca", "banksy"}
+    assert all(-1.0 <= value <= 1.0 for value in ari.values())
+    assert summary["domains"]["strongest_baseline"] in {"pca", "neighbour_pca", "banksy"}
+    assert (tmp_path / summary["figure"]).read_bytes()[:4] == b"\x89PNG"
+    run = json.loads((tmp_path / "model" / "run.json").read_text())
+    assert run["epochs_run"] == 1
+    # the held-out slide is neither trained nor validated on
+    assert slides[1].obs["sample_id"].iloc[0] not in run["train_slides"] + run["val_slides"]
+    embedded = ad.read_h5ad(tmp_path / "held_out_embedded.h5ad")
+    assert {"sagefm_domain", "banksy_domain"} <= set(embedded.obs.columns)

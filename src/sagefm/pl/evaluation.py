@@ -16,7 +16,8 @@ from matplotlib.figure import Figure
 _DPI = 110
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (the resolution of every figure of `sagefm.pl`)."""
     fig.savefig(path, dpi=_DPI, bbox_inches="tight")
     return path
 
@@ -41,7 +42,7 @@ def gene_r_histogram(r: Mapping[str, np.ndarray], path: Path) -> Path:
     ax.set_xlabel("per-gene Pearson r, true vs. predicted (hidden entries)")
     ax.set_ylabel("genes")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def gene_maps(
@@ -70,7 +71,7 @@ def gene_maps(
             _flip_y(ax)
         fig.colorbar(points, ax=axes[row].tolist(), shrink=0.8, label="log1p counts")
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def domain_maps(
@@ -85,17 +86,36 @@ def domain_maps(
     axes = fig.subplots(len(sections), n_cols, squeeze=False)
     for row, (name, (coords, panels)) in enumerate(sections.items()):
         for col, (title, labels) in enumerate(panels.items()):
-            ax = axes[row, col]
-            labels = np.asarray(labels, dtype=object)
-            known = np.array([v is not None and v == v for v in labels])  # v != v for NaN
-            codes = np.unique(labels[known].astype(str), return_inverse=True)[1]
-            ax.scatter(*coords[~known].T, s=2, c="lightgrey")
-            ax.scatter(*coords[known].T, s=2, c=codes, cmap="tab10", vmin=0, vmax=9)
-            ax.set_title(f"{name}: {title}", fontsize=8)
-            _flip_y(ax)
+            label_panel(axes[row, col], coords, labels, f"{name}: {title}")
         for col in range(len(panels), n_cols):
             axes[row, col].set_axis_off()
-    return _save(fig, path)
+    return save_figure(fig, path)
+
+
+def label_panel(
+    ax: Axes,
+    coords: np.ndarray,
+    labels: np.ndarray,
+    title: str,
+    *,
+    categories: Sequence[str] | None = None,
+) -> None:
+    """Spots at ``coords`` (n, 2) coloured by ``labels`` (n,); missing labels (NaN/None) grey.
+
+    Colours follow the order of ``categories`` (labels outside it come after, sorted), so panels
+    given the same ``categories`` colour the same label alike; by default the sorted labels.
+    """
+    labels = np.asarray(labels, dtype=object)
+    known = np.array([v is not None and v == v for v in labels])  # v != v for NaN
+    shown = labels[known].astype(str)
+    order = [] if categories is None else list(categories)
+    order += sorted(set(shown) - set(order))
+    code = {name: i for i, name in enumerate(order)}
+    codes = np.array([code[name] for name in shown], dtype=np.int64)
+    ax.scatter(coords[~known, 0], coords[~known, 1], s=2, c="lightgrey")
+    ax.scatter(coords[known, 0], coords[known, 1], s=2, c=codes, cmap="tab10", vmin=0, vmax=9)
+    ax.set_title(title, fontsize=8)
+    _flip_y(ax)
 
 
 def confusion_matrices(
@@ -118,4 +138,4 @@ def confusion_matrices(
         ax.set_xlabel("predicted")
         ax.set_title(method, fontsize=9)
     axes[0].set_ylabel("true")
-    return _save(fig, path)
+    return save_figure(fig, path)
