@@ -13,6 +13,7 @@ import scipy.sparse as sp
 
 import sagefm
 from sagefm.config import DataConfig, ModelConfig, SageFMConfig, TrainConfig
+from sagefm.data.vocabulary import GeneVocabulary
 from sagefm.datasets import synthetic_tissue
 from sagefm.errors import CheckpointError, InputDataError, OutputError
 
@@ -249,3 +250,21 @@ def test_adapt_continues_from_the_model(trained, tmp_path: Path) -> None:
         np.testing.assert_array_equal(after[key].numpy(), before[key].numpy())
     for key, value in model.network.state_dict().items():  # the original model is untouched
         np.testing.assert_array_equal(value.numpy(), before[key].numpy())
+
+
+def test_adapting_with_another_vocabulary_is_refused_before_anything_is_written(
+    trained, tmp_path: Path
+) -> None:
+    out, _, slides = trained
+    model = sagefm.load(out)
+    other = GeneVocabulary.from_genes(list(model.vocabulary.symbols)[:-1])
+    with pytest.raises(InputDataError, match="start_from"):
+        sagefm.pretrain(
+            [slides[2]],
+            output=tmp_path / "run",
+            config=model.config,
+            vocabulary=other,
+            progress=False,
+            start_from=model.network,
+        )
+    assert not (tmp_path / "run").exists()

@@ -122,7 +122,9 @@ class SageFM:
             self.config.train,
             max_epochs=max_epochs,
             seed=seed,
-            learning_rate=learning_rate or self.config.train.learning_rate,
+            learning_rate=self.config.train.learning_rate
+            if learning_rate is None
+            else learning_rate,
         )
         result = pretrain(
             [slides] if isinstance(slides, ad.AnnData) else list(slides),

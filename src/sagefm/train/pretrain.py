@@ -77,8 +77,8 @@ def split_validation(
     """Hold out whole slides for validation (`held_out_slides`); with a single slide, a spatial block.
 
     The single-slide fallback holds out the ``val_fraction`` (at least 10%, and at least
-    `MIN_VALIDATION_SPOTS` unless that is over half the slide) of spots with the largest x coordinate: a contiguous region, so
-    validation centres are not interleaved with training ones.
+    `MIN_VALIDATION_SPOTS` unless that is over half the slide) of spots with the largest x
+    coordinate: a contiguous region, so validation centres are not interleaved with training ones.
     """
     if len(slides) >= 2:
         train, val = held_out_slides(len(slides), val_fraction, seed)
@@ -273,6 +273,22 @@ def _depth_normalized(values: sp.csr_matrix) -> sp.csr_matrix:
     return sp.csr_matrix((data.numpy(), values.indices, values.indptr), shape=values.shape)
 
 
+def _check_start(
+    start_from: SageGCN | None, config: SageFMConfig, vocabulary: GeneVocabulary | None
+) -> None:
+    """Refuse a starting network the run could not continue, before anything is read or written:
+    it needs the run's vocabulary and network configuration."""
+    if start_from is None:
+        return
+    if vocabulary is None or start_from.config != dataclasses.replace(
+        config.model, n_genes=len(vocabulary)
+    ):
+        raise InputDataError(
+            "start_from's network configuration or vocabulary differs from the run's: adapt a "
+            "model with its own configuration and vocabulary"
+        )
+
+
 def pretrain(
     slides: Sequence[ad.AnnData] | Corpus,
     *,
@@ -299,12 +315,13 @@ def pretrain(
     started = time.perf_counter()
     if not slides:
         raise InputDataError("pretraining needs at least one slide")
+    config = config or SageFMConfig()
+    _check_start(start_from, config, vocabulary)
     output = Path(output)
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create the output directory {output}: {exc}") from exc
-    config = config or SageFMConfig()
     L.seed_everything(config.train.seed, workers=True, verbose=False)
 
     # 1. inputs
@@ -324,11 +341,6 @@ def pretrain(
         gene_stats=_starting_stats(inputs.train, config) if fresh else None,
     )
     if start_from is not None and not resuming:
-        if start_from.config != config.model:
-            raise InputDataError(
-                "start_from's network configuration differs from the run's: adapt a model with "
-                "its own configuration and vocabulary"
-            )
         module.network.load_state_dict(start_from.state_dict())
 
     # 2. callbacks: model directories, checkpoint on SIGTERM/SIGINT, resumable state
