@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import anndata as ad
 import numpy as np
 
-from sagefm._constants import SUBGRAPH_SIZE, Keys
+from sagefm._constants import Keys
 from sagefm.cli.options import (
     add_command,
     add_training_options,
@@ -132,25 +132,12 @@ def demo_domains(adata: ad.AnnData, *, seed: int) -> dict[str, float]:
     """
     from sklearn.metrics import adjusted_rand_score
 
-    from sagefm.data.neighbourhood import build_neighbourhoods
-    from sagefm.data.slides import spot_coordinates_um
-    from sagefm.evaluation.baselines import log_normalize, pca_embeddings, shared_genes
     from sagefm.evaluation.config import EvaluationConfig
+    from sagefm.evaluation.run import Expression
     from sagefm.tl import domains
 
     c = EvaluationConfig()
-    genes = shared_genes([adata])
-    neighbours = build_neighbourhoods(spot_coordinates_um(adata), SUBGRAPH_SIZE - 1)
-    baselines = pca_embeddings(
-        [log_normalize(adata, genes)],
-        [neighbours],
-        genes,
-        train=[0],
-        n_hvg=c.n_hvg,
-        n_comps=c.n_comps,
-        seed=seed,
-        banksy_lambda=c.banksy_lambda,
-    )
+    baselines = Expression.of([adata]).baselines(c, train=[0], seed=seed)
     truth = adata.obs[DEMO_TRUE_DOMAIN].astype(str).to_numpy()
     ari = {}
     for name in DEMO_REPRESENTATIONS:

@@ -26,6 +26,32 @@ class Expression:
     matrices: list[np.ndarray]  #: (n_spots_i, len(genes)) float32 each
     neighbours: list[np.ndarray]  #: (n_spots_i, 15) each, `build_neighbourhoods`
 
+    @classmethod
+    def of(cls, slides: Sequence[ad.AnnData]) -> Expression:
+        """The inputs of ``slides``: their shared genes, log-normalised, and their subgraphs."""
+        genes = shared_genes(slides)
+        return cls(
+            genes,
+            [log_normalize(a, genes) for a in slides],
+            [build_neighbourhoods(spot_coordinates_um(a), SUBGRAPH_SIZE - 1) for a in slides],
+        )
+
+    def baselines(
+        self, config: EvaluationConfig, train: Sequence[int], seed: int
+    ) -> dict[str, list[np.ndarray]]:
+        """`pca_embeddings` (PCA, neighbour-averaged PCA, BANKSY-style) with ``config``'s
+        settings, fitted on the ``train`` slides."""
+        return pca_embeddings(
+            self.matrices,
+            self.neighbours,
+            self.genes,
+            train=train,
+            n_hvg=config.n_hvg,
+            n_comps=config.n_comps,
+            seed=seed,
+            banksy_lambda=config.banksy_lambda,
+        )
+
 
 @dataclass
 class EvaluationRun:
@@ -75,12 +101,7 @@ class EvaluationRun:
     def expression(self, key: str, slides: Sequence[ad.AnnData]) -> Expression:
         """The baselines' inputs for ``slides``, cached by ``key``."""
         if key not in self._expression:
-            genes = shared_genes(slides)
-            self._expression[key] = Expression(
-                genes,
-                [log_normalize(a, genes) for a in slides],
-                [build_neighbourhoods(spot_coordinates_um(a), SUBGRAPH_SIZE - 1) for a in slides],
-            )
+            self._expression[key] = Expression.of(slides)
         return self._expression[key]
 
     def mofa(self, key: str, slides: Sequence[ad.AnnData]) -> list[np.ndarray]:
@@ -100,17 +121,7 @@ class EvaluationRun:
         self, key: str, slides: Sequence[ad.AnnData], train: Sequence[int]
     ) -> dict[str, list[np.ndarray]]:
         """Every method's spot features per slide; HVGs and PCAs fitted on the ``train`` slides."""
-        inputs = self.expression(key, slides)
-        out = pca_embeddings(
-            inputs.matrices,
-            inputs.neighbours,
-            inputs.genes,
-            train=train,
-            n_hvg=self.config.n_hvg,
-            n_comps=self.config.n_comps,
-            seed=self.seed,
-            banksy_lambda=self.config.banksy_lambda,
-        )
+        out = self.expression(key, slides).baselines(self.config, train, self.seed)
         out["mofa"] = self.mofa(key, slides)
         out["sagefm"] = [self.embedding(a) for a in slides]
         return out
