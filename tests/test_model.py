@@ -15,7 +15,7 @@ import sagefm
 from sagefm.config import DataConfig, ModelConfig, SageFMConfig, TrainConfig
 from sagefm.data.vocabulary import GeneVocabulary
 from sagefm.datasets import synthetic_tissue
-from sagefm.errors import CheckpointError, InputDataError, OutputError
+from sagefm.errors import CheckpointError, ConfigError, InputDataError, OutputError
 
 SMALL = ModelConfig(hidden_sizes=(32, 16, 16, 16, 32))
 
@@ -268,3 +268,20 @@ def test_adapting_with_another_vocabulary_is_refused_before_anything_is_written(
             start_from=model.network,
         )
     assert not (tmp_path / "run").exists()
+
+
+def test_embed_reads_the_chosen_gcn_layer(trained) -> None:
+    """gcn_layer=k gives layer k's width and is stored under key_added; -1 is the default, and
+    the layer is recorded in uns. An index outside the network is a clear error."""
+    out, _, slides = trained
+    model = sagefm.load(out)
+    adata = slides[2].copy()
+    last = model.embed(adata)
+    assert adata.uns["sagefm"]["embed"]["gcn_layer"] == len(SMALL.hidden_sizes) - 1
+    np.testing.assert_array_equal(model.embed(adata.copy(), gcn_layer=-1), last)
+    first = model.embed(adata, gcn_layer=1, key_added="X_layer1")
+    assert first.shape == (adata.n_obs, SMALL.hidden_sizes[1])
+    assert adata.uns["sagefm"]["embed"]["gcn_layer"] == 1
+    assert adata.obsm["X_layer1"] is first
+    with pytest.raises(ConfigError, match="GCN layer must be in"):
+        model.embed(adata, gcn_layer=len(SMALL.hidden_sizes))

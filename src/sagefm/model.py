@@ -153,15 +153,20 @@ class SageFM:
         progress: bool,
         layer: str | None,
         with_prediction: bool = True,
+        gcn_layer: int = -1,
     ) -> tuple[np.ndarray, np.ndarray, GeneMapping]:
         """Embeddings (n, d) and vocabulary predictions (n, V; (n, 0) without ``with_prediction``)
-        for every spot as a centre, in chunks (`sagefm.data.inference`)."""
+        for every spot as a centre, in chunks (`sagefm.data.inference`). The embedding is GCN layer
+        ``gcn_layer``'s centre output (d its width); predictions need the last layer."""
         slide, mapping = prepare_slide(
             adata, self.vocabulary, self.config.data, hidden=hidden, layer=layer
         )
         network, model_config = self.network, self.config.model
+        stop = network.layer_index(gcn_layer)
+        if with_prediction and stop != len(model_config.hidden_sizes) - 1:
+            raise ValueError("predictions are read from the last layer's embedding")
         n = slide.n_spots
-        embedding = np.empty((n, model_config.embedding_dim), dtype=np.float32)
+        embedding = np.empty((n, model_config.hidden_sizes[stop]), dtype=np.float32)
         prediction = np.empty((n, len(self.vocabulary) if with_prediction else 0), np.float32)
         device = next(network.parameters()).device
         chunks = inference_chunks(
@@ -171,7 +176,7 @@ class SageFM:
             inputs = chunk.projection_inputs()
             library = network.visible_library(inputs["values"])  # (U,)
             projected = network.project(**inputs, library=library)  # (U, h_0)
-            emb = network.encode(projected[chunk.node_index], chunk.adj)  # (b, d)
+            emb = network.encode(projected[chunk.node_index], chunk.adj, layer=stop)  # (b, d)
             embedding[chunk.spots] = emb.float().cpu().numpy()
             if with_prediction:
                 skip = None
@@ -191,10 +196,15 @@ class SageFM:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         progress: bool = False,
         layer: str | None = None,
+        gcn_layer: int = -1,
     ) -> np.ndarray:
-        """Spot embeddings (n_spots, d): the last GCN layer at each spot's subgraph centre.
+        """Spot embeddings (n_spots, d): a GCN layer's output at each spot's subgraph centre.
 
-        Also stored in ``adata.obsm[key_added]`` (default ``"X_sagefm"``).
+        ``gcn_layer`` picks the layer (an index into ``hidden_sizes``, negative from the end; d is
+        its width). The default, the last, is what the head reads. Earlier layers keep more of the
+        input: see the README's ablations for what each gives on DLPFC.
+        Also stored in ``adata.obsm[key_added]`` (default ``"X_sagefm"``); ``layer`` is the
+        AnnData layer holding the counts (default ``X``).
         """
         embedding, _, mapping = self._predict(
             adata,
@@ -203,10 +213,12 @@ class SageFM:
             progress=progress,
             layer=layer,
             with_prediction=False,
+            gcn_layer=gcn_layer,
         )
         adata.obsm[key_added] = embedding
         adata.uns.setdefault(Keys.UNS, {})["embed"] = {
             "key_added": key_added,
+            "gcn_layer": self.network.layer_index(gcn_layer),
             "n_genes_matched": int(mapping.vocab_index.size),
             "n_vocabulary": len(self.vocabulary),
         }

@@ -42,6 +42,12 @@ def test_embed_writes_the_embedding(trained: tuple[Path, Path], tmp_path: Path) 
     assert main(["--no-progress", "embed", *argv, "--key-added", "emb", "--chunk-size", "7"]) == 0
     embedded = ad.read_h5ad(out)
     assert embedded.obsm["emb"].shape == (embedded.n_obs, 16)
+    middle = tmp_path / "e1.h5ad"
+    argv[-1] = str(middle)
+    assert main(["--no-progress", "embed", *argv, "--gcn-layer", "1"]) == 0
+    embedded = ad.read_h5ad(middle)
+    assert embedded.obsm["X_sagefm"].shape == (embedded.n_obs, 8)  # TINY's middle layer
+    assert embedded.uns["sagefm"]["embed"]["gcn_layer"] == 1
 
 
 def test_impute_writes_a_layer_or_the_vocabulary(

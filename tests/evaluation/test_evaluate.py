@@ -117,7 +117,8 @@ def test_quick_evaluation_writes_a_complete_report(shared_data: Path, tmp_path: 
 def test_domains_score_the_adapted_model_as_its_own_setting(
     shared_data: Path, tmp_path: Path
 ) -> None:
-    """``adapt_epochs``: each domain section is also embedded by the model adapted to it."""
+    """``adapt_epochs``: each domain section is also embedded by the model adapted to it;
+    ``gcn_layer``: both models are read at that layer, and the report says which."""
     dlpfc = shared_data / "dlpfc"
     config = SageFMConfig(
         model=ModelConfig(hidden_sizes=(32, 16, 16, 16, 32)),
@@ -126,7 +127,7 @@ def test_domains_score_the_adapted_model_as_its_own_setting(
     )
     train = crop(read(dlpfc / "dlpfc_151673.h5ad"), 400)
     pretrain([train], output=tmp_path / "run", config=config, progress=False)
-    evaluation = dataclasses.replace(EvaluationConfig.quick(), adapt_epochs=1)
+    evaluation = dataclasses.replace(EvaluationConfig.quick(), adapt_epochs=1, gcn_layer=1)
     metrics = evaluate(
         tmp_path / "run" / "best",
         data_dir=shared_data,
@@ -143,4 +144,6 @@ def test_domains_score_the_adapted_model_as_its_own_setting(
         assert 0 <= domains["mean"]["gmm_refined"][method]["nmi"] <= 1, method
     adapted = [r for r in domains["per_section"] if r["method"] == "sagefm_adapted"]
     assert len(adapted) == 2 * 4  # sections x (gmm, k-means) x (raw, refined)
-    assert "SAGE-FM adapted" in (tmp_path / "report" / "report.md").read_text()
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "SAGE-FM adapted" in report and "its embedding is GCN layer 1 " in report
+    assert metrics["meta"]["config"]["gcn_layer"] == 1

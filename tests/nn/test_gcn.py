@@ -8,6 +8,7 @@ import torch
 
 from sagefm.config import ModelConfig
 from sagefm.data.neighbourhood import subgraph_adjacency
+from sagefm.errors import ConfigError
 from sagefm.nn.gcn import DenseGCNLayer, SageGCN
 
 torch_geometric = pytest.importorskip("torch_geometric")
@@ -179,3 +180,25 @@ def test_reconstruct_for_chosen_genes_equals_the_full_head() -> None:
     torch.testing.assert_close(chosen, full[:, genes])
     one_per_row = network.reconstruct(embedding, mean[:, 2], genes=torch.tensor(2))  # (4,)
     torch.testing.assert_close(one_per_row, full[:, 2])
+
+
+@pytest.mark.parametrize("scheme", ["weighted", "complete"])
+def test_encode_reads_any_layer_as_full_propagation_would(scheme: str) -> None:
+    """encode(layer=k) stops after layer k and returns its centre row; it must equal propagating
+    every node through layers 0..k (the activation after each) and reading row 0."""
+    torch.manual_seed(4)
+    net = SageGCN(ModelConfig(n_genes=6, hidden_sizes=(8, 5, 7), edge_scheme=scheme)).eval()
+    adj = subgraph_adjacency(torch.rand(3, 15, 2) * 300, scheme=scheme, bandwidth_um=100.0)
+    projected = torch.randn(3, 15, 8)
+    h, expected = projected, []
+    for i, layer in enumerate(net.gcn_layers):
+        h = net.act(layer.propagate(adj, layer.linear(h) if i > 0 else h))
+        expected.append(h[:, 0, :])
+    for k in range(3):
+        for index in (k, k - 3):
+            got = net.encode(projected, adj, layer=index)
+            assert got.shape == (3, net.config.hidden_sizes[k])
+            torch.testing.assert_close(got, expected[k], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(net.encode(projected, adj), expected[-1], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ConfigError, match="GCN layer must be in"):
+        net.encode(projected, adj, layer=3)

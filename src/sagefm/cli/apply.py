@@ -24,7 +24,11 @@ def cmd_embed(args: argparse.Namespace) -> None:
     model = load(args.model)
     adata = read_one(args.input)
     model.embed(
-        adata, key_added=args.key_added, chunk_size=args.chunk_size, progress=not args.no_progress
+        adata,
+        key_added=args.key_added,
+        chunk_size=args.chunk_size,
+        progress=not args.no_progress,
+        gcn_layer=args.gcn_layer,
     )
     write_h5ad(adata, output)
     logger.info(
@@ -95,6 +99,12 @@ def add_parsers(sub: Any) -> None:
     p = add_command(sub, "embed", "write spot embeddings to obsm", cmd_embed)
     add_model_input_output(p, output="output .h5ad file")
     p.add_argument("--key-added", default=Keys.X_EMB, help="obsm key of the embedding")
+    p.add_argument(
+        "--gcn-layer",
+        type=int,
+        default=-1,
+        help="the GCN layer read at the centre (0 = first, -1 = last, which the head reads)",
+    )
     _add_chunk_size(p)
 
     p = add_command(sub, "impute", "write model predictions as a layer", cmd_impute)

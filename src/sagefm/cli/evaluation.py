@@ -32,9 +32,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from sagefm.evaluation import EvaluationConfig, evaluate
 
     config = None
-    if args.adapt_epochs:
+    if args.adapt_epochs or args.gcn_layer != -1:
         base = EvaluationConfig.quick() if args.quick else EvaluationConfig()
-        config = dataclasses.replace(base, adapt_epochs=args.adapt_epochs)
+        config = dataclasses.replace(base, adapt_epochs=args.adapt_epochs, gcn_layer=args.gcn_layer)
     metrics = evaluate(
         args.model,
         data_dir=args.data_dir,
@@ -104,6 +104,12 @@ def add_parsers(sub: Any) -> None:
         type=int,
         default=0,
         help="also score domains with the model adapted to each section for N epochs (0 = no)",
+    )
+    p.add_argument(
+        "--gcn-layer",
+        type=int,
+        default=-1,
+        help="the GCN layer every section reads as SAGE-FM's embedding (-1 = last)",
     )
 
     # the benchmark script parses its own flags (--output, --data-dir, --quick, ...)

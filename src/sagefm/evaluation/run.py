@@ -76,7 +76,9 @@ class EvaluationRun:
     def embedding(self, adata: ad.AnnData) -> np.ndarray:
         name = slide_name(adata, str(id(adata)))
         if name not in self._embeddings:
-            self._embeddings[name] = self.model.embed(adata, progress=self.progress)
+            self._embeddings[name] = self.model.embed(
+                adata, progress=self.progress, gcn_layer=self.config.gcn_layer
+            )
         return self._embeddings[name]
 
     def adapted_embedding(self, adata: ad.AnnData) -> tuple[np.ndarray, dict[str, float]]:
@@ -96,7 +98,10 @@ class EvaluationRun:
             "wall_time_s": result.wall_time_s,
             "peak_memory_mb": result.peak_memory_mb,
         }
-        return adapted.embed(adata.copy(), progress=self.progress), cost
+        embedding = adapted.embed(
+            adata.copy(), progress=self.progress, gcn_layer=self.config.gcn_layer
+        )
+        return embedding, cost
 
     def expression(self, key: str, slides: Sequence[ad.AnnData]) -> Expression:
         """The baselines' inputs for ``slides``, cached by ``key``."""

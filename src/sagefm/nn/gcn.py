@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from sagefm.config import ModelConfig
+from sagefm.errors import ConfigError
 from sagefm.nn import depth
 
 
@@ -266,27 +267,39 @@ class SageGCN(nn.Module):
             out = out + flag * w_visible.T.reshape(*genes.shape, -1)
         return out
 
-    def encode(self, projected: torch.Tensor, adj: torch.Tensor | None) -> torch.Tensor:
-        """Centre embeddings (B, h_last) from first-layer projections (B, N, h_0) of each subgraph's nodes.
+    def encode(
+        self, projected: torch.Tensor, adj: torch.Tensor | None, *, layer: int = -1
+    ) -> torch.Tensor:
+        """Centre embeddings (B, h_layer) from first-layer projections (B, N, h_0) of each subgraph's nodes.
 
         ``adj`` (B, N, N) normalised adjacency, or None for the complete graph: then every node is
         identical after the first layer, so later layers run on one vector per subgraph (and
-        ``projected`` may already be the node mean, (B, 1, h_0)).
+        ``projected`` may already be the node mean, (B, 1, h_0)). ``layer`` (an index into the GCN
+        layers, negative from the end) is the layer whose activated centre output is returned; the
+        layers after it are not computed. The head reads the last one (the default).
         """
         layers = self.gcn_layers
+        stop = self.layer_index(layer)
         h = projected
-        for i, layer in enumerate(layers):
-            last = i == len(layers) - 1
+        for i, gcn in enumerate(layers[: stop + 1]):
+            last = i == stop
             if last and adj is not None:
                 # Only the centre row is needed, and Â(HW) = (ÂH)W: mix first, then map one row.
                 h = torch.bmm(adj[:, :1, :], h)  # (B, 1, h)
-                h = (layer.linear(h) if i > 0 else h) + layer.bias
+                h = (gcn.linear(h) if i > 0 else h) + gcn.bias
             else:
-                h = layer.propagate(adj, layer.linear(h) if i > 0 else h)
+                h = gcn.propagate(adj, gcn.linear(h) if i > 0 else h)
             h = self.act(h)
             if not last:
                 h = self.dropout(h)
         return h[:, 0, :]
+
+    def layer_index(self, layer: int) -> int:
+        """The non-negative position of GCN layer ``layer`` (negative counts from the end)."""
+        n_layers = len(self.config.hidden_sizes)
+        if not -n_layers <= layer < n_layers:
+            raise ConfigError(f"GCN layer must be in [-{n_layers}, {n_layers}), got {layer}")
+        return layer % n_layers
 
     def reconstruct(
         self,
