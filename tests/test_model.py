@@ -285,3 +285,20 @@ def test_embed_reads_the_chosen_gcn_layer(trained) -> None:
     assert adata.obsm["X_layer1"] is first
     with pytest.raises(ConfigError, match="GCN layer must be in"):
         model.embed(adata, gcn_layer=len(SMALL.hidden_sizes))
+
+
+def test_embed_on_chosen_genes_equals_the_slide_without_the_others(trained) -> None:
+    """genes=...: the other genes are unobserved, exactly as for a slide that never measured them;
+    the embedding lands in the full AnnData. A gene the slide lacks is a clear error."""
+    out, _, slides = trained
+    model = sagefm.load(out)
+    adata = slides[2].copy()
+    shown = list(adata.var_names[::2])
+    on_subset = model.embed(adata, genes=shown)
+    assert adata.obsm["X_sagefm"] is on_subset and adata.uns["sagefm"]["embed"][
+        "n_genes_shown"
+    ] == len(shown)
+    np.testing.assert_array_equal(on_subset, model.embed(adata[:, shown].copy()))
+    assert not np.allclose(on_subset, model.embed(adata.copy()), atol=1e-4)
+    with pytest.raises(InputDataError, match=r"not in adata\.var_names"):
+        model.embed(adata, genes=[*shown, "NOT_A_GENE"])

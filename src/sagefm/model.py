@@ -10,6 +10,7 @@ from typing import Any
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 
@@ -197,17 +198,21 @@ class SageFM:
         progress: bool = False,
         layer: str | None = None,
         gcn_layer: int = -1,
+        genes: Sequence[str] | None = None,
     ) -> np.ndarray:
         """Spot embeddings (n_spots, d): a GCN layer's output at each spot's subgraph centre.
 
         ``gcn_layer`` picks the layer (an index into ``hidden_sizes``, negative from the end; d is
         its width). The default, the last, is what the head reads. Earlier layers keep more of the
         input: see the README's ablations for what each gives on DLPFC.
+        ``genes`` (names in ``adata.var_names``): show the model these genes only, the others as
+        unobserved. The embedding depends on which genes a slide measures, so slides with
+        different gene panels are comparable only when embedded on the genes they share.
         Also stored in ``adata.obsm[key_added]`` (default ``"X_sagefm"``); ``layer`` is the
         AnnData layer holding the counts (default ``X``).
         """
         embedding, _, mapping = self._predict(
-            adata,
+            adata if genes is None else _gene_subset(adata, genes),
             None,
             chunk_size=chunk_size,
             progress=progress,
@@ -219,6 +224,7 @@ class SageFM:
         adata.uns.setdefault(Keys.UNS, {})["embed"] = {
             "key_added": key_added,
             "gcn_layer": self.network.layer_index(gcn_layer),
+            "n_genes_shown": adata.n_vars if genes is None else len(genes),
             "n_genes_matched": int(mapping.vocab_index.size),
             "n_vocabulary": len(self.vocabulary),
         }
@@ -288,6 +294,17 @@ class SageFM:
         if "spatial" in adata.uns:
             out.uns["spatial"] = adata.uns["spatial"]
         return out
+
+
+def _gene_subset(adata: ad.AnnData, genes: Sequence[str]) -> ad.AnnData:
+    """``adata`` restricted to ``genes`` (a view); `InputDataError` naming any it does not have."""
+    missing = pd.Index(genes).difference(adata.var_names)
+    if len(missing):
+        raise InputDataError(
+            f"{len(missing)} of the genes to show are not in adata.var_names, e.g. "
+            f"{list(missing[:5])}"
+        )
+    return adata[:, list(genes)]
 
 
 def load(path: str | Path) -> SageFM:

@@ -166,9 +166,10 @@ def annotation_section(run: EvaluationRun, data: dict[str, list[ad.AnnData]]) ->
     parts = [
         "## 3. Spot annotation by label transfer",
         "Standardised features, multinomial logistic regression (sklearn, seed "
-        f"{run.seed}) trained on the other slides' labelled spots. PCA and BANKSY-style baselines "
-        "use genes shared by all slides, with HVGs, z-scores and PCA fitted on the training "
-        "slides and projected onto the held-out one. MOFA+ cannot project new samples: its factors "
+        f"{run.seed}) trained on the other slides' labelled spots. Every method sees the genes "
+        "shared by all slides: SAGE-FM is shown those genes only (the others as unobserved), and "
+        "the PCA and BANKSY-style baselines fit HVGs, z-scores and PCA on the training slides and "
+        "project the held-out one. MOFA+ cannot project new samples: its factors "
         "are fitted once, without labels, on all slides together (the held-out one included), "
         "which if anything favours it.",
     ]

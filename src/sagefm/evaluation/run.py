@@ -64,7 +64,9 @@ class EvaluationRun:
     known_splits: bool  #: False when no run.json was found (every split is then "unknown")
     figures: Path
     progress: bool = False
-    _embeddings: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _embeddings: dict[tuple[str, tuple[str, ...] | None], np.ndarray] = field(
+        default_factory=dict, repr=False
+    )
     _expression: dict[str, Expression] = field(default_factory=dict, repr=False)
     _mofa: dict[str, list[np.ndarray]] = field(default_factory=dict, repr=False)
 
@@ -73,13 +75,15 @@ class EvaluationRun:
             return "unknown"
         return self.splits.get(slide_name(adata, ""), "zero-shot")
 
-    def embedding(self, adata: ad.AnnData) -> np.ndarray:
+    def embedding(self, adata: ad.AnnData, genes: Sequence[str] | None = None) -> np.ndarray:
+        """SAGE-FM's embedding of ``adata`` shown ``genes`` only (default: all it measures)."""
         name = slide_name(adata, str(id(adata)))
-        if name not in self._embeddings:
-            self._embeddings[name] = self.model.embed(
-                adata, progress=self.progress, gcn_layer=self.config.gcn_layer
+        key = (name, None if genes is None else tuple(genes))
+        if key not in self._embeddings:
+            self._embeddings[key] = self.model.embed(
+                adata, progress=self.progress, gcn_layer=self.config.gcn_layer, genes=genes
             )
-        return self._embeddings[name]
+        return self._embeddings[key]
 
     def adapted_embedding(self, adata: ad.AnnData) -> tuple[np.ndarray, dict[str, float]]:
         """The embedding of ``adata`` by the model adapted to it alone (`SageFM.adapt` for
@@ -125,8 +129,14 @@ class EvaluationRun:
     def representations(
         self, key: str, slides: Sequence[ad.AnnData], train: Sequence[int]
     ) -> dict[str, list[np.ndarray]]:
-        """Every method's spot features per slide; HVGs and PCAs fitted on the ``train`` slides."""
-        out = self.expression(key, slides).baselines(self.config, train, self.seed)
+        """Every method's spot features per slide; HVGs and PCAs fitted on the ``train`` slides.
+
+        SAGE-FM is shown the genes the baselines use, those all ``slides`` measure: its embedding
+        depends on which genes a slide measures, and slides with different panels (the DLPFC
+        sections each keep their own 5,000 genes) would otherwise differ by panel, not tissue.
+        """
+        inputs = self.expression(key, slides)
+        out = inputs.baselines(self.config, train, self.seed)
         out["mofa"] = self.mofa(key, slides)
-        out["sagefm"] = [self.embedding(a) for a in slides]
+        out["sagefm"] = [self.embedding(a, inputs.genes) for a in slides]
         return out
