@@ -271,20 +271,38 @@ def test_adapting_with_another_vocabulary_is_refused_before_anything_is_written(
 
 
 def test_embed_reads_the_chosen_gcn_layer(trained) -> None:
-    """gcn_layer=k gives layer k's width and is stored under key_added; -1 is the default, and
-    the layer is recorded in uns. An index outside the network is a clear error."""
+    """By default the model's ModelConfig.embedding_layer (the first for new models); gcn_layer=k
+    gives layer k's width under key_added, and the layer is recorded in uns. Layers differ, and
+    an index outside the network is a clear error."""
     out, _, slides = trained
     model = sagefm.load(out)
+    assert model.config.model.embedding_layer == 0
     adata = slides[2].copy()
-    last = model.embed(adata)
-    assert adata.uns["sagefm"]["embed"]["gcn_layer"] == len(SMALL.hidden_sizes) - 1
-    np.testing.assert_array_equal(model.embed(adata.copy(), gcn_layer=-1), last)
-    first = model.embed(adata, gcn_layer=1, key_added="X_layer1")
-    assert first.shape == (adata.n_obs, SMALL.hidden_sizes[1])
+    default = model.embed(adata)
+    assert adata.uns["sagefm"]["embed"]["gcn_layer"] == 0
+    np.testing.assert_array_equal(model.embed(adata.copy(), gcn_layer=0), default)
+    last = model.embed(adata.copy(), gcn_layer=-1)
+    assert last.shape == default.shape and not np.allclose(last, default, atol=1e-4)
+    middle = model.embed(adata, gcn_layer=1, key_added="X_layer1")
+    assert middle.shape == (adata.n_obs, SMALL.hidden_sizes[1])
     assert adata.uns["sagefm"]["embed"]["gcn_layer"] == 1
-    assert adata.obsm["X_layer1"] is first
+    assert adata.obsm["X_layer1"] is middle
     with pytest.raises(ConfigError, match="GCN layer must be in"):
         model.embed(adata, gcn_layer=len(SMALL.hidden_sizes))
+
+
+def test_embedding_layer_is_saved_and_older_models_keep_the_last() -> None:
+    """A config saved before the option reads the last layer, as those models always did; the
+    reference preset does too; a layer outside the network is refused."""
+    config = SageFMConfig(model=dataclasses.replace(SMALL, embedding_layer=2))
+    assert SageFMConfig.from_dict(config.to_dict()).model.embedding_layer == 2
+    old = config.to_dict()
+    del old["model"]["embedding_layer"]
+    assert SageFMConfig.from_dict(old).model.embedding_layer == -1
+    assert ModelConfig.reference().embedding_layer == -1
+    assert dataclasses.replace(SMALL, embedding_layer=-1).embedding_dim == SMALL.hidden_sizes[-1]
+    with pytest.raises(ConfigError, match="embedding_layer must be in"):
+        dataclasses.replace(SMALL, embedding_layer=5)
 
 
 def test_embed_on_chosen_genes_equals_the_slide_without_the_others(trained) -> None:

@@ -60,10 +60,19 @@ class ModelConfig:
     #: hidden genes excluded from the size factor) and rescale the head's prediction back to the
     #: centre's visible library, so the embedding need not carry sequencing depth (sagefm.nn.depth)
     depth_normalize: bool = False
+    #: the GCN layer `SageFM.embed` reads at the centre by default (an index into hidden_sizes,
+    #: -1 = the last, which the head reads). The first keeps more of the tissue: on DLPFC and
+    #: her2st it beat the last on domains, label transfer and region phenotypes (README, ablations).
+    embedding_layer: int = 0
 
     def __post_init__(self) -> None:
         check_config(self.n_genes >= 0, f"n_genes must be >= 0, got {self.n_genes}")
         check_config(len(self.hidden_sizes) >= 1, "hidden_sizes needs at least one layer")
+        n_layers = len(self.hidden_sizes)
+        check_config(
+            -n_layers <= self.embedding_layer < n_layers,
+            f"embedding_layer must be in [-{n_layers}, {n_layers}), got {self.embedding_layer}",
+        )
         check_config(
             all(h > 0 for h in self.hidden_sizes), f"hidden sizes must be > 0: {self.hidden_sizes}"
         )
@@ -104,7 +113,8 @@ class ModelConfig:
 
     @property
     def embedding_dim(self) -> int:
-        return self.hidden_sizes[-1]
+        """The width of `SageFM.embed`'s default embedding (layer ``embedding_layer``)."""
+        return self.hidden_sizes[self.embedding_layer]
 
     @classmethod
     def reference(cls, n_genes: int = 0) -> ModelConfig:
@@ -116,6 +126,7 @@ class ModelConfig:
             spatial_skip=False,
             standardize_input=False,
             depth_normalize=False,
+            embedding_layer=-1,
         )
 
 
@@ -245,6 +256,7 @@ class SageFMConfig:
             # saved before the option existed: those models read the raw log1p values
             model.setdefault("standardize_input", False)
             model.setdefault("depth_normalize", False)
+            model.setdefault("embedding_layer", -1)  # those models were read at the last layer
             if "hidden_sizes" in model:
                 model["hidden_sizes"] = tuple(int(h) for h in model["hidden_sizes"])
             return cls(

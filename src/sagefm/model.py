@@ -197,20 +197,23 @@ class SageFM:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         progress: bool = False,
         layer: str | None = None,
-        gcn_layer: int = -1,
+        gcn_layer: int | None = None,
         genes: Sequence[str] | None = None,
     ) -> np.ndarray:
         """Spot embeddings (n_spots, d): a GCN layer's output at each spot's subgraph centre.
 
         ``gcn_layer`` picks the layer (an index into ``hidden_sizes``, negative from the end; d is
-        its width). The default, the last, is what the head reads. Earlier layers keep more of the
-        input: see the README's ablations for what each gives on DLPFC.
+        its width); None: ``ModelConfig.embedding_layer``, the first layer for new models (the
+        last, which the head reads, for models saved before the option and for the reference
+        preset). See the README's ablations for what each gives.
         ``genes`` (names in ``adata.var_names``): show the model these genes only, the others as
         unobserved. The embedding depends on which genes a slide measures, so slides with
         different gene panels are comparable only when embedded on the genes they share.
         Also stored in ``adata.obsm[key_added]`` (default ``"X_sagefm"``); ``layer`` is the
         AnnData layer holding the counts (default ``X``).
         """
+        chosen = self.config.model.embedding_layer if gcn_layer is None else gcn_layer
+        index = self.network.layer_index(chosen)
         embedding, _, mapping = self._predict(
             adata if genes is None else _gene_subset(adata, genes),
             None,
@@ -218,12 +221,12 @@ class SageFM:
             progress=progress,
             layer=layer,
             with_prediction=False,
-            gcn_layer=gcn_layer,
+            gcn_layer=index,
         )
         adata.obsm[key_added] = embedding
         adata.uns.setdefault(Keys.UNS, {})["embed"] = {
             "key_added": key_added,
-            "gcn_layer": self.network.layer_index(gcn_layer),
+            "gcn_layer": index,
             "n_genes_shown": adata.n_vars if genes is None else len(genes),
             "n_genes_matched": int(mapping.vocab_index.size),
             "n_vocabulary": len(self.vocabulary),

@@ -102,8 +102,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--gcn-layer",
         type=int,
-        default=-1,
-        help="the GCN layer read at the centre (0 = first, -1 = last, which the head reads)",
+        default=None,
+        help="the GCN layer read at the centre (0 = first, -1 = last, which the head reads; "
+        "default: the model's ModelConfig.embedding_layer)",
     )
     _add_chunk_size(p)
 

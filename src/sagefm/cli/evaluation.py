@@ -32,7 +32,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from sagefm.evaluation import EvaluationConfig, evaluate
 
     config = None
-    if args.adapt_epochs or args.gcn_layer != -1:
+    if args.adapt_epochs or args.gcn_layer is not None:
         base = EvaluationConfig.quick() if args.quick else EvaluationConfig()
         config = dataclasses.replace(base, adapt_epochs=args.adapt_epochs, gcn_layer=args.gcn_layer)
     metrics = evaluate(
@@ -108,8 +108,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--gcn-layer",
         type=int,
-        default=-1,
-        help="the GCN layer every section reads as SAGE-FM's embedding (-1 = last)",
+        default=None,
+        help="the GCN layer every section reads as SAGE-FM's embedding (-1 = last; default: the "
+        "model's ModelConfig.embedding_layer)",
     )
 
     # the benchmark script parses its own flags (--output, --data-dir, --quick, ...)

@@ -108,8 +108,9 @@ class EvaluationConfig:
     #: > 0: the domain section also scores the model adapted to each section alone for this many
     #: epochs (`SageFM.adapt`, no labels), as its own setting beside zero-shot
     adapt_epochs: int = 0
-    #: the GCN layer read as SAGE-FM's embedding by every section (`SageFM.embed`'s gcn_layer)
-    gcn_layer: int = -1
+    #: the GCN layer read as SAGE-FM's embedding by every section (`SageFM.embed`'s gcn_layer);
+    #: None: the model's ModelConfig.embedding_layer
+    gcn_layer: int | None = None
 
     def __post_init__(self) -> None:
         names = [d.name for d in self.datasets]

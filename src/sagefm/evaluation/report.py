@@ -104,7 +104,7 @@ def render_report(meta: dict[str, Any], texts: dict[str, str]) -> str:
     header = [
         "# SAGE-FM evaluation report",
         f"Model: `{meta['model']}` ({meta['model_dir'] or 'in-memory object'}); its embedding is "
-        f"GCN layer {meta['config'].get('gcn_layer', -1)} (-1: the last). "
+        f"GCN layer {meta['gcn_layer']} (0: the first). "
         f"Wall time {meta['wall_time_s']:.0f} s ({meta['wall_time_s'] / 60:.1f} min) on this machine; "
         f"seed {meta['seed']} for every random choice (masks, PCA, clustering, MOFA+, classifiers, "
         f"folds){'; QUICK mode: small slices, not the reported numbers' if meta['quick'] else ''}.",
