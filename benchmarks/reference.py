@@ -108,7 +108,7 @@ def reference_embed(
     slide, _ = prepare_slide(adata, vocabulary, config.data)
     collate = SubgraphCollator([slide], config.model, mask_fraction=None)
     n_nodes = slide.neighbours.shape[1]
-    out = np.empty((slide.n_spots, config.model.embedding_dim), np.float32)
+    out = np.empty((slide.n_spots, config.model.hidden_sizes[-1]), np.float32)
     with torch.inference_mode():
         for start in range(0, slide.n_spots, REFERENCE_CHUNK):
             spots = np.arange(start, min(slide.n_spots, start + REFERENCE_CHUNK))
