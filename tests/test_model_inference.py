@@ -63,7 +63,9 @@ def test_embed_and_impute_equal_the_collated_forward(
         np.testing.assert_allclose(prediction, expected_pred.numpy(), rtol=1e-4, atol=1e-5)
         embeddings.append(embedding)
     # embed() skips the head but gives the same embedding; the mask changes it
-    np.testing.assert_allclose(model.embed(adata, chunk_size=7), embeddings[0], atol=1e-5)
+    np.testing.assert_allclose(
+        model.embed(adata, chunk_size=7, gcn_layer=-1), embeddings[0], atol=1e-5
+    )
     assert not np.allclose(embeddings[0], embeddings[1], atol=1e-3)
 
 
@@ -154,7 +156,7 @@ def test_every_fast_path_agrees_with_the_plain_forward(model_config: ModelConfig
     mask = np.random.default_rng(1).random(adata.shape) < 0.2
     _, embedding = _forward(model, adata)
     prediction, _ = _forward(model, adata, hidden=mask)
-    np.testing.assert_allclose(model.embed(adata, chunk_size=7), embedding, atol=1e-5)
+    np.testing.assert_allclose(model.embed(adata, chunk_size=7, gcn_layer=-1), embedding, atol=1e-5)
     imputed = model.impute(adata, mask, chunk_size=7)
     np.testing.assert_allclose(imputed, prediction, atol=1e-5)
     assert adata.layers[Keys.LAYER_IMPUTED] is imputed and adata.uns["sagefm"]["impute"]["masked"]
