@@ -66,7 +66,8 @@ class SageGCN(nn.Module):
     layer has 2V features. Standardisation (z-scores with the training data's mean and sd) is folded
     into the first layer's weights (`project`), so the inputs stay sparse and a clamp changes one
     feature (`input_delta`).
-    The embedding of a spot is the last GCN layer's output at the centre node.
+    The embedding of a spot is a GCN layer's output at the centre node (`encode`'s ``layer``; the
+    head reads the last).
 
     Every use of the network goes through one API, and nothing outside ``nn`` re-derives it:
     `project` (the first layer's linear map of node inputs, dense or sparse per slide, computed once
