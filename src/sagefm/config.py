@@ -68,11 +68,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         check_config(self.n_genes >= 0, f"n_genes must be >= 0, got {self.n_genes}")
         check_config(len(self.hidden_sizes) >= 1, "hidden_sizes needs at least one layer")
-        n_layers = len(self.hidden_sizes)
-        check_config(
-            -n_layers <= self.embedding_layer < n_layers,
-            f"embedding_layer must be in [-{n_layers}, {n_layers}), got {self.embedding_layer}",
-        )
+        self.layer_index(self.embedding_layer, name="embedding_layer")
         check_config(
             all(h > 0 for h in self.hidden_sizes), f"hidden sizes must be > 0: {self.hidden_sizes}"
         )
@@ -110,6 +106,16 @@ class ModelConfig:
         that a visible gene subtracts.
         """
         return self.mask_indicator or self.standardize_input
+
+    def layer_index(self, layer: int, *, name: str = "GCN layer") -> int:
+        """The non-negative position of GCN layer ``layer`` (negative counts from the end);
+        `ConfigError` naming ``name`` when the network has no such layer."""
+        n_layers = len(self.hidden_sizes)
+        check_config(
+            -n_layers <= layer < n_layers,
+            f"{name} must be in [-{n_layers}, {n_layers}), got {layer}",
+        )
+        return layer % n_layers
 
     @property
     def embedding_dim(self) -> int:

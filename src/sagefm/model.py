@@ -163,7 +163,7 @@ class SageFM:
             adata, self.vocabulary, self.config.data, hidden=hidden, layer=layer
         )
         network, model_config = self.network, self.config.model
-        stop = network.layer_index(gcn_layer)
+        stop = model_config.layer_index(gcn_layer)
         if with_prediction and stop != len(model_config.hidden_sizes) - 1:
             raise ValueError("predictions are read from the last layer's embedding")
         n = slide.n_spots
@@ -189,6 +189,14 @@ class SageFM:
                 )
         return embedding, prediction, mapping
 
+    def embedding_layer(self, gcn_layer: int | None = None) -> int:
+        """The position of the GCN layer `embed` reads for ``gcn_layer`` (None: the model's
+        ``ModelConfig.embedding_layer``)."""
+        model_config = self.config.model
+        return model_config.layer_index(
+            model_config.embedding_layer if gcn_layer is None else gcn_layer
+        )
+
     def embed(
         self,
         adata: ad.AnnData,
@@ -212,10 +220,10 @@ class SageFM:
         Also stored in ``adata.obsm[key_added]`` (default ``"X_sagefm"``); ``layer`` is the
         AnnData layer holding the counts (default ``X``).
         """
-        chosen = self.config.model.embedding_layer if gcn_layer is None else gcn_layer
-        index = self.network.layer_index(chosen)
+        index = self.embedding_layer(gcn_layer)
+        shown = adata if genes is None else _gene_subset(adata, genes)
         embedding, _, mapping = self._predict(
-            adata if genes is None else _gene_subset(adata, genes),
+            shown,
             None,
             chunk_size=chunk_size,
             progress=progress,
@@ -227,7 +235,7 @@ class SageFM:
         adata.uns.setdefault(Keys.UNS, {})["embed"] = {
             "key_added": key_added,
             "gcn_layer": index,
-            "n_genes_shown": adata.n_vars if genes is None else len(genes),
+            "n_genes_shown": shown.n_vars,
             "n_genes_matched": int(mapping.vocab_index.size),
             "n_vocabulary": len(self.vocabulary),
         }

@@ -115,9 +115,7 @@ def evaluate(
             "sections": chosen,
             "config": config.to_dict(),
             "model": repr(model),
-            "gcn_layer": model.network.layer_index(
-                model.config.model.embedding_layer if config.gcn_layer is None else config.gcn_layer
-            ),
+            "gcn_layer": model.embedding_layer(config.gcn_layer),
             "model_dir": str(model_dir) if model_dir else None,
             "pretraining_record": run_json,
             "data_dir": str(data_dir),

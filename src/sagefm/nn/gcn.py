@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from sagefm.config import ModelConfig
-from sagefm.errors import ConfigError
 from sagefm.nn import depth
 
 
@@ -280,7 +279,7 @@ class SageGCN(nn.Module):
         layers after it are not computed. The head reads the last one (the default).
         """
         layers = self.gcn_layers
-        stop = self.layer_index(layer)
+        stop = self.config.layer_index(layer)
         h = projected
         for i, gcn in enumerate(layers[: stop + 1]):
             last = i == stop
@@ -294,13 +293,6 @@ class SageGCN(nn.Module):
             if not last:
                 h = self.dropout(h)
         return h[:, 0, :]
-
-    def layer_index(self, layer: int) -> int:
-        """The non-negative position of GCN layer ``layer`` (negative counts from the end)."""
-        n_layers = len(self.config.hidden_sizes)
-        if not -n_layers <= layer < n_layers:
-            raise ConfigError(f"GCN layer must be in [-{n_layers}, {n_layers}), got {layer}")
-        return layer % n_layers
 
     def reconstruct(
         self,
