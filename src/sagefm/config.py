@@ -64,6 +64,10 @@ class ModelConfig:
     #: -1 = the last, which the head reads). The first keeps more of the tissue: on DLPFC and
     #: her2st it beat the last on domains, label transfer and region phenotypes (README, ablations).
     embedding_layer: int = 0
+    #: weight of a second masked MSE, from a linear head on the embedding layer's centre row
+    #: (training only; 0 = none). It asks that layer to be a *linear* code of the centre's
+    #: hidden genes, as PCA is, rather than one only the deeper layers can read.
+    embedding_loss_weight: float = 0.0
 
     def __post_init__(self) -> None:
         check_config(self.n_genes >= 0, f"n_genes must be >= 0, got {self.n_genes}")
@@ -91,6 +95,10 @@ class ModelConfig:
             not self.depth_normalize or self.output_activation != "none",
             "depth_normalize needs a non-negative output_activation (relu or softplus): the "
             "prediction at a fixed library is rescaled to the centre's depth as counts",
+        )
+        check_config(
+            self.embedding_loss_weight >= 0,
+            f"embedding_loss_weight must be >= 0, got {self.embedding_loss_weight}",
         )
         check_config(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
         check_config(

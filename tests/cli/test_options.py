@@ -34,6 +34,13 @@ def test_pretrain_defaults_are_the_config_defaults() -> None:
     assert reference.model == ModelConfig.reference()
 
 
+def test_embedding_loss_weight_and_depth_normalize_flags() -> None:
+    model = _pretrain_config("--embedding-loss-weight", "0.5", "--depth-normalize").model
+    assert model.embedding_loss_weight == 0.5 and model.depth_normalize
+    assert not _pretrain_config("--no-depth-normalize").model.depth_normalize
+    assert _pretrain_config().model.embedding_loss_weight == ModelConfig.embedding_loss_weight
+
+
 def test_every_training_flag_sets_its_field() -> None:
     changed = {
         "max_epochs": 3,

@@ -11,6 +11,7 @@ from sagefm.data.batches import SubgraphBatch, SubgraphCollator
 from sagefm.data.slides import prepare_slide
 from sagefm.data.vocabulary import GeneVocabulary
 from sagefm.datasets import synthetic_tissue
+from sagefm.errors import ConfigError
 from sagefm.train.module import PretrainingModule, masked_mse
 
 CONFIGS = {
@@ -124,3 +125,41 @@ def test_pretraining_runs_with_bf16_mixed_precision(tmp_path) -> None:
         slides[:1], val_slides=slides[1:], output=tmp_path, config=config, progress=False
     )
     assert result.epochs_run == 1 and np.isfinite(result.best_val_loss)
+
+
+@pytest.mark.parametrize(
+    ("layer", "width", "untouched"),
+    [(1, 12, ("layers.2.linear.weight", "head.weight")), (-1, 24, ("head.weight",))],
+)
+def test_embedding_loss_reads_the_embedding_layer_linearly(
+    layer: int, width: int, untouched: tuple[str, ...]
+) -> None:
+    """With ``embedding_loss_weight`` the training loss adds that multiple of a second masked MSE,
+    from a linear head on the centre row of the embedding layer (as `SageGCN.encode` gives it);
+    validation (``auxiliary=False``) keeps the plain loss, and without the weight there is no head."""
+    slides, n_genes = _slides()
+    plan = _plan(ModelConfig(embedding_loss_weight=0.5, embedding_layer=layer), n_genes)
+    net = plan.network
+    assert net.embedding_head is not None and net.embedding_head.in_features == width
+    collate = SubgraphCollator(slides, net.config, **DataConfig().masking(), seed=3)
+    batch = collate([(s, p, 0) for s in range(3) for p in range(0, 40, 5)])
+    projected = net.project(batch.values, batch.visible)[batch.node_index]
+    centre = net.project(batch.centre_values, batch.centre_visible)
+    projected = torch.cat([centre.unsqueeze(1), projected[:, 1:]], dim=1)
+    embedding = net.encode(projected, batch.adj, layer=layer)  # (B, width)
+    readout = torch.relu(net.embedding_head(embedding))
+    plain = _plain_loss(plan, batch)
+    expected = plain + 0.5 * masked_mse(readout, batch.centre_truth, batch.target)
+    torch.testing.assert_close(plan.loss(batch), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(plan.loss(batch, auxiliary=False), plain, rtol=1e-6, atol=1e-7)
+    grads = _gradients(plan, plan.loss(batch) - plan.loss(batch, auxiliary=False))
+    assert "network.embedding_head.weight" in grads and "network.layers.0.linear.weight" in grads
+    assert grads["network.layers.0.linear.weight"].abs().max() > 1e-4
+    for late in untouched:  # after the embedding layer: no gradient from the second loss
+        assert grads[f"network.{late}"].abs().max() < 1e-7, late
+    assert _plan(ModelConfig(), n_genes).network.embedding_head is None
+
+
+def test_embedding_loss_weight_is_validated() -> None:
+    with pytest.raises(ConfigError, match="embedding_loss_weight"):
+        ModelConfig(embedding_loss_weight=-0.1)

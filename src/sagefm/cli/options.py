@@ -92,6 +92,18 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         nargs="+",
         help=f"GCN layer sizes (default {' '.join(map(str, ModelConfig.hidden_sizes))})",
     )
+    p.add_argument(
+        "--embedding-loss-weight",
+        type=float,
+        default=ModelConfig.embedding_loss_weight,
+        help="weight of a second masked MSE from a linear head on the embedding layer (0 = none)",
+    )
+    p.add_argument(
+        "--depth-normalize",
+        action=argparse.BooleanOptionalAction,
+        help="feed each spot at a fixed library of its visible genes (default: the preset's, "
+        "ModelConfig.depth_normalize)",
+    )
     add_vocabulary_options(p)
     p.add_argument(
         "--whole-gene-mask-fraction",
@@ -117,6 +129,9 @@ def config_from_args(args: argparse.Namespace) -> SageFMConfig:
         model = dataclasses.replace(model, edge_scheme=args.edge_scheme)
     if args.hidden_sizes:
         model = dataclasses.replace(model, hidden_sizes=tuple(args.hidden_sizes))
+    model = dataclasses.replace(model, embedding_loss_weight=args.embedding_loss_weight)
+    if args.depth_normalize is not None:
+        model = dataclasses.replace(model, depth_normalize=args.depth_normalize)
     data = DataConfig(
         max_genes=args.max_genes,
         normalized_input=args.normalized_input,

@@ -99,6 +99,12 @@ class SageGCN(nn.Module):
         self.skip_weight = (
             nn.Parameter(torch.zeros(config.n_genes)) if config.spatial_skip else None
         )
+        # A linear head on the embedding layer (ModelConfig.embedding_loss_weight): training only.
+        self.embedding_head = (
+            nn.Linear(config.embedding_dim, config.n_genes)
+            if config.embedding_loss_weight > 0
+            else None
+        )
         # z-scores of the input (ModelConfig.standardize_input): fixed, saved with the weights.
         # The identity until `set_input_scaling` is called with the training data's statistics.
         if config.standardize_input:
@@ -119,6 +125,8 @@ class SageGCN(nn.Module):
         (before the output activation) instead of spending its first epochs finding the levels."""
         with torch.no_grad():
             self.head.bias.copy_(mean)
+            if self.embedding_head is not None:
+                self.embedding_head.bias.copy_(mean)
 
     @property
     def gcn_layers(self) -> list[DenseGCNLayer]:
@@ -278,10 +286,15 @@ class SageGCN(nn.Module):
         layers, negative from the end) is the layer whose activated centre output is returned; the
         layers after it are not computed. The head reads the last one (the default).
         """
-        layers = self.gcn_layers
-        stop = self.config.layer_index(layer)
-        h = projected
-        for i, gcn in enumerate(layers[: stop + 1]):
+        return self._encode(projected, adj, stop=self.config.layer_index(layer))[0]
+
+    def _encode(
+        self, projected: torch.Tensor, adj: torch.Tensor | None, *, stop: int, tap: int = -1
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`encode` up to layer ``stop`` (>= 0), and the centre row of layer ``tap`` on the way
+        (None when ``tap`` is -1 or above ``stop``): both (B, h) from one pass."""
+        h, tapped = projected, None
+        for i, gcn in enumerate(self.gcn_layers[: stop + 1]):
             last = i == stop
             if last and adj is not None:
                 # Only the centre row is needed, and Â(HW) = (ÂH)W: mix first, then map one row.
@@ -290,9 +303,11 @@ class SageGCN(nn.Module):
             else:
                 h = gcn.propagate(adj, gcn.linear(h) if i > 0 else h)
             h = self.act(h)
+            if i == tap:
+                tapped = h[:, 0, :]
             if not last:
                 h = self.dropout(h)
-        return h[:, 0, :]
+        return h[:, 0, :], tapped
 
     def reconstruct(
         self,
@@ -323,12 +338,19 @@ class SageGCN(nn.Module):
             if neighbour_mean is None:
                 raise ValueError("this model has a spatial skip path: pass neighbour_mean")
             out = out + skip_weight * neighbour_mean
+        if library is not None and genes is None:
+            library = library.unsqueeze(-1)  # (..., 1) against (..., V)
+        return self._output(out, library)
+
+    def _output(self, out: torch.Tensor, library: torch.Tensor | None) -> torch.Tensor:
+        """A head's raw output on the expression scale: the output activation, then, with depth
+        normalisation, the centres' ``library`` (broadcasting against ``out``) restored."""
         out = self.out_act(out)
         if not self.config.depth_normalize:
             return out
         if library is None:
             raise ValueError("this model normalises depth: pass the centres' library")
-        return depth.restore_depth(out, library.unsqueeze(-1) if genes is None else library)
+        return depth.restore_depth(out, library)
 
     def neighbour_mean(
         self,
@@ -396,13 +418,15 @@ class SageGCN(nn.Module):
         visible: torch.Tensor,
         node_rows: torch.Tensor,
         adj: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`forward` on one matrix of node rows (the training path): the same result, one projection.
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`forward`'s prediction on one matrix of node rows (the training path): the same result,
+        one projection.
 
         values, visible: (R, V) every node row as seen, the centres' own rows (their masked genes
         hidden) among them; node_rows: (B, N) rows into them, column 0 = the centre's row. All R
         rows go through the first layer in one matmul, shared by every subgraph that contains them.
-        Returns (prediction (B, V), embedding (B, h_last)).
+        Returns (prediction (B, V), the embedding head's prediction (B, V) from the centre's
+        embedding layer, or None without ``ModelConfig.embedding_loss_weight``).
         """
         library = depth.visible_library(values) if self.config.depth_normalize else None
         values = self._depth_scaled(values, library)
@@ -412,14 +436,25 @@ class SageGCN(nn.Module):
             projected = first(features[node_rows].mean(dim=1)).unsqueeze(1)  # (B, 1, h_0)
         else:
             projected = first(features)[node_rows]  # (B, N, h_0)
-        embedding = self.encode(projected, adj)
+        tap = (
+            -1
+            if self.embedding_head is None
+            else self.config.layer_index(self.config.embedding_layer)
+        )
+        embedding, tapped = self._encode(
+            projected, adj, stop=len(self.config.hidden_sizes) - 1, tap=tap
+        )
         skip = (
             _mean_over_neighbours(values, visible, node_rows)
             if self.skip_weight is not None
             else None
         )
         centre_library = None if library is None else library[node_rows[:, 0]]
-        return self.reconstruct(embedding, skip, library=centre_library), embedding
+        prediction = self.reconstruct(embedding, skip, library=centre_library)
+        if self.embedding_head is None or tapped is None:
+            return prediction, None
+        library = None if centre_library is None else centre_library.unsqueeze(-1)
+        return prediction, self._output(self.embedding_head(tapped), library)
 
 
 def _mean_over_neighbours(

@@ -64,13 +64,19 @@ class PretrainingModule(L.LightningModule):
             else super().transfer_batch_to_device(batch, device, dataloader_idx)
         )
 
-    def loss(self, batch: SubgraphBatch) -> torch.Tensor:
+    def loss(self, batch: SubgraphBatch, *, auxiliary: bool = True) -> torch.Tensor:
         """The objective on one batch: masked MSE on the hidden genes of `SageGCN.predict_rows`
-        (the plain forward pass with every node row projected in one matmul)."""
-        prediction, _ = self.network.predict_rows(
+        (the plain forward pass with every node row projected in one matmul), plus, with
+        ``auxiliary``, ``embedding_loss_weight`` times that of the embedding head when the model
+        has one. Validation leaves it out, so that val_loss is the same measure for every model."""
+        prediction, from_embedding = self.network.predict_rows(
             batch.node_values, batch.node_visible, batch.node_rows, batch.adj
         )
-        return masked_mse(prediction, batch.centre_truth, batch.target)
+        loss = masked_mse(prediction, batch.centre_truth, batch.target)
+        if from_embedding is None or not auxiliary:
+            return loss
+        weight = self.config.model.embedding_loss_weight
+        return loss + weight * masked_mse(from_embedding, batch.centre_truth, batch.target)
 
     def _slides_of(self, batch: SubgraphBatch) -> list[str]:
         ids = sorted(set(batch.slide_index.tolist()))
@@ -95,7 +101,7 @@ class PretrainingModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: SubgraphBatch, batch_idx: int) -> None:
-        loss = self.loss(batch)
+        loss = self.loss(batch, auxiliary=False)
         self.log(
             "val_loss",
             loss,
