@@ -12,6 +12,7 @@ from sagefm.data.slides import prepare_slide
 from sagefm.data.vocabulary import GeneVocabulary
 from sagefm.datasets import synthetic_tissue
 from sagefm.errors import ConfigError
+from sagefm.nn import depth
 from sagefm.train.module import PretrainingModule, masked_mse
 
 CONFIGS = {
@@ -128,17 +129,24 @@ def test_pretraining_runs_with_bf16_mixed_precision(tmp_path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("layer", "width", "untouched"),
-    [(1, 12, ("layers.2.linear.weight", "head.weight")), (-1, 24, ("head.weight",))],
+    ("layer", "width", "untouched", "depth_normalize"),
+    [
+        (1, 12, ("layers.2.linear.weight", "head.weight"), False),
+        (0, 24, ("layers.1.linear.weight", "head.weight"), True),
+        (-1, 24, ("head.weight",), False),
+    ],
 )
 def test_embedding_loss_reads_the_embedding_layer_linearly(
-    layer: int, width: int, untouched: tuple[str, ...]
+    layer: int, width: int, untouched: tuple[str, ...], depth_normalize: bool
 ) -> None:
     """With ``embedding_loss_weight`` the training loss adds that multiple of a second masked MSE,
     from a linear head on the centre row of the embedding layer (as `SageGCN.encode` gives it);
     validation (``auxiliary=False``) keeps the plain loss, and without the weight there is no head."""
     slides, n_genes = _slides()
-    plan = _plan(ModelConfig(embedding_loss_weight=0.5, embedding_layer=layer), n_genes)
+    model = ModelConfig(
+        embedding_loss_weight=0.5, embedding_layer=layer, depth_normalize=depth_normalize
+    )
+    plan = _plan(model, n_genes)
     net = plan.network
     assert net.embedding_head is not None and net.embedding_head.in_features == width
     collate = SubgraphCollator(slides, net.config, **DataConfig().masking(), seed=3)
@@ -148,6 +156,9 @@ def test_embedding_loss_reads_the_embedding_layer_linearly(
     projected = torch.cat([centre.unsqueeze(1), projected[:, 1:]], dim=1)
     embedding = net.encode(projected, batch.adj, layer=layer)  # (B, width)
     readout = torch.relu(net.embedding_head(embedding))
+    if depth_normalize:  # predicted at a fixed library, then at the centre's visible one
+        library = depth.visible_library(batch.centre_values).unsqueeze(-1)
+        readout = depth.restore_depth(readout, library)
     plain = _plain_loss(plan, batch)
     expected = plain + 0.5 * masked_mse(readout, batch.centre_truth, batch.target)
     torch.testing.assert_close(plan.loss(batch), expected, rtol=1e-5, atol=1e-6)
