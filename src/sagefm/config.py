@@ -206,6 +206,11 @@ class TrainConfig:
 
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
+    #: AdamW-style decay (Loshchilov & Hutter): shrink weights by lr x weight_decay per step
+    #: instead of adding weight_decay x w to the gradient. Adam's coupled L2 is divided by the
+    #: gradient's running RMS, so weights whose gradients are small (the first-layer columns of
+    #: rarely detected genes) decay at almost the full learning rate per step and vanish.
+    decoupled_weight_decay: bool = False
     batch_size: int = 64
     max_epochs: int = 20
     #: ReduceLROnPlateau on the validation loss

@@ -41,12 +41,18 @@ def test_embedding_loss_weight_and_depth_normalize_flags() -> None:
     assert _pretrain_config().model.embedding_loss_weight == ModelConfig.embedding_loss_weight
 
 
+def test_decoupled_weight_decay_flag() -> None:
+    assert _pretrain_config("--decoupled-weight-decay").train.decoupled_weight_decay
+    assert not _pretrain_config().train.decoupled_weight_decay
+
+
 def test_every_training_flag_sets_its_field() -> None:
     changed = {
         "max_epochs": 3,
         "seed": 7,
         "batch_size": 5,
         "learning_rate": 0.5,
+        "weight_decay": 0.25,
         "accelerator": "cpu",
         "devices": 2,
         "num_nodes": 2,

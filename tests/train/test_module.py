@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sagefm.config import DataConfig, ModelConfig, SageFMConfig
+from sagefm.config import DataConfig, ModelConfig, SageFMConfig, TrainConfig
 from sagefm.data.batches import SubgraphBatch, SubgraphCollator
 from sagefm.data.slides import prepare_slide
 from sagefm.data.vocabulary import GeneVocabulary
@@ -174,3 +174,23 @@ def test_embedding_loss_reads_the_embedding_layer_linearly(
 def test_embedding_loss_weight_is_validated() -> None:
     with pytest.raises(ConfigError, match="embedding_loss_weight"):
         ModelConfig(embedding_loss_weight=-0.1)
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_weight_decay_shrinks_weights_without_gradient_as_configured(decoupled: bool) -> None:
+    """With no loss gradient, Adam's coupled L2 moves every weight by about the learning rate
+    in its first step (the decay term alone is normalised by its own RMS), so weights with tiny
+    gradients vanish; decoupled decay moves each by lr x wd x w."""
+    train = TrainConfig(learning_rate=1e-2, weight_decay=0.1, decoupled_weight_decay=decoupled)
+    plan = PretrainingModule(
+        SageFMConfig(model=ModelConfig(n_genes=6, hidden_sizes=(4, 3)), train=train)
+    )
+    optimizer = plan.configure_optimizers()["optimizer"]
+    before = {n: p.detach().clone() for n, p in plan.named_parameters()}
+    for p in plan.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    for name, p in plan.named_parameters():
+        w = before[name]
+        expected = w * (1 - 1e-3) if decoupled else w - 1e-2 * torch.sign(w)
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-6, msg=name)

@@ -23,6 +23,7 @@ TRAIN_FLAGS = {
     "seed": "seed of the split, initialisation and masks",
     "batch_size": "subgraphs per step",
     "learning_rate": "Adam learning rate",
+    "weight_decay": "Adam weight decay (L2 on the gradient unless --decoupled-weight-decay)",
     "accelerator": "cpu, gpu, auto",
     "devices": "number of devices per node, or 'auto'",
     "num_nodes": "machines",
@@ -118,6 +119,12 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         # devices is an int or "auto": read as text, converted in `config_from_args`
         kind = str if name == "devices" else type(default)
         p.add_argument(flag(name), type=kind, default=default, help=text)
+    p.add_argument(
+        "--decoupled-weight-decay",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.decoupled_weight_decay,
+        help="AdamW-style weight decay, applied to the weights rather than added to the gradient",
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/resume/last.ckpt")
 
 
@@ -140,6 +147,7 @@ def config_from_args(args: argparse.Namespace) -> SageFMConfig:
     if reference:  # the released code masks the centre only
         data = dataclasses.replace(data, neighbour_mask_fraction=0.0, whole_gene_mask_fraction=0.0)
     train = {name: getattr(args, name) for name in TRAIN_FLAGS}
+    train["decoupled_weight_decay"] = args.decoupled_weight_decay
     devices = str(train["devices"])
     train["devices"] = int(devices) if devices.isdigit() else devices
     return SageFMConfig(model=model, data=data, train=TrainConfig(**train))

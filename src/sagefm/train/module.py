@@ -123,6 +123,7 @@ class PretrainingModule(L.LightningModule):
             self.parameters(),
             lr=train.learning_rate,
             weight_decay=train.weight_decay,
+            decoupled_weight_decay=train.decoupled_weight_decay,
             fused=fused,
             foreach=None if fused else True,
         )
