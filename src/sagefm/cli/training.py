@@ -238,8 +238,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
     same settings without them): domain ARI 0.739 / 0.794 / 0.751 against 0.558 / 0.582 / 0.398,
     RMSE 0.498 / 0.495 / 0.293 against 0.512 / 0.509 / 0.274. 30 epochs lower the ARI (0.572 /
     0.763 / 0.515), so the demo stays at 10. Runs differ (CPU training is not bit-reproducible):
-    a `sagefm demo` rerun of seed 0 gave RMSE 0.498 and ARI 0.585 (PCA 0.623). They are not the package defaults: on the mixed
-    DLPFC + her2st corpus they break her2st patient transfer (README, ablations).
+    a `sagefm demo` rerun of seed 0 gave RMSE 0.498 and ARI 0.585 (PCA 0.623). They are not the
+    package defaults: on the mixed DLPFC + her2st corpus they break her2st patient transfer
+    (README, ablations).
     """
     from sagefm.evaluation import masked_gene_recovery
     from sagefm.io.write import write_h5ad, write_text_atomic
