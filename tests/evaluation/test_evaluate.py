@@ -13,7 +13,7 @@ from sagefm.config import DataConfig, ModelConfig, SageFMConfig, TrainConfig
 from sagefm.errors import ConfigError
 from sagefm.evaluation import SECTIONS, EvaluationConfig, evaluate
 from sagefm.evaluation.data import crop
-from sagefm.evaluation.report import METHODS
+from sagefm.evaluation.report import METHODS, TRANSFER_METHODS
 from sagefm.io import read
 from sagefm.train import pretrain
 
@@ -100,7 +100,7 @@ def test_quick_evaluation_writes_a_complete_report(shared_data: Path, tmp_path: 
     assert EvaluationConfig.load(report / "config.json") == EvaluationConfig.quick()
     for dataset, n_slides in (("her2st", 3), ("dlpfc", 2)):
         table = metrics["annotation"][dataset]
-        assert len(table["per_slide"]) == n_slides * len(METHODS)
+        assert len(table["per_slide"]) == n_slides * len(TRANSFER_METHODS)
         assert all(0 <= r["accuracy"] <= 1 for r in table["per_slide"])
         assert "undetermined" not in table["classes"]
     assert set(metrics["phenotype"]["tasks"]) == {

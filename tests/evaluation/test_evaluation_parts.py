@@ -20,6 +20,7 @@ from sagefm.evaluation.baselines import (
     neighbour_average,
     pca_embeddings,
     shared_genes,
+    slide_centred_pca,
 )
 from sagefm.evaluation.data import pretraining_splits, spot_labels
 from sagefm.evaluation.domains import domain_scores
@@ -238,6 +239,21 @@ def test_every_baseline_is_fitted_on_the_training_slides() -> None:
     for name, (train, test) in out.items():
         assert train.shape == (60, 5) and test.shape == (30, 5), name
         np.testing.assert_allclose(train.mean(axis=0), 0.0, atol=1e-4)
+
+
+def test_slide_centred_pca_removes_a_slide_offset() -> None:
+    """A second slide that is the first plus a per-gene offset (a patient or batch effect) gets
+    the first slide's PCA coordinates; plain PCA carries the offset."""
+    rng = np.random.default_rng(0)
+    genes = [f"g{i}" for i in range(40)]
+    first = rng.normal(size=(60, 40)).astype(np.float32) + 5
+    second = first + rng.uniform(0.5, 2.0, size=40).astype(np.float32)
+    kwargs = {"train": [0], "n_hvg": 20, "n_comps": 5, "seed": 0}
+    centred = slide_centred_pca([first, second], genes, **kwargs)
+    np.testing.assert_allclose(centred[1], centred[0], atol=1e-4)
+    neighbours = [build_neighbourhoods(rng.random((60, 2)) * 1000, 14)] * 2
+    plain = pca_embeddings([first, second], neighbours, genes, **kwargs)["pca"]
+    assert np.abs(plain[1] - plain[0]).max() > 0.5
 
 
 def test_evaluation_config_round_trips_through_json(tmp_path) -> None:

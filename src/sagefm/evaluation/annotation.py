@@ -21,7 +21,7 @@ from sagefm.evaluation.config import EvaluationDataset
 from sagefm.evaluation.data import spot_labels
 from sagefm.evaluation.report import (
     LABELS,
-    METHODS,
+    TRANSFER_METHODS,
     markdown_table,
     records,
     split_summary,
@@ -94,6 +94,9 @@ def _held_out_results(
     values = [lab.astype(str).to_numpy() for lab in labels]
     train = [i for i in range(len(slides)) if i != held]
     reps = run.representations(key, slides, train=train)
+    reps["pca_slide_centred"] = run.expression(key, slides).slide_centred(
+        run.config, train, run.seed
+    )
     return {
         method: transfer_labels(
             np.vstack([reps[method][i][known[i]] for i in train]),
@@ -102,7 +105,7 @@ def _held_out_results(
             values[held][known[held]],
             seed=run.seed,
         )
-        for method in METHODS
+        for method in TRANSFER_METHODS
     }
 
 
@@ -112,7 +115,7 @@ def leave_one_out(
     """Hold out each slide in turn; train on the others' labelled spots (labels NaN = unlabelled)."""
     labels = [spot_labels(a, dataset) for a in slides]
     rows: list[dict[str, Any]] = []
-    results: dict[str, list[TransferResult]] = {m: [] for m in METHODS}
+    results: dict[str, list[TransferResult]] = {m: [] for m in TRANSFER_METHODS}
     for held in range(len(slides)):
         for method, result in _held_out_results(run, dataset.name, slides, labels, held).items():
             results[method].append(result)
@@ -126,7 +129,7 @@ def leave_one_out(
                 }
             )
     classes = sorted({str(v) for lab in labels for v in lab.dropna()})
-    matrices = {LABELS[m]: pooled_confusion(results[m], classes) for m in METHODS}
+    matrices = {LABELS[m]: pooled_confusion(results[m], classes) for m in TRANSFER_METHODS}
     figure = f"annotation_{dataset.name}.png"
     figures.confusion_matrices(matrices, classes, run.figures / figure)
     table = pd.DataFrame.from_records(rows)
@@ -136,7 +139,7 @@ def leave_one_out(
         .mean()
         .to_dict(orient="index"),
         "classes": classes,
-        "confusion": {m: matrices[LABELS[m]].tolist() for m in METHODS},
+        "confusion": {m: matrices[LABELS[m]].tolist() for m in TRANSFER_METHODS},
     }
     return metrics, _transfer_text(table, figure)
 
@@ -169,7 +172,9 @@ def annotation_section(run: EvaluationRun, data: dict[str, list[ad.AnnData]]) ->
         f"{run.seed}) trained on the other slides' labelled spots. Every method sees the genes "
         "shared by all slides: SAGE-FM is shown those genes only (the others as unobserved), and "
         "the PCA and BANKSY-style baselines fit HVGs, z-scores and PCA on the training slides and "
-        "project the held-out one. MOFA+ cannot project new samples: its factors "
+        "project the held-out one. *PCA, slide-centred* subtracts each slide's own gene "
+        "means first (no labels), which removes patient and batch offsets. MOFA+ cannot project "
+        "new samples: its factors "
         "are fitted once, without labels, on all slides together (the held-out one included), "
         "which if anything favours it.",
     ]

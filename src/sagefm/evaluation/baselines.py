@@ -11,6 +11,9 @@
   Unlike BANKSY the neighbours are weighted uniformly (BANKSY: a Gaussian of distance), the same 14
   spots as the other spatial baselines.
 * ``mofa``: MOFA+ factors (`mofapy2`, the paper's baseline) on a few hundred HVGs.
+* ``pca_slide_centred`` (label transfer only): PCA of the same HVGs after subtracting each slide's
+  own mean of every gene. It removes per-slide (patient, batch) offsets without labels, the
+  counterpart of `ModelConfig.slide_centering`; slide-level tasks would lose their signal to it.
 
 HVGs, z-scores and PCA are fitted on training slides and applied to the others (features comparable
 across slides).
@@ -145,6 +148,22 @@ def pca_embeddings(
         ),
     }
     return {name: _fitted_pca(m, train, n_comps, seed) for name, m in inputs.items()}
+
+
+def slide_centred_pca(
+    expression: Sequence[np.ndarray],
+    genes: Sequence[str],
+    *,
+    train: Sequence[int],
+    n_hvg: int,
+    n_comps: int,
+    seed: int,
+) -> list[np.ndarray]:
+    """``pca_slide_centred`` for every slide, (n_spots_i, n_comps): the ``train`` slides' HVGs,
+    each slide centred on its own gene means, PCA fitted on the ``train`` slides."""
+    hvg = highly_variable([expression[i] for i in train], genes, n_hvg)
+    centred = [x[:, hvg] - x[:, hvg].mean(axis=0) for x in expression]
+    return _fitted_pca(centred, train, n_comps, seed)
 
 
 def mofa_factors(

@@ -14,6 +14,8 @@ from sagefm.evaluation.baselines import BASELINE_METHODS
 
 #: Representations compared in the embedding tables (domains, label transfer, phenotype).
 METHODS = ("sagefm", *BASELINE_METHODS)
+#: Label transfer adds a baseline that only transfer across slides calls for.
+TRANSFER_METHODS = (*METHODS, "pca_slide_centred")
 #: Display names, in the order tables list methods.
 LABELS = {
     "sagefm": "SAGE-FM",
@@ -22,6 +24,7 @@ LABELS = {
     "mofa": "MOFA+",
     "neighbour_pca": "neighbour-avg PCA",
     "banksy": "BANKSY-style",
+    "pca_slide_centred": "PCA, slide-centred",
     "model": "SAGE-FM",
     "zero": "zero",
     "gene_mean": "gene mean",

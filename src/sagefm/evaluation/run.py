@@ -13,7 +13,13 @@ import numpy as np
 from sagefm._constants import SUBGRAPH_SIZE
 from sagefm.data.neighbourhood import build_neighbourhoods
 from sagefm.data.slides import slide_name, spot_coordinates_um
-from sagefm.evaluation.baselines import log_normalize, mofa_factors, pca_embeddings, shared_genes
+from sagefm.evaluation.baselines import (
+    log_normalize,
+    mofa_factors,
+    pca_embeddings,
+    shared_genes,
+    slide_centred_pca,
+)
 from sagefm.evaluation.config import EvaluationConfig
 from sagefm.model import SageFM
 
@@ -50,6 +56,19 @@ class Expression:
             n_comps=config.n_comps,
             seed=seed,
             banksy_lambda=config.banksy_lambda,
+        )
+
+    def slide_centred(
+        self, config: EvaluationConfig, train: Sequence[int], seed: int
+    ) -> list[np.ndarray]:
+        """`slide_centred_pca` with ``config``'s settings, fitted on the ``train`` slides."""
+        return slide_centred_pca(
+            self.matrices,
+            self.genes,
+            train=train,
+            n_hvg=config.n_hvg,
+            n_comps=config.n_comps,
+            seed=seed,
         )
 
 
