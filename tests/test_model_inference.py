@@ -15,6 +15,7 @@ from sagefm.data.vocabulary import GeneVocabulary
 from sagefm.datasets import synthetic_tissue
 from sagefm.model import SageFM
 from sagefm.nn.gcn import SageGCN
+from sagefm.train.datamodule import slide_means_for
 
 
 @pytest.mark.parametrize(
@@ -93,16 +94,17 @@ def _forward(
     semantics of a clamp under depth normalisation).
     """
     slide, _ = prepare_slide(adata, model.vocabulary, model.config.data, hidden=hidden)
-    batch = SubgraphCollator([slide], model.config.model, mask_fraction=None)(
+    libraries: dict[str, torch.Tensor | None] = {}
+    means = slide_means_for(model.config.model)
+    batch = SubgraphCollator([slide], model.config.model, mask_fraction=None, slide_means=means)(
         [(0, i, 0) for i in range(slide.n_spots)]
     )
+    row_mean = batch.row_slide_mean
+    libraries["slide_mean"] = None if row_mean is None else row_mean[: batch.n_spots]
     inputs = [batch.values, batch.visible, batch.centre_values, batch.centre_visible]
-    libraries = {}
     if fixed_library:
-        libraries = {
-            "library": model.network.visible_library(batch.values),
-            "centre_library": model.network.visible_library(batch.centre_values),
-        }
+        libraries["library"] = model.network.visible_library(batch.values)
+        libraries["centre_library"] = model.network.visible_library(batch.centre_values)
     if edit is not None:
         edit(*inputs)
     with torch.no_grad():
@@ -136,13 +138,24 @@ AGREEMENT_CONFIGS = [
     ),
     ModelConfig(hidden_sizes=(16, 8, 12), depth_normalize=True),
     ModelConfig(hidden_sizes=(16, 8), edge_scheme="complete", depth_normalize=True),
+    ModelConfig(hidden_sizes=(16, 8, 12), slide_centering=True),
+    ModelConfig(hidden_sizes=(16, 8), depth_normalize=True, slide_centering=True),
 ]
 
 
 @pytest.mark.parametrize(
     "model_config",
     AGREEMENT_CONFIGS,
-    ids=["weighted", "complete", "no-indicator", "raw", "depth", "depth-complete"],
+    ids=[
+        "weighted",
+        "complete",
+        "no-indicator",
+        "raw",
+        "depth",
+        "depth-complete",
+        "slide-centred",
+        "depth-slide-centred",
+    ],
 )
 def test_every_fast_path_agrees_with_the_plain_forward(model_config: ModelConfig) -> None:
     """embed, impute, perturb and explain go through `SageGCN`'s projection/delta API in chunks;

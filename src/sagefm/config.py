@@ -68,6 +68,11 @@ class ModelConfig:
     #: (training only; 0 = none). It asks that layer to be a *linear* code of the centre's
     #: hidden genes, as PCA is, rather than one only the deeper layers can read.
     embedding_loss_weight: float = 0.0
+    #: centre each gene's z-score on the mean of the node's own slide (over the spots that show
+    #: the gene, on the scale the network reads) instead of the training corpus's, and add that
+    #: shift back to the head's output: a per-slide additive offset of a gene (batch, platform,
+    #: patient) then never reaches the first layer's nonlinearity. Needs standardize_input.
+    slide_centering: bool = False
 
     def __post_init__(self) -> None:
         check_config(self.n_genes >= 0, f"n_genes must be >= 0, got {self.n_genes}")
@@ -95,6 +100,10 @@ class ModelConfig:
             not self.depth_normalize or self.output_activation != "none",
             "depth_normalize needs a non-negative output_activation (relu or softplus): the "
             "prediction at a fixed library is rescaled to the centre's depth as counts",
+        )
+        check_config(
+            self.standardize_input or not self.slide_centering,
+            "slide_centering re-centres the input's z-scores: it needs standardize_input",
         )
         check_config(
             self.embedding_loss_weight >= 0,

@@ -23,6 +23,7 @@ from sagefm.data.vocabulary import GeneMapping, GeneVocabulary
 from sagefm.errors import CheckpointError, InputDataError
 from sagefm.io.checkpoint import load_model_dir, save_model_dir
 from sagefm.nn.gcn import SageGCN
+from sagefm.train.datamodule import centring_mean
 from sagefm.train.pretrain import PretrainResult, pretrain
 
 logger = logging.getLogger(__name__)
@@ -171,7 +172,12 @@ class SageFM:
         prediction = np.empty((n, len(self.vocabulary) if with_prediction else 0), np.float32)
         device = next(network.parameters()).device
         chunks = inference_chunks(
-            slide, model_config, chunk_size=chunk_size, device=device, progress=progress
+            slide,
+            model_config,
+            chunk_size=chunk_size,
+            device=device,
+            progress=progress,
+            slide_mean=centring_mean(slide, model_config),
         )
         for chunk in chunks:
             inputs = chunk.projection_inputs()
@@ -185,7 +191,12 @@ class SageFM:
                     skip = network.neighbour_mean(*chunk.dense(), chunk.node_index, library=library)
                 centre_library = library[chunk.node_index[:, 0]]
                 prediction[chunk.spots] = (
-                    network.reconstruct(emb, skip, library=centre_library).float().cpu().numpy()
+                    network.reconstruct(
+                        emb, skip, library=centre_library, slide_mean=chunk.slide_mean
+                    )
+                    .float()
+                    .cpu()
+                    .numpy()
                 )
         return embedding, prediction, mapping
 

@@ -41,6 +41,12 @@ def test_embedding_loss_weight_and_depth_normalize_flags() -> None:
     assert _pretrain_config().model.embedding_loss_weight == ModelConfig.embedding_loss_weight
 
 
+def test_slide_centering_flag() -> None:
+    assert _pretrain_config("--slide-centering").model.slide_centering
+    assert not _pretrain_config().model.slide_centering
+    assert not _pretrain_config("--no-slide-centering").model.slide_centering
+
+
 def test_decoupled_weight_decay_flag() -> None:
     assert _pretrain_config("--decoupled-weight-decay").train.decoupled_weight_decay
     assert not _pretrain_config().train.decoupled_weight_decay

@@ -13,6 +13,7 @@ from sagefm.data.vocabulary import GeneVocabulary
 from sagefm.datasets import synthetic_tissue
 from sagefm.errors import ConfigError
 from sagefm.nn import depth
+from sagefm.train.datamodule import slide_means_for
 from sagefm.train.module import PretrainingModule, masked_mse
 
 CONFIGS = {
@@ -25,6 +26,10 @@ CONFIGS = {
     "weighted, depth-normalized": ModelConfig(depth_normalize=True),
     "complete, depth-normalized": dataclasses.replace(
         ModelConfig.reference(), depth_normalize=True
+    ),
+    "weighted, slide-centred": ModelConfig(slide_centering=True),
+    "complete, slide-centred, depth-normalized": dataclasses.replace(
+        ModelConfig.reference(), standardize_input=True, depth_normalize=True, slide_centering=True
     ),
 }
 
@@ -57,6 +62,7 @@ def _gradients(plan: PretrainingModule, loss: torch.Tensor) -> dict[str, torch.T
 
 def _plain_loss(plan: PretrainingModule, batch: SubgraphBatch) -> torch.Tensor:
     """The loss of `SageGCN.forward` on the batch's dense neighbour and centre inputs."""
+    means = batch.row_slide_mean
     prediction, _ = plan.network(
         batch.values.clone(),
         batch.visible.clone(),
@@ -64,6 +70,7 @@ def _plain_loss(plan: PretrainingModule, batch: SubgraphBatch) -> torch.Tensor:
         batch.centre_values.clone(),
         batch.centre_visible.clone(),
         batch.adj,
+        slide_mean=None if means is None else means[: batch.n_spots],
     )
     return masked_mse(prediction, batch.centre_truth, batch.target)
 
@@ -80,11 +87,13 @@ def test_training_loss_has_the_plain_forward_gradients(name: str, whole_gene: fl
         neighbour_mask_fraction=0.3,
         whole_gene_mask_fraction=whole_gene,
         seed=4,
+        slide_means=slide_means_for(plan.network.config),
     )
     rng = np.random.default_rng(1)
     items = [(int(s), int(rng.integers(40)), 2) for s in rng.integers(0, 3, 24)]
     batch = collate(items)
     assert batch.target.any() and (batch.visible == 0).any()
+    assert (batch.slide_means is not None) == plan.network.config.slide_centering
     fast_loss = plan.loss(batch)
     plain_loss = _plain_loss(plan, batch)
     torch.testing.assert_close(fast_loss, plain_loss, rtol=1e-6, atol=1e-7)

@@ -105,6 +105,13 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         help="feed each spot at a fixed library of its visible genes (default: the preset's, "
         "ModelConfig.depth_normalize)",
     )
+    p.add_argument(
+        "--slide-centering",
+        action=argparse.BooleanOptionalAction,
+        default=ModelConfig.slide_centering,
+        help="centre each gene's input on its own slide's mean and add that mean back to the "
+        "prediction (ModelConfig.slide_centering)",
+    )
     add_vocabulary_options(p)
     p.add_argument(
         "--whole-gene-mask-fraction",
@@ -136,7 +143,11 @@ def config_from_args(args: argparse.Namespace) -> SageFMConfig:
         model = dataclasses.replace(model, edge_scheme=args.edge_scheme)
     if args.hidden_sizes:
         model = dataclasses.replace(model, hidden_sizes=tuple(args.hidden_sizes))
-    model = dataclasses.replace(model, embedding_loss_weight=args.embedding_loss_weight)
+    model = dataclasses.replace(
+        model,
+        embedding_loss_weight=args.embedding_loss_weight,
+        slide_centering=args.slide_centering,
+    )
     if args.depth_normalize is not None:
         model = dataclasses.replace(model, depth_normalize=args.depth_normalize)
     data = DataConfig(

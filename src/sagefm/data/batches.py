@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -43,11 +43,23 @@ class SubgraphBatch:
     adj: torch.Tensor | None  # (B, N, N) normalised adjacency; None = complete graph
     slide_index: torch.Tensor  # (B,) int64
     spot_index: torch.Tensor  # (B,) int64
+    #: with a collator's ``slide_means``: (S, V) the means of the S slides in the batch, and
+    #: (U + B,) int64 each node row's slide among them
+    slide_means: torch.Tensor | None = None
+    row_slide: torch.Tensor | None = None
 
     @property
     def n_spots(self) -> int:
         """U, the distinct spots (the rows before the centres' own)."""
         return self.node_values.shape[0] - self.node_index.shape[0]
+
+    @property
+    def row_slide_mean(self) -> torch.Tensor | None:
+        """(U + B, V) each node row's slide's means (the ``slide_mean`` of
+        `SageGCN.predict_rows`), or None without them."""
+        if self.slide_means is None or self.row_slide is None:
+            return None
+        return self.slide_means[self.row_slide]
 
     @property
     def values(self) -> torch.Tensor:
@@ -112,6 +124,8 @@ class SubgraphCollator:
     ``mask_fraction`` of the vocabulary in every spot of the batch, centres and neighbours alike
     (the targets are those genes where the centre observes them), so that a gene must be predicted
     from other genes (see `DataConfig.whole_gene_mask_fraction`).
+    With ``slide_means`` (a slide's (V,) per-gene statistic: `SageGCN`'s slide centring), each
+    batch carries those of its slides and each row's slide; each is computed once per slide.
     """
 
     def __init__(
@@ -123,6 +137,7 @@ class SubgraphCollator:
         neighbour_mask_fraction: float = 0.0,
         whole_gene_mask_fraction: float = 0.0,
         seed: int = 0,
+        slide_means: Callable[[PreparedSlide], np.ndarray] | None = None,
     ) -> None:
         self.slides = slides  # not list(): a `Corpus` loads slides lazily and evicts them
         self.model_config = model_config
@@ -130,6 +145,8 @@ class SubgraphCollator:
         self.neighbour_mask_fraction = neighbour_mask_fraction
         self.whole_gene_mask_fraction = whole_gene_mask_fraction
         self.seed = seed
+        self.slide_means = slide_means
+        self._means: dict[int, np.ndarray] = {}  # (V,) float32 per slide, V x 4 bytes each
         self._adjacency: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def __call__(self, items: Sequence[CentreItem]) -> SubgraphBatch:
@@ -154,6 +171,7 @@ class SubgraphCollator:
             target = self._mask(items, slide_ids, spot_ids, visible[n_spots:], visible[:n_spots])
             visible[n_spots:] &= ~target
         np.multiply(values, visible, out=values)
+        means, row_slide = self._row_slides(spots, slide_ids)
         return SubgraphBatch(
             node_values=torch.from_numpy(values),
             node_visible=torch.from_numpy(visible.astype(np.float32)),
@@ -163,7 +181,26 @@ class SubgraphCollator:
             adj=adj,
             slide_index=torch.from_numpy(slide_ids),
             spot_index=torch.from_numpy(spot_ids),
+            slide_means=means,
+            row_slide=row_slide,
         )
+
+    def _row_slides(
+        self, spots: list[tuple[int, np.ndarray]], slide_ids: np.ndarray
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(S, V) ``slide_means`` of the batch's S slides and (U + B,) each row's position among
+        them (None, None without ``slide_means``)."""
+        if self.slide_means is None:
+            return None, None
+        order = [s for s, _ in spots]
+        for s in order:
+            if s not in self._means:
+                self._means[s] = np.asarray(self.slide_means(self.slides[s]), np.float32)
+        position = np.searchsorted(order, slide_ids)  # `_nodes` lists the slides sorted
+        sizes = [rows.size for _, rows in spots]
+        rows = np.concatenate([np.repeat(np.arange(len(order)), sizes), position])
+        means = np.stack([self._means[s] for s in order])
+        return torch.from_numpy(means), torch.from_numpy(rows.astype(np.int64))
 
     def _nodes(
         self, slide_ids: np.ndarray, spot_ids: np.ndarray

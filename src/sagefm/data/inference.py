@@ -67,6 +67,9 @@ class InferenceChunk:
     hidden: sp.csr_matrix | None  # (U, V) 0/1 observed entries hidden in those spots
     observed: np.ndarray  # (V,) bool, the slide's measured genes
     device: torch.device
+    #: (V,) the slide's per-gene centre (`SageGCN.centre_of`), for a network with
+    #: ``ModelConfig.slide_centering``; None otherwise
+    slide_mean: torch.Tensor | None = None
 
     def projection_inputs(self) -> dict[str, torch.Tensor]:
         """Keyword arguments of `SageGCN.project` for the U distinct spots (sparse)."""
@@ -76,6 +79,8 @@ class InferenceChunk:
         }
         if self.hidden is not None:
             inputs["hidden"] = csr_tensor(self.hidden).to(self.device)
+        if self.slide_mean is not None:
+            inputs["slide_mean"] = self.slide_mean
         return inputs
 
     def dense(self, genes: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,9 +101,11 @@ def inference_chunks(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    slide_mean: np.ndarray | None = None,
 ) -> Iterator[InferenceChunk]:
     """The subgraphs centred on ``spots`` (default every spot) in chunks of ``chunk_size``
-    spatially adjacent centres; every centre comes exactly once."""
+    spatially adjacent centres; every centre comes exactly once. ``slide_mean`` (V,): the
+    slide's centre for a slide-centring network, carried by every chunk."""
     if chunk_size < 1:
         raise InputDataError(f"chunk_size must be >= 1, got {chunk_size}")
     centres = np.arange(slide.n_spots) if spots is None else np.asarray(spots, dtype=np.int64)
@@ -107,6 +114,7 @@ def inference_chunks(
     order = np.argsort(tiles, kind="stable")
     weighted = model_config.edge_scheme == "weighted"
     device = torch.device(device)
+    mean = None if slide_mean is None else torch.from_numpy(slide_mean).to(device)
     starts = range(0, centres.size, chunk_size)
     for start in tqdm(starts, desc="spots", unit="chunk", disable=not progress):
         positions = order[start : start + chunk_size]
@@ -121,4 +129,5 @@ def inference_chunks(
             hidden=None if hidden is None else hidden[rows],
             observed=slide.observed,
             device=device,
+            slide_mean=mean,
         )

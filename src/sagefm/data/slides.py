@@ -62,6 +62,14 @@ class PreparedSlide:
             visible &= ~self.hidden[rows].toarray()
         return visible
 
+    def visible_spots(self) -> np.ndarray:
+        """(V,) int64, how many spots show each gene (observed and not hidden)."""
+        count = np.where(self.observed, self.n_spots, 0).astype(np.int64)
+        if self.hidden is not None:
+            hidden = self.hidden.multiply(self.observed[None, :])
+            count -= np.asarray(hidden.sum(axis=0), dtype=np.int64).ravel()
+        return count
+
 
 def observed_gene_stats(
     slides: Iterable[PreparedSlide],

@@ -15,49 +15,11 @@ from torch import nn
 
 from sagefm.config import ModelConfig
 from sagefm.nn import depth
+from sagefm.nn.inputs import InputScaling
+from sagefm.nn.layers import DenseGCNLayer, activation, mean_over_neighbours, output_activation
 
 
-class DenseGCNLayer(nn.Module):
-    """``H' = Â (H W) + b`` for a batch of dense graphs (GCNConv's maths, Kipf & Welling 2017).
-
-    ``Â`` (B, N, N) is the normalised adjacency with self-loops, ``H`` (B, N, in), result (B, N, out).
-    The linear part is exposed so that callers can apply it once per spot and share the result
-    between every subgraph that contains the spot (the layer is linear before propagation).
-    """
-
-    def __init__(self, in_features: int, out_features: int) -> None:
-        super().__init__()
-        self.linear = nn.Linear(in_features, out_features, bias=False)
-        self.bias = nn.Parameter(torch.zeros(out_features))
-
-    def propagate(self, adj: torch.Tensor | None, projected: torch.Tensor) -> torch.Tensor:
-        """``Â @ projected + b``; ``adj=None`` means the complete graph (every row of Â = the mean)."""
-        if adj is None:
-            return projected.mean(dim=-2, keepdim=True) + self.bias
-        return torch.baddbmm(self.bias, adj, projected)  # one pass: bias + Â @ projected
-
-    def forward(self, h: torch.Tensor, adj: torch.Tensor | None) -> torch.Tensor:
-        return self.propagate(adj, self.linear(h))
-
-
-def _activation(config: ModelConfig) -> nn.Module:
-    # In place: the activation always follows an op whose output autograd does not keep.
-    if config.activation == "leaky_relu":
-        return nn.LeakyReLU(config.negative_slope, inplace=True)
-    if config.activation == "gelu":
-        return nn.GELU()
-    return nn.ReLU(inplace=True)
-
-
-def _output_activation(config: ModelConfig) -> nn.Module:
-    if config.output_activation == "relu":
-        return nn.ReLU()
-    if config.output_activation == "softplus":
-        return nn.Softplus()
-    return nn.Identity()
-
-
-class SageGCN(nn.Module):
+class SageGCN(InputScaling):
     """GCN encoder (``len(hidden_sizes)`` layers) + linear head reconstructing the centre's genes.
 
     Input per node: expression (V,) with hidden/unobserved genes set to 0, and, when
@@ -77,9 +39,6 @@ class SageGCN(nn.Module):
     batch: the plain reference pass that training uses and every shortcut is tested against.
     """
 
-    input_mean: torch.Tensor  # (V,) buffers, present with ModelConfig.standardize_input
-    input_scale: torch.Tensor
-
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         if config.n_genes < 1:
@@ -89,10 +48,10 @@ class SageGCN(nn.Module):
         in_features = config.n_genes * (2 if config.mask_indicator else 1)
         sizes = (in_features, *config.hidden_sizes)
         self.layers = nn.ModuleList(DenseGCNLayer(a, b) for a, b in itertools.pairwise(sizes))
-        self.act = _activation(config)
+        self.act = activation(config)
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_sizes[-1], config.n_genes)
-        self.out_act = _output_activation(config)
+        self.out_act = output_activation(config)
         # Per-gene weight of the neighbour-mean skip path (see ModelConfig.spatial_skip). Starts at
         # 0: started at 1, the skip path alone matched the baseline from step one and the GCN
         # collapsed (constant embeddings, no response to any input) on the synthetic tissue.
@@ -111,15 +70,6 @@ class SageGCN(nn.Module):
             self.register_buffer("input_mean", torch.zeros(config.n_genes))
             self.register_buffer("input_scale", torch.ones(config.n_genes))
 
-    def set_input_scaling(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
-        """Standardise gene ``g`` as ``(x_g - mean[g]) / scale[g]`` (both (V,), scale > 0)."""
-        if not self.config.standardize_input:
-            raise ValueError("this network was built with standardize_input=False")
-        if bool((scale <= 0).any()):
-            raise ValueError("input scales must be positive")
-        self.input_mean.copy_(mean)
-        self.input_scale.copy_(scale)
-
     def start_at_gene_means(self, mean: torch.Tensor) -> None:
         """Set the head's bias to the genes' means (V,): an untrained head predicts each gene's mean
         (before the output activation) instead of spending its first epochs finding the levels."""
@@ -133,46 +83,6 @@ class SageGCN(nn.Module):
         """The GCN layers, typed (ModuleList indexing loses the element type)."""
         return [layer for layer in self.layers if isinstance(layer, DenseGCNLayer)]
 
-    def _input_weights(
-        self, genes: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """First-layer weights on the raw inputs of ``genes`` (all V by default): (h_0, G) on the
-        shown values, (h_0, G) on the visibility flags, or None when there is no visibility term.
-
-        With standardisation, ``W z`` for ``z = (x - mean) / scale`` on visible genes equals
-        ``(W / scale) x - (W mean / scale) visible``: the value weights are rescaled and the
-        visibility weights (the indicator's, or none) get ``-W mean / scale``.
-        """
-        weight = self.gcn_layers[0].linear.weight  # (h_0, F)
-        n_genes = self.config.n_genes
-        columns = slice(None) if genes is None else genes
-        w_value = weight[:, :n_genes][:, columns]
-        w_visible = weight[:, n_genes:][:, columns] if self.config.mask_indicator else None
-        if self.config.standardize_input:
-            w_value = w_value / self.input_scale[columns]
-            offset = -w_value * self.input_mean[columns]
-            w_visible = offset if w_visible is None else w_visible + offset
-        return w_value, w_visible
-
-    def visible_library(self, values: torch.Tensor) -> torch.Tensor:
-        """(U,) each node's visible library, ``Σ_g expm1(values)`` over (U, V) shown log1p values
-        (dense or sparse CSR): the size factor of depth normalisation (`sagefm.nn.depth`). The
-        methods taking ``library`` need it with ``ModelConfig.depth_normalize`` and ignore it
-        otherwise."""
-        return depth.visible_library(values)
-
-    def _depth_scaled(self, values: torch.Tensor, library: torch.Tensor | None) -> torch.Tensor:
-        """Shown values (U, G) on the network's input scale: depth-normalised by the rows'
-        ``library`` (U,) with ``ModelConfig.depth_normalize`` (computed from ``values`` when they
-        hold all V genes), unchanged otherwise."""
-        if not self.config.depth_normalize:
-            return values
-        if library is None:
-            if values.shape[-1] != self.config.n_genes:
-                raise ValueError("depth normalisation of some genes only: pass the library")
-            library = depth.visible_library(values)
-        return depth.normalize_depth_rows(values, library)
-
     def project(
         self,
         values: torch.Tensor,
@@ -181,6 +91,7 @@ class SageGCN(nn.Module):
         observed: torch.Tensor | None = None,
         hidden: torch.Tensor | None = None,
         library: torch.Tensor | None = None,
+        slide_mean: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The first layer's linear map of U node inputs -> (U, h_0), before propagation.
 
@@ -192,10 +103,15 @@ class SageGCN(nn.Module):
         one slide: ``observed`` (V,) the slide's measured genes and ``hidden`` an optional (U, V)
         CSR 0/1 of observed entries hidden in those spots. Then the visibility term is one vector
         for the slide minus a sparse correction, so the dense (U, 2V) input is never built and the
-        value term costs nnz x h_0 instead of U x V x h_0 multiply-adds.
+        value term costs nnz x h_0 instead of U x V x h_0 multiply-adds. ``slide_mean`` (V,):
+        the nodes' slide's `slide_input_mean`, needed with ``ModelConfig.slide_centering``.
         """
         return self._project_scaled(
-            self._depth_scaled(values, library), visible, observed=observed, hidden=hidden
+            self._depth_scaled(values, library),
+            visible,
+            observed=observed,
+            hidden=hidden,
+            slide_mean=slide_mean,
         )
 
     def _project_scaled(
@@ -205,11 +121,16 @@ class SageGCN(nn.Module):
         *,
         observed: torch.Tensor | None = None,
         hidden: torch.Tensor | None = None,
+        slide_mean: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """`project` of values already on the input scale (see there)."""
+        """`project` of values already on the input scale (see there); ``slide_mean`` may also
+        be one row per node (U, V) with dense ``visible``."""
         if (visible is None) == (observed is None):
             raise ValueError("pass either visible or observed (with an optional hidden)")
-        w_value, w_visible = self._input_weights()
+        if slide_mean is not None and slide_mean.dim() > 1 and self.config.slide_centering:
+            assert visible is not None, "per-node slide means need dense visibility"
+            return self.first_layer.linear(self._input_features(values, visible, slide_mean))
+        w_value, w_visible = self._input_weights(slide_mean=slide_mean)
         if values.layout == torch.strided:
             out = values @ w_value.T
         else:
@@ -226,20 +147,6 @@ class SageGCN(nn.Module):
             out = out - torch.sparse.mm(hidden, w_visible.T.contiguous())
         return out
 
-    def _input_features(self, values: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-        """(R, F) the first layer's dense input from (R, V) shown values (on the input scale) and
-        visibility: the z-scores ``(x - mean) / scale`` on visible genes (0 elsewhere) with
-        ``standardize_input``, then the visibility flags with ``mask_indicator``.
-
-        ``features @ weight.T`` equals `_project_scaled` (which folds the same maths into the
-        weights), but the weight is used whole: rescaling and slicing a (h_0, 2V) weight costs a
-        dozen elementwise passes over it per step, forward and backward, while these inputs are
-        only R x 2V. Training, whose rows are dense, uses this form.
-        """
-        if self.config.standardize_input:
-            values = (values - self.input_mean * visible) / self.input_scale
-        return torch.cat([values, visible], dim=1) if self.config.mask_indicator else values
-
     def input_delta(
         self,
         genes: torch.Tensor,
@@ -249,6 +156,7 @@ class SageGCN(nn.Module):
         new_visible: torch.Tensor,
         *,
         library: torch.Tensor | None = None,
+        slide_mean: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Change (..., h_0) of a node's first-layer projection when its input of gene ``genes``
         goes from (``values``, ``visible``) to (``new_values``, ``new_visible``).
@@ -262,13 +170,14 @@ class SageGCN(nn.Module):
         library *before* the change, and the change is made at that fixed library: the other genes'
         normalised values and the node's size factor stay as they were (the exact change would
         rescale every gene of the node; `forward` with ``library`` gives the same semantics).
+        ``slide_mean`` (V,): the nodes' slide's, with ``ModelConfig.slide_centering``.
         """
         if self.config.depth_normalize:
             if library is None:
                 raise ValueError("this model normalises depth: pass the nodes' library")
             values = depth.normalize_depth(values, library)
             new_values = depth.normalize_depth(new_values, library)
-        w_value, w_visible = self._input_weights(genes.reshape(-1))  # (h_0, G)
+        w_value, w_visible = self._input_weights(genes.reshape(-1), slide_mean)  # (h_0, G)
         out = (new_values - values).unsqueeze(-1) * w_value.T.reshape(*genes.shape, -1)
         if w_visible is not None:
             flag = (new_visible - visible).unsqueeze(-1)
@@ -316,6 +225,7 @@ class SageGCN(nn.Module):
         *,
         genes: torch.Tensor | None = None,
         library: torch.Tensor | None = None,
+        slide_mean: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Centre genes from centre embeddings (..., h_last), on the model's expression scale
         (log1p counts, or log-normalised values with ``DataConfig.normalized_input``).
@@ -326,14 +236,20 @@ class SageGCN(nn.Module):
         gene per row). ``neighbour_mean`` (the output's shape), from `neighbour_mean`, feeds the
         skip path when the model has one. With depth normalisation the head predicts at a fixed
         library and ``library`` (``embedding.shape[:-1]``), the centre's visible library, maps the
-        prediction back to the centre's depth.
+        prediction back to the centre's depth. With ``ModelConfig.slide_centering`` the head
+        adds the centres' slide's `output_shift` of ``slide_mean`` ((V,), or (..., V) rows
+        without ``genes``).
         """
         skip_weight: torch.Tensor | None = self.skip_weight
+        shift = self.output_shift(slide_mean)
         if genes is None:
             out = self.head(embedding)
         else:
             out = (embedding * self.head.weight[genes]).sum(-1) + self.head.bias[genes]
             skip_weight = None if skip_weight is None else skip_weight[genes]
+            shift = None if shift is None else shift[genes]
+        if shift is not None:
+            out = out + shift
         if skip_weight is not None:
             if neighbour_mean is None:
                 raise ValueError("this model has a spatial skip path: pass neighbour_mean")
@@ -364,7 +280,7 @@ class SageGCN(nn.Module):
         from (U, G) shown values and visibility and (B, N) ``node_index``; 0 where no neighbour
         is visible. ``library`` (U,): the nodes' visible libraries, needed with depth
         normalisation unless ``values`` hold all V genes."""
-        return _mean_over_neighbours(self._depth_scaled(values, library), visible, node_index)
+        return mean_over_neighbours(self._depth_scaled(values, library), visible, node_index)
 
     def forward(
         self,
@@ -377,6 +293,7 @@ class SageGCN(nn.Module):
         *,
         library: torch.Tensor | None = None,
         centre_library: torch.Tensor | None = None,
+        slide_mean: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Predict the centres' genes: the plain forward pass (training; the reference of every
         inference shortcut).
@@ -386,8 +303,10 @@ class SageGCN(nn.Module):
         (B, V) the centre as seen (its masked genes hidden); adj: (B, N, N) or None.
         ``library`` (U,) and ``centre_library`` (B,) override the visible libraries of depth
         normalisation (default: from the values; a perturbation at fixed library passes them).
+        ``slide_mean`` (U, V), each spot's slide's `slide_input_mean`, with ``slide_centering``.
         Returns (prediction (B, V), embedding (B, h_last)).
         """
+        centre_mean = None if slide_mean is None else slide_mean[node_index[:, 0]]
         if self.config.depth_normalize and centre_library is None:
             centre_library = depth.visible_library(centre_values)
         values = self._depth_scaled(values, library)
@@ -399,18 +318,26 @@ class SageGCN(nn.Module):
             neighbours = node_index[:, 1:]
             mean_values = (values[neighbours].sum(dim=1) + centre_values) / n_nodes  # (B, V)
             mean_visible = (visible[neighbours].sum(dim=1) + centre_visible) / n_nodes
-            projected = self._project_scaled(mean_values, mean_visible).unsqueeze(1)
+            # a subgraph's nodes share the centre's slide, so its mean input has the same centre
+            projected = self._project_scaled(
+                mean_values, mean_visible, slide_mean=centre_mean
+            ).unsqueeze(1)
         else:
-            projected = self._project_scaled(values, visible)[node_index]  # (B, N, h_0)
-            centre = self._project_scaled(centre_values, centre_visible)  # (B, h_0)
+            projected = self._project_scaled(values, visible, slide_mean=slide_mean)[node_index]
+            centre = self._project_scaled(
+                centre_values, centre_visible, slide_mean=centre_mean
+            )  # (B, h_0)
             projected = torch.cat([centre.unsqueeze(1), projected[:, 1:]], dim=1)
         embedding = self.encode(projected, adj)
         skip = (
-            _mean_over_neighbours(values, visible, node_index)
+            mean_over_neighbours(values, visible, node_index)
             if self.skip_weight is not None
             else None
         )
-        return self.reconstruct(embedding, skip, library=centre_library), embedding
+        prediction = self.reconstruct(
+            embedding, skip, library=centre_library, slide_mean=centre_mean
+        )
+        return prediction, embedding
 
     def predict_rows(
         self,
@@ -418,6 +345,7 @@ class SageGCN(nn.Module):
         visible: torch.Tensor,
         node_rows: torch.Tensor,
         adj: torch.Tensor | None,
+        slide_mean: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`forward`'s prediction on one matrix of node rows (the training path): the same result,
         one projection.
@@ -425,13 +353,14 @@ class SageGCN(nn.Module):
         values, visible: (R, V) every node row as seen, the centres' own rows (their masked genes
         hidden) among them; node_rows: (B, N) rows into them, column 0 = the centre's row. All R
         rows go through the first layer in one matmul, shared by every subgraph that contains them.
+        ``slide_mean`` (R, V): each row's slide's `slide_input_mean`, with ``slide_centering``.
         Returns (prediction (B, V), the embedding head's prediction (B, V) from the centre's
         embedding layer, or None without ``ModelConfig.embedding_loss_weight``).
         """
         library = depth.visible_library(values) if self.config.depth_normalize else None
         values = self._depth_scaled(values, library)
-        features = self._input_features(values, visible)  # (R, F)
-        first = self.gcn_layers[0].linear
+        features = self._input_features(values, visible, slide_mean)  # (R, F)
+        first = self.first_layer.linear
         if adj is None:  # complete graph: project the mean input once per subgraph (see forward)
             projected = first(features[node_rows].mean(dim=1)).unsqueeze(1)  # (B, 1, h_0)
         else:
@@ -445,30 +374,21 @@ class SageGCN(nn.Module):
             projected, adj, stop=len(self.config.hidden_sizes) - 1, tap=tap
         )
         skip = (
-            _mean_over_neighbours(values, visible, node_rows)
+            mean_over_neighbours(values, visible, node_rows)
             if self.skip_weight is not None
             else None
         )
-        centre_library = None if library is None else library[node_rows[:, 0]]
-        prediction = self.reconstruct(embedding, skip, library=centre_library)
+        centres = node_rows[:, 0]
+        centre_library = None if library is None else library[centres]
+        centre_mean = None if slide_mean is None else slide_mean[centres]
+        prediction = self.reconstruct(
+            embedding, skip, library=centre_library, slide_mean=centre_mean
+        )
         if self.embedding_head is None or tapped is None:
             return prediction, None
         library = None if centre_library is None else centre_library.unsqueeze(-1)
-        return prediction, self._output(self.embedding_head(tapped), library)
-
-
-def _mean_over_neighbours(
-    values: torch.Tensor, visible: torch.Tensor, node_index: torch.Tensor
-) -> torch.Tensor:
-    """(B, G) mean of (U, G) ``values`` over the visible neighbours (nodes 1..N-1) of each row of
-    ``node_index`` (B, N); 0 where no neighbour is visible (hidden values are already 0).
-
-    As two matmuls with the (B, U) count of each spot among a row's neighbours: the gather
-    ``values[nodes]`` would write and re-read a (B, N-1, G) copy. Kept in float32 under autocast.
-    """
-    nodes = node_index[:, 1:]
-    counts = torch.zeros(nodes.shape[0], values.shape[0], dtype=values.dtype, device=values.device)
-    counts.scatter_add_(1, nodes, torch.ones_like(nodes, dtype=values.dtype))
-    with torch.autocast(values.device.type, enabled=False):
-        total, seen = counts @ values, counts @ visible.to(values.dtype)
-    return total / seen.clamp(min=1.0)
+        from_embedding = self.embedding_head(tapped)
+        shift = self.output_shift(centre_mean)
+        if shift is not None:
+            from_embedding = from_embedding + shift
+        return prediction, self._output(from_embedding, library)

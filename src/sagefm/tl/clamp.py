@@ -84,6 +84,7 @@ class _Clamps:
             self.values_to[sk][None, :, :, None],
             torch.ones((), device=zero.device),
             library=self.library[nb],
+            slide_mean=self.chunk.slide_mean,
         )  # (b, k, C, N-1, h0)
         hide = self.hide_nb[sk][None, :, None, None]
         clamp = clamp + network.input_delta(
@@ -93,6 +94,7 @@ class _Clamps:
             zero,
             zero,
             library=self.library[nb],
+            slide_mean=self.chunk.slide_mean,
         )
         centre = self.chunk.node_index[sb, :1]  # (b, 1)
         hidden = network.input_delta(
@@ -102,6 +104,7 @@ class _Clamps:
             zero,
             zero,
             library=self.library[centre],
+            slide_mean=self.chunk.slide_mean,
         )  # (b, k, h0)
         b, k, c = clamp.shape[:3]
         return torch.cat([hidden[:, :, None, None, :].expand(b, k, c, 1, -1), clamp], dim=3)
@@ -176,6 +179,7 @@ def clamp_predictions(
                     None if skip is None else skip[sb, sk],
                     genes=rec[sk][None, :, None],
                     library=centre_library[sb][:, None, None],
+                    slide_mean=chunk.slide_mean,
                 )
                 .cpu()
                 .numpy()

@@ -37,6 +37,7 @@ from sagefm.data.slides import prepare_slide
 from sagefm.errors import InputDataError
 from sagefm.nn.gcn import SageGCN
 from sagefm.tl.genes import measured_genes
+from sagefm.train.datamodule import centring_mean
 
 if TYPE_CHECKING:
     from sagefm.model import SageFM
@@ -83,14 +84,18 @@ def _predict_target(
     seen: torch.Tensor,
     adj: torch.Tensor | None,
     target: int,
+    slide_mean: torch.Tensor | None,
 ) -> torch.Tensor:
     """The target's prediction (b,) at each centre from node inputs (b, N, V): shown values and
     visibility, the differentiable leaves. ``seen`` (b, N, V), the slide's visibility, counts the
-    neighbours of the skip path's mean (held fixed along the integration path)."""
+    neighbours of the skip path's mean (held fixed along the integration path); ``slide_mean``
+    the chunk's (`InferenceChunk.slide_mean`)."""
     b, n, v = values.shape
     flat = values.reshape(b * n, v)
     library = network.visible_library(flat)  # (b N,)
-    projected = network.project(flat, visible.reshape(b * n, v), library=library)
+    projected = network.project(
+        flat, visible.reshape(b * n, v), library=library, slide_mean=slide_mean
+    )
     embedding = network.encode(projected.reshape(b, n, -1), adj)
     skip = None
     if network.config.spatial_skip:
@@ -100,7 +105,13 @@ def _predict_target(
             flat[:, column], seen.reshape(b * n, v)[:, column], nodes, library=library
         )[:, 0]
     centre_library = library.reshape(b, n)[:, 0]
-    return network.reconstruct(embedding, skip, genes=torch.tensor(target), library=centre_library)
+    return network.reconstruct(
+        embedding,
+        skip,
+        genes=torch.tensor(target),
+        library=centre_library,
+        slide_mean=slide_mean,
+    )
 
 
 def _hidden_at_centre(
@@ -136,6 +147,7 @@ def _chunk_attributions(
     target: int,
     baseline: tuple[torch.Tensor, torch.Tensor] | None,
     n_steps: int,
+    slide_mean: torch.Tensor | None,
 ) -> tuple[torch.Tensor, float]:
     """Attributions (b, N, V) of one target over a chunk's subgraphs, and the summed f(x) − f(x₀).
 
@@ -148,7 +160,7 @@ def _chunk_attributions(
     grads = [torch.zeros_like(x[0]), torch.zeros_like(x[1])]
     for alpha in alphas:
         point = [(a0 + alpha * (a - a0)).requires_grad_(True) for a, a0 in zip(x, x0, strict=True)]
-        out = _predict_target(network, point[0], point[1], seen, adj, target)
+        out = _predict_target(network, point[0], point[1], seen, adj, target, slide_mean)
         parts = torch.autograd.grad(out.sum(), point, allow_unused=True)
         for grad, part in zip(grads, parts, strict=True):
             if part is not None:  # the visibility is unused without a visibility term
@@ -159,8 +171,8 @@ def _chunk_attributions(
         return per_feature, 0.0
     per_feature = grads[0] * (x[0] - x0[0]) + grads[1] * (x[1] - x0[1])
     with torch.no_grad():
-        gap = _predict_target(network, *x, seen, adj, target) - _predict_target(
-            network, *x0, seen, adj, target
+        gap = _predict_target(network, *x, seen, adj, target, slide_mean) - _predict_target(
+            network, *x0, seen, adj, target, slide_mean
         )
     return per_feature, float(gap.sum())
 
@@ -189,7 +201,13 @@ def _attributions(
     gene_mean = torch.as_tensor(np.asarray(slide.values.mean(axis=0)).ravel(), dtype=torch.float32)
     total = np.zeros((targets.size, 2, network.config.n_genes))
     gap = np.zeros(targets.size)
-    chunks = inference_chunks(slide, model.config.model, spots=spots, chunk_size=chunk_size)
+    chunks = inference_chunks(
+        slide,
+        model.config.model,
+        spots=spots,
+        chunk_size=chunk_size,
+        slide_mean=centring_mean(slide, model.config.model),
+    )
     for chunk in chunks:
         values, visible = (part[chunk.node_index] for part in chunk.dense())  # (b, N, V)
         for t, target in enumerate(targets.tolist()):
@@ -197,7 +215,7 @@ def _attributions(
             if method == "integrated_gradients":
                 x0 = _baseline(values, visible, gene_mean, target, baseline, indicator)
             per_feature, chunk_gap = _chunk_attributions(
-                network, values, visible, chunk.adj, target, x0, n_steps
+                network, values, visible, chunk.adj, target, x0, n_steps, chunk.slide_mean
             )
             total[t, 0] += per_feature[:, 0].sum(dim=0).detach().numpy()
             total[t, 1] += per_feature[:, 1:].sum(dim=(0, 1)).detach().numpy()

@@ -48,6 +48,7 @@ from sagefm.tl.perturb_statistics import (
     null_pvalues,
     pair_statistics,
 )
+from sagefm.train.datamodule import centring_mean
 
 if TYPE_CHECKING:
     from sagefm.model import SageFM
@@ -169,7 +170,12 @@ def _effects(
     effects = np.empty((spots.size, len(pairs)), dtype=np.float64)
     device = next(model.network.parameters()).device
     chunks = inference_chunks(
-        slide, model.config.model, spots=spots, chunk_size=chunk_size, device=device
+        slide,
+        model.config.model,
+        spots=spots,
+        chunk_size=chunk_size,
+        device=device,
+        slide_mean=centring_mean(slide, model.config.model),
     )
     for chunk in tqdm(chunks, desc="perturb", unit="chunk", disable=not progress):
         predictions = clamp_predictions(

@@ -7,14 +7,39 @@ a run resumed from a checkpoint, or spread over any number of ranks, sees the sa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import lightning as L
+import numpy as np
+import torch
 from torch.utils.data import DataLoader
 
-from sagefm.config import SageFMConfig
+from sagefm.config import ModelConfig, SageFMConfig
 from sagefm.data.batches import CentreDataset, CentreItems, CentreSampler, SubgraphCollator
+from sagefm.data.inference import csr_tensor, sparse_inputs
 from sagefm.data.slides import PreparedSlide
+from sagefm.nn.inputs import slide_input_mean
+
+
+def slide_mean(slide: PreparedSlide, config: ModelConfig) -> np.ndarray:
+    """(V,) float32 `slide_input_mean` of a slide's shown values (NaN for genes no spot shows):
+    the per-slide centre of ``ModelConfig.slide_centering``, in training and at inference."""
+    shown, _ = sparse_inputs(slide)
+    visible = torch.from_numpy(slide.visible_spots())
+    return slide_input_mean(csr_tensor(shown), visible, config).numpy()
+
+
+def centring_mean(slide: PreparedSlide, config: ModelConfig) -> np.ndarray | None:
+    """`slide_mean` for a network with ``ModelConfig.slide_centering`` (None otherwise): what
+    `sagefm.data.inference_chunks` takes as ``slide_mean``."""
+    return slide_mean(slide, config) if config.slide_centering else None
+
+
+def slide_means_for(config: ModelConfig) -> Callable[[PreparedSlide], np.ndarray] | None:
+    """The collators' ``slide_means`` for a network built with ``config`` (None unless it
+    centres slides)."""
+    return functools.partial(slide_mean, config=config) if config.slide_centering else None
 
 
 class SubgraphDataModule(L.LightningDataModule):
@@ -28,9 +53,14 @@ class SubgraphDataModule(L.LightningDataModule):
         self.train_slides = train
         self.val_dataset = CentreDataset(val)
         masks = config.data.masking()
+        means = slide_means_for(config.model)
         # Validation masks use a seed of their own so they never coincide with a training epoch's.
-        self.train_collate = SubgraphCollator(train, config.model, seed=config.train.seed, **masks)
-        self.val_collate = SubgraphCollator(val, config.model, seed=config.train.seed + 1, **masks)
+        self.train_collate = SubgraphCollator(
+            train, config.model, seed=config.train.seed, slide_means=means, **masks
+        )
+        self.val_collate = SubgraphCollator(
+            val, config.model, seed=config.train.seed + 1, slide_means=means, **masks
+        )
 
     def _steps_per_epoch(self, n_items: int) -> int:
         batch, limit = self.config.train.batch_size, self.config.train.limit_train_batches

@@ -70,7 +70,11 @@ class PretrainingModule(L.LightningModule):
         ``auxiliary``, ``embedding_loss_weight`` times that of the embedding head when the model
         has one. Validation leaves it out, so that val_loss is the same measure for every model."""
         prediction, from_embedding = self.network.predict_rows(
-            batch.node_values, batch.node_visible, batch.node_rows, batch.adj
+            batch.node_values,
+            batch.node_visible,
+            batch.node_rows,
+            batch.adj,
+            slide_mean=batch.row_slide_mean,
         )
         loss = masked_mse(prediction, batch.centre_truth, batch.target)
         if from_embedding is None or not auxiliary:

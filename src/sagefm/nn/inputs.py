@@ -1,0 +1,133 @@
+"""The network's input side: z-scores (corpus or slide centred), depth normalisation, and the
+first layer's weights with the z-scores folded in (`InputScaling`, a base of `SageGCN`)."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import torch
+from torch import nn
+
+from sagefm.config import ModelConfig
+from sagefm.nn import depth
+from sagefm.nn.layers import DenseGCNLayer
+
+
+class InputScaling(nn.Module):
+    """How `SageGCN` turns node inputs into first-layer features; its ``input_mean`` and
+    ``input_scale`` buffers (with ``ModelConfig.standardize_input``) are saved with the weights."""
+
+    config: ModelConfig
+    layers: nn.ModuleList
+    input_mean: torch.Tensor  # (V,) buffers, present with ModelConfig.standardize_input
+    input_scale: torch.Tensor
+
+    def set_input_scaling(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
+        """Standardise gene ``g`` as ``(x_g - mean[g]) / scale[g]`` (both (V,), scale > 0)."""
+        if not self.config.standardize_input:
+            raise ValueError("this network was built with standardize_input=False")
+        if bool((scale <= 0).any()):
+            raise ValueError("input scales must be positive")
+        self.input_mean.copy_(mean)
+        self.input_scale.copy_(scale)
+
+    def _input_weights(
+        self, genes: torch.Tensor | None = None, slide_mean: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """First-layer weights on the raw inputs of ``genes`` (all V by default): (h_0, G) on the
+        shown values, (h_0, G) on the visibility flags, or None when there is no visibility term.
+
+        With standardisation, ``W z`` for ``z = (x - mean) / scale`` on visible genes equals
+        ``(W / scale) x - (W mean / scale) visible``: the value weights are rescaled and the
+        visibility weights (the indicator's, or none) get ``-W mean / scale``. The mean is
+        `centre_of` ``slide_mean`` (V,) (the nodes' slide).
+        """
+        weight = self.first_layer.linear.weight  # (h_0, F)
+        n_genes = self.config.n_genes
+        columns = slice(None) if genes is None else genes
+        w_value = weight[:, :n_genes][:, columns]
+        w_visible = weight[:, n_genes:][:, columns] if self.config.mask_indicator else None
+        if self.config.standardize_input:
+            w_value = w_value / self.input_scale[columns]
+            offset = -w_value * self.centre_of(slide_mean)[columns]
+            w_visible = offset if w_visible is None else w_visible + offset
+        return w_value, w_visible
+
+    def centre_of(self, slide_mean: torch.Tensor | None) -> torch.Tensor:
+        """(..., V) the values the z-scores subtract: the corpus means (``input_mean``), or with
+        ``ModelConfig.slide_centering`` ``slide_mean`` (`slide_input_mean`, broadcasting: (V,)
+        or one row per node) where the slide shows the gene and the corpus mean where it does not (NaN).
+        """
+        if not self.config.slide_centering:
+            return self.input_mean
+        if slide_mean is None:
+            raise ValueError("this model centres each slide on its own means: pass slide_mean")
+        return torch.where(torch.isnan(slide_mean), self.input_mean, slide_mean)
+
+    def output_shift(self, slide_mean: torch.Tensor | None) -> torch.Tensor | None:
+        """(..., V) what the head adds back with ``ModelConfig.slide_centering``: the slide's
+        departure from the corpus mean (0 where the slide does not show the gene); None
+        otherwise."""
+        if not self.config.slide_centering:
+            return None
+        return self.centre_of(slide_mean) - self.input_mean
+
+    def visible_library(self, values: torch.Tensor) -> torch.Tensor:
+        """(U,) each node's visible library, ``Σ_g expm1(values)`` over (U, V) shown log1p values
+        (dense or sparse CSR): the size factor of depth normalisation (`sagefm.nn.depth`). The
+        methods taking ``library`` need it with ``ModelConfig.depth_normalize`` and ignore it
+        otherwise."""
+        return depth.visible_library(values)
+
+    def _depth_scaled(self, values: torch.Tensor, library: torch.Tensor | None) -> torch.Tensor:
+        """Shown values (U, G) on the network's input scale: depth-normalised by the rows'
+        ``library`` (U,) with ``ModelConfig.depth_normalize`` (computed from ``values`` when they
+        hold all V genes), unchanged otherwise."""
+        if not self.config.depth_normalize:
+            return values
+        if library is None:
+            if values.shape[-1] != self.config.n_genes:
+                raise ValueError("depth normalisation of some genes only: pass the library")
+            library = depth.visible_library(values)
+        return depth.normalize_depth_rows(values, library)
+
+    @property
+    def first_layer(self) -> DenseGCNLayer:
+        """The first GCN layer (the one that reads the node inputs)."""
+        return cast(DenseGCNLayer, self.layers[0])
+
+    def _input_features(
+        self, values: torch.Tensor, visible: torch.Tensor, slide_mean: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(R, F) the first layer's dense input from (R, V) shown values (on the input scale) and
+        visibility: the z-scores ``(x - mean) / scale`` on visible genes (0 elsewhere) with
+        ``standardize_input``, then the visibility flags with ``mask_indicator``.
+
+        ``features @ weight.T`` equals `_project_scaled` (which folds the same maths into the
+        weights), but the weight is used whole: rescaling and slicing a (h_0, 2V) weight costs a
+        dozen elementwise passes over it per step, forward and backward, while these inputs are
+        only R x 2V. Training, whose rows are dense, uses this form. ``slide_mean``: (R, V) or
+        (V,), see `centre_of`.
+        """
+        if self.config.standardize_input:
+            values = (values - self.centre_of(slide_mean) * visible) / self.input_scale
+        return torch.cat([values, visible], dim=1) if self.config.mask_indicator else values
+
+
+def slide_input_mean(
+    values: torch.Tensor, visible_spots: torch.Tensor, config: ModelConfig
+) -> torch.Tensor:
+    """(V,) each gene's mean over the spots of one slide that show it, on the scale the network
+    reads (depth-normalised with ``config.depth_normalize``): the ``slide_mean`` of
+    ``ModelConfig.slide_centering``. ``values`` (n, V) the shown log1p values (dense or CSR, 0
+    where not shown), ``visible_spots`` (V,) how many spots show each gene; NaN where none does.
+    """
+    if config.depth_normalize:
+        values = depth.normalize_depth_rows(values, depth.visible_library(values))
+    if values.layout == torch.strided:
+        total = values.sum(dim=0)
+    else:
+        total = torch.zeros(values.shape[1], dtype=values.dtype, device=values.device)
+        total.index_add_(0, values.col_indices(), values.values())
+    count = visible_spots.to(total.dtype)
+    return torch.where(count > 0, total / count.clamp(min=1.0), torch.nan)

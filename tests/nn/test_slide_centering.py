@@ -1,0 +1,104 @@
+"""`ModelConfig.slide_centering`: each slide's own gene means centre its input and return at the head."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from sagefm.config import ModelConfig
+from sagefm.errors import ConfigError
+from sagefm.nn.gcn import SageGCN
+from sagefm.nn.inputs import slide_input_mean
+
+N_GENES = 12
+
+
+def _network(slide_centering: bool) -> SageGCN:
+    torch.manual_seed(0)
+    config = ModelConfig(
+        n_genes=N_GENES,
+        hidden_sizes=(16, 8),
+        slide_centering=slide_centering,
+        spatial_skip=False,
+        output_activation="none",
+    )
+    network = SageGCN(config)
+    for p in network.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    network.set_input_scaling(torch.rand(N_GENES) * 2, torch.rand(N_GENES) + 0.5)
+    return network
+
+
+def _slide(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """30 spots' shown values and visibility (a fifth hidden, gene 3 in no spot), 10 subgraphs of
+    5 nodes and their row-normalised adjacency."""
+    g = torch.Generator().manual_seed(seed)
+    visible = (torch.rand(30, N_GENES, generator=g) > 0.2).float()
+    visible[:, 3] = 0.0
+    values = torch.rand(30, N_GENES, generator=g) * 2 * visible
+    nodes = torch.randint(0, 30, (10, 5), generator=g)
+    adj = torch.softmax(torch.randn(10, 5, 5, generator=g), dim=-1)
+    return values, visible, nodes, adj
+
+
+def _embed_and_predict(
+    network: SageGCN, values: torch.Tensor, visible: torch.Tensor, nodes, adj
+) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = slide_input_mean(values, visible.sum(dim=0), network.config)
+    projected = network.project(values, visible, slide_mean=mean)[nodes]
+    embedding = network.encode(projected, adj)
+    return embedding, network.reconstruct(embedding, slide_mean=mean)
+
+
+def test_slide_input_mean_averages_the_spots_that_show_each_gene() -> None:
+    values = torch.tensor([[1.0, 0.0, 0.0], [3.0, 2.0, 0.0], [0.0, 4.0, 0.0]])
+    visible = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    mean = slide_input_mean(values, visible.sum(dim=0), ModelConfig(n_genes=3))
+    torch.testing.assert_close(mean[:2], torch.tensor([4.0 / 3.0, 3.0]))
+    assert torch.isnan(mean[2])  # no spot shows it
+    sparse = slide_input_mean(values.to_sparse_csr(), visible.sum(dim=0), ModelConfig(n_genes=3))
+    torch.testing.assert_close(sparse, mean, equal_nan=True)
+
+
+def test_a_per_gene_shift_of_a_whole_slide_leaves_the_embedding_unchanged() -> None:
+    """Adding c_g to gene g wherever it is shown, in every spot: the slide's mean moves by c_g,
+    the z-scores do not, so the embedding is unchanged and the head's output moves by c_g (a gene
+    no spot shows keeps the corpus mean and no shift). Without slide centring the shift reaches
+    the embedding."""
+    values, visible, nodes, adj = _slide()
+    shift = torch.linspace(0.2, 1.5, N_GENES)
+    shifted = (values + shift) * visible
+    network = _network(slide_centering=True)
+    embedding, prediction = _embed_and_predict(network, values, visible, nodes, adj)
+    embedding_2, prediction_2 = _embed_and_predict(network, shifted, visible, nodes, adj)
+    torch.testing.assert_close(embedding_2, embedding, rtol=1e-5, atol=1e-5)
+    expected = shift.clone()
+    expected[3] = 0.0
+    torch.testing.assert_close(
+        prediction_2 - prediction, expected.expand_as(prediction), atol=1e-5, rtol=0
+    )
+
+    plain = _network(slide_centering=False)
+    plain.load_state_dict(network.state_dict())
+    before = _embed_and_predict(plain, values, visible, nodes, adj)[0]
+    after = _embed_and_predict(plain, shifted, visible, nodes, adj)[0]
+    assert (after - before).abs().max() > 0.05
+
+
+def test_per_node_means_equal_one_slide_mean_folded_into_the_weights() -> None:
+    """The training form (one mean row per node, dense z-scores) equals the inference form (the
+    slide's mean folded into the first layer's weights)."""
+    values, visible, _, _ = _slide()
+    network = _network(slide_centering=True)
+    mean = slide_input_mean(values, visible.sum(dim=0), network.config)
+    folded = network.project(values, visible, slide_mean=mean)
+    per_node = network.project(values, visible, slide_mean=mean.expand(30, -1))
+    torch.testing.assert_close(per_node, folded, rtol=1e-5, atol=1e-5)
+
+
+def test_a_centring_network_needs_the_slide_mean_and_standardised_input() -> None:
+    values, visible, _, _ = _slide()
+    with pytest.raises(ValueError, match="slide_mean"):
+        _network(slide_centering=True).project(values, visible)
+    with pytest.raises(ConfigError, match="standardize_input"):
+        dataclasses.replace(ModelConfig(), standardize_input=False, slide_centering=True)
