@@ -52,10 +52,8 @@ class Expression:
             self.neighbours,
             self.genes,
             train=train,
-            n_hvg=config.n_hvg,
-            n_comps=config.n_comps,
-            seed=seed,
             banksy_lambda=config.banksy_lambda,
+            **_pca_settings(config, seed),
         )
 
     def slide_centred(
@@ -63,13 +61,13 @@ class Expression:
     ) -> list[np.ndarray]:
         """`slide_centred_pca` with ``config``'s settings, fitted on the ``train`` slides."""
         return slide_centred_pca(
-            self.matrices,
-            self.genes,
-            train=train,
-            n_hvg=config.n_hvg,
-            n_comps=config.n_comps,
-            seed=seed,
+            self.matrices, self.genes, train=train, **_pca_settings(config, seed)
         )
+
+
+def _pca_settings(config: EvaluationConfig, seed: int) -> dict[str, int]:
+    """The HVG count, PCA width and seed every PCA baseline is fitted with."""
+    return {"n_hvg": config.n_hvg, "n_comps": config.n_comps, "seed": seed}
 
 
 @dataclass
