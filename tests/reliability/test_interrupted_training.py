@@ -7,18 +7,25 @@ process started with ``--resume`` completes exactly the steps the uninterrupted 
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
+import lightning as L
 import pandas as pd
 import pytest
 import torch
 
+from sagefm import SageFMConfig, pretrain
 from sagefm.datasets import synthetic_tissue
+from sagefm.errors import TrainingInterrupted
 from sagefm.io.write import write_h5ad
 
 pytestmark = pytest.mark.slow
@@ -105,3 +112,71 @@ def test_sigterm_then_resume_finishes_the_run(slide_files: list[Path], tmp_path:
     metrics = pd.read_csv(output / "metrics.csv")  # rows from before the signal are kept
     assert sorted(metrics.dropna(subset=["val_loss"])["epoch"]) == list(range(EPOCHS))
     assert metrics["step"].is_monotonic_increasing
+
+
+class SignalDuringEpoch1(L.Callback):
+    """Sends ``signum`` to this process once, at ``hook`` in the second epoch."""
+
+    def __init__(self, signum: signal.Signals, hook: str) -> None:
+        self.signum, self.hook, self.sent = signum, hook, False
+
+    def _send(self, trainer: L.Trainer, hook: str) -> None:
+        if hook == self.hook and trainer.current_epoch == 1 and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.signum)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object, **kwargs: object) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            self._send(trainer, "last training batch")
+
+    def on_validation_batch_end(self, trainer: L.Trainer, *args: object, **kwargs: object) -> None:
+        self._send(trainer, "validation batch")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._send(trainer, "end of validation")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("hook", ["last training batch", "validation batch", "end of validation"])
+def test_a_signal_at_the_end_of_an_epoch_loses_no_validation(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    signum: signal.Signals,
+    hook: str,
+) -> None:
+    """Where a short epoch makes the CLI test's signal land: the resumed run validates every epoch.
+
+    Lightning alone stops a validation after the batch a SIGTERM lands in; its resume then skips the
+    rest of that validation and early stopping finds no ``val_loss``.
+    """
+    slides = synthetic_tissue(n_slides=3, grid_rows=12, grid_cols=12, n_genes=60, seed=0)
+    config = SageFMConfig()
+    config = dataclasses.replace(
+        config,
+        model=dataclasses.replace(config.model, hidden_sizes=(32, 16, 16, 16, 32)),
+        train=dataclasses.replace(
+            config.train,
+            max_epochs=EPOCHS,
+            batch_size=8,
+            limit_train_batches=BATCHES_PER_EPOCH,
+        ),
+    )
+    output = tmp_path / "run"
+    run = partial(pretrain, slides[:2], val_slides=slides[2:], output=output, config=config)
+    pretraining = importlib.import_module("sagefm.train.pretrain")
+    checkpointing = pretraining._checkpointing
+    sender = SignalDuringEpoch1(signum, hook)
+    monkeypatch.setattr(
+        pretraining, "_checkpointing", lambda *args: [*checkpointing(*args), sender]
+    )
+    with pytest.raises(TrainingInterrupted):
+        run(progress=False)
+    assert sender.sent
+    monkeypatch.setattr(pretraining, "_checkpointing", checkpointing)
+
+    result = run(progress=False, resume=True)
+    assert result.epochs_run == EPOCHS
+    state = torch.load(output / "resume" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == EPOCHS * BATCHES_PER_EPOCH
+    metrics = pd.read_csv(output / "metrics.csv")
+    assert sorted(metrics.dropna(subset=["val_loss"])["epoch"]) == list(range(EPOCHS))

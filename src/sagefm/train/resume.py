@@ -20,6 +20,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -28,6 +29,7 @@ import lightning as L
 import pandas as pd
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from sagefm.errors import CheckpointError, TrainingInterrupted
@@ -63,6 +65,10 @@ class CheckpointOnInterrupt(L.Callback):
 
     SIGINT is deferred to the end of the current batch, as Lightning does for SIGTERM, so the
     checkpoint never holds a half-applied optimiser step; a second Ctrl+C stops at once.
+
+    A SIGTERM that lands during (or just before) an epoch's validation takes effect when that
+    validation ends. Lightning would stop after the current validation batch, and its resume then
+    skips the rest of that validation, so the epoch has no ``val_loss`` and early stopping fails.
     ``received`` names the signal that stopped training (None if none did).
     """
 
@@ -70,7 +76,9 @@ class CheckpointOnInterrupt(L.Callback):
         self.path = Path(path)
         self.received: signal.Signals | None = None
         self._sigint_requested = False
-        self._previous: Callable[[int, FrameType | None], Any] | int | None = None
+        self._validating = False
+        self._deferred_sigterm: Callable[[], None] | None = None
+        self._previous: dict[signal.Signals, Any] = {}
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
         if self._sigint_requested:
@@ -80,21 +88,48 @@ class CheckpointOnInterrupt(L.Callback):
             "SIGINT: stopping after this batch and saving a checkpoint (Ctrl+C again to stop now)"
         )
 
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        """Lightning's SIGTERM handler, held back while an epoch's validation runs."""
+        lightning_handler = self._previous[signal.SIGTERM]
+        if self._validating:
+            logger.warning("SIGTERM: stopping when this validation ends")
+            self._deferred_sigterm = lambda: lightning_handler(signum, frame)
+        else:
+            lightning_handler(signum, frame)
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+            self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_sigint)
+            if callable(signal.getsignal(signal.SIGTERM)):  # Lightning's handler, to wrap
+                self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         if self._sigint_requested:
             raise KeyboardInterrupt
 
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn != TrainerFn.FITTING:
+            return
+        self._validating = True
+        if trainer.received_sigterm:  # arrived in the training batch before this validation
+            trainer._signal_connector.received_sigterm = False
+            self._deferred_sigterm = partial(
+                setattr, trainer._signal_connector, "received_sigterm", True
+            )
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validating = False
+        deferred, self._deferred_sigterm = self._deferred_sigterm, None
+        if deferred is not None:  # the fit loop raises it at the end of this epoch
+            deferred()
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._restore_sigint()
+        self._restore_handlers()
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        self._restore_sigint()
+        self._restore_handlers()
         if isinstance(exception, SIGTERMException):
             self.received = signal.SIGTERM
         elif isinstance(exception, KeyboardInterrupt):
@@ -110,10 +145,11 @@ class CheckpointOnInterrupt(L.Callback):
             self.path,
         )
 
-    def _restore_sigint(self) -> None:
-        if self._previous is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+    def _restore_handlers(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
+            self._previous = {}
 
 
 @contextmanager
