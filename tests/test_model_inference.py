@@ -202,3 +202,29 @@ def test_every_fast_path_agrees_with_the_plain_forward(model_config: ModelConfig
     seen = _forward(model, adata, edit=hide_target)[0][spots, r]
     nothing = _forward(model, adata, edit=hide_all)[0][spots, r]
     assert result.attrs["prediction_gap"] == pytest.approx((seen - nothing).mean(), abs=1e-5)
+
+
+def test_a_slide_centring_model_embeds_on_the_corpus_centre_when_asked() -> None:
+    """``embed(slide_centering=False)`` on a slide-centring model is the same network without
+    slide centring: the inputs are centred on the corpus means, so a whole-slide offset shows."""
+    from sagefm.errors import ConfigError
+
+    adata = synthetic_tissue(n_slides=1, grid_rows=8, grid_cols=8, n_genes=40)[0]
+    centring = _random_model(adata, ModelConfig(hidden_sizes=(16, 8), slide_centering=True))
+    plain_config = dataclasses.replace(centring.config.model, slide_centering=False)
+    plain = SageFM(
+        SageGCN(plain_config),
+        dataclasses.replace(centring.config, model=plain_config),
+        centring.vocabulary,
+    )
+    plain.network.load_state_dict(centring.network.state_dict())
+
+    own = centring.embed(adata, chunk_size=7)
+    assert adata.uns["sagefm"]["embed"]["slide_centering"] is True
+    corpus = centring.embed(adata, chunk_size=7, slide_centering=False)
+    assert adata.uns["sagefm"]["embed"]["slide_centering"] is False
+    np.testing.assert_allclose(corpus, plain.embed(adata, chunk_size=7), atol=1e-5)
+    assert np.abs(corpus - own).max() > 1e-2  # the slide's means differ from the corpus'
+    np.testing.assert_array_equal(centring.embed(adata, chunk_size=7, slide_centering=True), own)
+    with pytest.raises(ConfigError, match="pretrained with slide centring"):
+        plain.embed(adata, slide_centering=True)

@@ -20,7 +20,7 @@ from sagefm.data.expression import normalize_expression
 from sagefm.data.inference import DEFAULT_CHUNK_SIZE, inference_chunks
 from sagefm.data.slides import prepare_slide
 from sagefm.data.vocabulary import GeneMapping, GeneVocabulary
-from sagefm.errors import CheckpointError, InputDataError
+from sagefm.errors import CheckpointError, ConfigError, InputDataError
 from sagefm.io.checkpoint import load_model_dir, save_model_dir
 from sagefm.nn.gcn import SageGCN
 from sagefm.train.datamodule import centring_mean
@@ -156,10 +156,12 @@ class SageFM:
         layer: str | None,
         with_prediction: bool = True,
         gcn_layer: int = -1,
+        corpus_centre: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, GeneMapping]:
         """Embeddings (n, d) and vocabulary predictions (n, V; (n, 0) without ``with_prediction``)
         for every spot as a centre, in chunks (`sagefm.data.inference`). The embedding is GCN layer
-        ``gcn_layer``'s centre output (d its width); predictions need the last layer."""
+        ``gcn_layer``'s centre output (d its width); predictions need the last layer.
+        ``corpus_centre``: a slide-centring network centres this slide on the corpus means."""
         slide, mapping = prepare_slide(
             adata, self.vocabulary, self.config.data, hidden=hidden, layer=layer
         )
@@ -171,13 +173,16 @@ class SageFM:
         embedding = np.empty((n, model_config.hidden_sizes[stop]), dtype=np.float32)
         prediction = np.empty((n, len(self.vocabulary) if with_prediction else 0), np.float32)
         device = next(network.parameters()).device
+        slide_mean = centring_mean(slide, model_config)
+        if corpus_centre and slide_mean is not None:
+            slide_mean = network.input_mean.cpu().numpy()
         chunks = inference_chunks(
             slide,
             model_config,
             chunk_size=chunk_size,
             device=device,
             progress=progress,
-            slide_mean=centring_mean(slide, model_config),
+            slide_mean=slide_mean,
         )
         for chunk in chunks:
             inputs = chunk.projection_inputs()
@@ -218,6 +223,7 @@ class SageFM:
         layer: str | None = None,
         gcn_layer: int | None = None,
         genes: Sequence[str] | None = None,
+        slide_centering: bool | None = None,
     ) -> np.ndarray:
         """Spot embeddings (n_spots, d): a GCN layer's output at each spot's subgraph centre.
 
@@ -228,9 +234,21 @@ class SageFM:
         ``genes`` (names in ``adata.var_names``): show the model these genes only, the others as
         unobserved. The embedding depends on which genes a slide measures, so slides with
         different gene panels are comparable only when embedded on the genes they share.
+        ``slide_centering=False``, for a model pretrained with ``ModelConfig.slide_centering``:
+        centre the inputs on the corpus means, not on this slide's own. The embedding then keeps
+        what tells slides apart, which slide-level comparisons (a cancer slide against a normal
+        one) need and transfer across patients does not. None: as the model was pretrained.
         Also stored in ``adata.obsm[key_added]`` (default ``"X_sagefm"``); ``layer`` is the
         AnnData layer holding the counts (default ``X``).
         """
+        pretrained_centred = self.config.model.slide_centering
+        if slide_centering and not pretrained_centred:
+            raise ConfigError(
+                "slide_centering=True needs a model pretrained with slide centring "
+                "(ModelConfig.slide_centering, --slide-centering); this one centres every slide "
+                "on the corpus means"
+            )
+        centred = pretrained_centred if slide_centering is None else slide_centering
         index = self.embedding_layer(gcn_layer)
         shown = adata if genes is None else _gene_subset(adata, genes)
         embedding, _, mapping = self._predict(
@@ -241,11 +259,13 @@ class SageFM:
             layer=layer,
             with_prediction=False,
             gcn_layer=index,
+            corpus_centre=not centred,
         )
         adata.obsm[key_added] = embedding
         adata.uns.setdefault(Keys.UNS, {})["embed"] = {
             "key_added": key_added,
             "gcn_layer": index,
+            "slide_centering": centred,
             "n_genes_shown": shown.n_vars,
             "n_genes_matched": int(mapping.vocab_index.size),
             "n_vocabulary": len(self.vocabulary),

@@ -48,6 +48,12 @@ def test_embed_writes_the_embedding(trained: tuple[Path, Path], tmp_path: Path) 
     embedded = ad.read_h5ad(middle)
     assert embedded.obsm["X_sagefm"].shape == (embedded.n_obs, 8)  # TINY's middle layer
     assert embedded.uns["sagefm"]["embed"]["gcn_layer"] == 1
+    assert not embedded.uns["sagefm"]["embed"]["slide_centering"]  # as pretrained
+    # this model centres on the corpus means: there is no slide centring to turn on
+    argv[-1] = str(tmp_path / "e2.h5ad")
+    assert main(["--no-progress", "embed", *argv, "--slide-centering"]) == 2
+    assert not (tmp_path / "e2.h5ad").exists()
+    assert main(["--no-progress", "embed", *argv, "--no-slide-centering"]) == 0
 
 
 def test_impute_writes_a_layer_or_the_vocabulary(

@@ -29,6 +29,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
         chunk_size=args.chunk_size,
         progress=not args.no_progress,
         gcn_layer=args.gcn_layer,
+        slide_centering=args.slide_centering,
     )
     write_h5ad(adata, output)
     logger.info(
@@ -105,6 +106,14 @@ def add_parsers(sub: Any) -> None:
         default=None,
         help="the GCN layer read at the centre (0 = first, -1 = last, which the head reads; "
         "default: the model's ModelConfig.embedding_layer)",
+    )
+    p.add_argument(
+        "--slide-centering",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--no-slide-centering: a model pretrained with --slide-centering centres this slide "
+        "on the corpus means, so the embedding keeps what tells slides apart (slide-level "
+        "comparisons); default: as pretrained",
     )
     _add_chunk_size(p)
 

@@ -163,7 +163,9 @@ def phenotype_task(
     folds = blocked_folds(
         windows.table, y, block_windows=c.block_windows, n_splits=c.n_folds, seed=run.seed
     )
-    reps = run.representations(task.dataset, slides, train=list(range(len(slides))))
+    reps = run.representations(
+        task.dataset, slides, train=list(range(len(slides))), slide_level=True
+    )
     scores = {}
     for method in METHODS:
         pooled = windows.pool(dict(zip(names, reps[method], strict=True)))
@@ -202,6 +204,14 @@ def phenotype_section(run: EvaluationRun, data: dict[str, list[ad.AnnData]]) -> 
         "sit on both sides. Logistic regression on standardised pooled features; AUROC mean ± SD "
         "over folds. Baselines fitted on all spots of the task without labels. A label constant "
         "per slide (prostate: NP normal, CP cancer) also rewards telling the slides apart.",
+        *(
+            [
+                "SAGE-FM was pretrained with slide centring; for these tasks every slide is centred "
+                "on the corpus means (`embed(slide_centering=False)`), which keeps slides apart."
+            ]
+            if run.model.config.model.slide_centering
+            else []
+        ),
         markdown_table(pd.DataFrame.from_records(rows)),
     ]
     for name, result in results.items():

@@ -81,7 +81,7 @@ class EvaluationRun:
     known_splits: bool  #: False when no run.json was found (every split is then "unknown")
     figures: Path
     progress: bool = False
-    _embeddings: dict[tuple[str, tuple[str, ...] | None], np.ndarray] = field(
+    _embeddings: dict[tuple[str, tuple[str, ...] | None, bool], np.ndarray] = field(
         default_factory=dict, repr=False
     )
     _expression: dict[str, Expression] = field(default_factory=dict, repr=False)
@@ -92,13 +92,24 @@ class EvaluationRun:
             return "unknown"
         return self.splits.get(slide_name(adata, ""), "zero-shot")
 
-    def embedding(self, adata: ad.AnnData, genes: Sequence[str] | None = None) -> np.ndarray:
-        """SAGE-FM's embedding of ``adata`` shown ``genes`` only (default: all it measures)."""
+    def embedding(
+        self, adata: ad.AnnData, genes: Sequence[str] | None = None, slide_level: bool = False
+    ) -> np.ndarray:
+        """SAGE-FM's embedding of ``adata`` shown ``genes`` only (default: all it measures).
+
+        ``slide_level``: for tasks that compare slides, a slide-centring model centres on the
+        corpus means (`SageFM.embed`'s ``slide_centering=False``), which keeps slides apart.
+        """
         name = slide_name(adata, str(id(adata)))
-        key = (name, None if genes is None else tuple(genes))
+        corpus_centre = slide_level and self.model.config.model.slide_centering
+        key = (name, None if genes is None else tuple(genes), corpus_centre)
         if key not in self._embeddings:
             self._embeddings[key] = self.model.embed(
-                adata, progress=self.progress, gcn_layer=self.config.gcn_layer, genes=genes
+                adata,
+                progress=self.progress,
+                gcn_layer=self.config.gcn_layer,
+                genes=genes,
+                slide_centering=False if corpus_centre else None,
             )
         return self._embeddings[key]
 
@@ -144,9 +155,14 @@ class EvaluationRun:
         return self._mofa[key]
 
     def representations(
-        self, key: str, slides: Sequence[ad.AnnData], train: Sequence[int]
+        self,
+        key: str,
+        slides: Sequence[ad.AnnData],
+        train: Sequence[int],
+        slide_level: bool = False,
     ) -> dict[str, list[np.ndarray]]:
         """Every method's spot features per slide; HVGs and PCAs fitted on the ``train`` slides.
+        ``slide_level``: see `embedding`.
 
         SAGE-FM is shown the genes the baselines use, those all ``slides`` measure: its embedding
         depends on which genes a slide measures, and slides with different panels (the DLPFC
@@ -155,5 +171,5 @@ class EvaluationRun:
         inputs = self.expression(key, slides)
         out = inputs.baselines(self.config, train, self.seed)
         out["mofa"] = self.mofa(key, slides)
-        out["sagefm"] = [self.embedding(a, inputs.genes) for a in slides]
+        out["sagefm"] = [self.embedding(a, inputs.genes, slide_level) for a in slides]
         return out
