@@ -47,6 +47,23 @@ def test_slide_centering_flag() -> None:
     assert not _pretrain_config("--no-slide-centering").model.slide_centering
 
 
+def test_transfer_preset_and_flags_that_override_it() -> None:
+    model = _pretrain_config("--preset", "transfer").model
+    assert model == ModelConfig.transfer()
+    assert model.embedding_loss_weight == 1.0 and model.depth_normalize and model.slide_centering
+    assert (
+        dataclasses.replace(
+            model, embedding_loss_weight=0.0, depth_normalize=False, slide_centering=False
+        )
+        == ModelConfig()
+    )
+    overridden = _pretrain_config(
+        "--preset", "transfer", "--no-slide-centering", "--embedding-loss-weight", "0.5"
+    ).model
+    assert not overridden.slide_centering and overridden.embedding_loss_weight == 0.5
+    assert overridden.depth_normalize  # still the preset's
+
+
 def test_decoupled_weight_decay_flag() -> None:
     assert _pretrain_config("--decoupled-weight-decay").train.decoupled_weight_decay
     assert not _pretrain_config().train.decoupled_weight_decay

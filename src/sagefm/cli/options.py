@@ -80,9 +80,11 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     """Model preset, vocabulary, masking and every `TrainConfig` flag of ``sagefm pretrain``."""
     p.add_argument(
         "--preset",
-        choices=["default", "reference"],
+        choices=["default", "transfer", "reference"],
         default="default",
-        help="'reference': the authors' released code (complete graph, no mask indicator)",
+        help="'transfer': for use across patients and batches (--embedding-loss-weight 1 "
+        "--depth-normalize --slide-centering); 'reference': the authors' released code "
+        "(complete graph, no mask indicator)",
     )
     p.add_argument(
         "--edge-scheme", choices=get_args(EdgeScheme), help="override the preset's edges"
@@ -96,8 +98,8 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--embedding-loss-weight",
         type=float,
-        default=ModelConfig.embedding_loss_weight,
-        help="weight of a second masked MSE from a linear head on the embedding layer (0 = none)",
+        help="weight of a second masked MSE from a linear head on the embedding layer (0 = none; "
+        f"default: the preset's, {ModelConfig.embedding_loss_weight:g} for 'default')",
     )
     p.add_argument(
         "--depth-normalize",
@@ -108,9 +110,8 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--slide-centering",
         action=argparse.BooleanOptionalAction,
-        default=ModelConfig.slide_centering,
         help="centre each gene's input on its own slide's mean and add that mean back to the "
-        "prediction (ModelConfig.slide_centering)",
+        "prediction (default: the preset's, ModelConfig.slide_centering)",
     )
     add_vocabulary_options(p)
     p.add_argument(
@@ -138,18 +139,18 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> SageFMConfig:
     """The configuration that `add_training_options` flags describe."""
     reference = args.preset == "reference"
-    model = ModelConfig.reference() if reference else ModelConfig()
+    presets = {"default": ModelConfig, "transfer": ModelConfig.transfer}
+    model = ModelConfig.reference() if reference else presets[args.preset]()
     if args.edge_scheme:
         model = dataclasses.replace(model, edge_scheme=args.edge_scheme)
     if args.hidden_sizes:
         model = dataclasses.replace(model, hidden_sizes=tuple(args.hidden_sizes))
-    model = dataclasses.replace(
-        model,
-        embedding_loss_weight=args.embedding_loss_weight,
-        slide_centering=args.slide_centering,
-    )
-    if args.depth_normalize is not None:
-        model = dataclasses.replace(model, depth_normalize=args.depth_normalize)
+    given = {
+        name: getattr(args, name)
+        for name in ("embedding_loss_weight", "slide_centering", "depth_normalize")
+        if getattr(args, name) is not None
+    }
+    model = dataclasses.replace(model, **given)
     data = DataConfig(
         max_genes=args.max_genes,
         normalized_input=args.normalized_input,
