@@ -161,7 +161,7 @@ class SageFM:
         """Embeddings (n, d) and vocabulary predictions (n, V; (n, 0) without ``with_prediction``)
         for every spot as a centre, in chunks (`sagefm.data.inference`). The embedding is GCN layer
         ``gcn_layer``'s centre output (d its width); predictions need the last layer.
-        ``corpus_centre``: a slide-centring network centres this slide on the corpus means."""
+        ``corpus_centre`` (slide-centring networks only): centre this slide on the corpus means."""
         slide, mapping = prepare_slide(
             adata, self.vocabulary, self.config.data, hidden=hidden, layer=layer
         )
@@ -173,9 +173,11 @@ class SageFM:
         embedding = np.empty((n, model_config.hidden_sizes[stop]), dtype=np.float32)
         prediction = np.empty((n, len(self.vocabulary) if with_prediction else 0), np.float32)
         device = next(network.parameters()).device
-        slide_mean = centring_mean(slide, model_config)
-        if corpus_centre and slide_mean is not None:
-            slide_mean = network.input_mean.cpu().numpy()
+        slide_mean = (
+            network.input_mean.cpu().numpy()
+            if corpus_centre
+            else centring_mean(slide, model_config)
+        )
         chunks = inference_chunks(
             slide,
             model_config,
@@ -259,7 +261,7 @@ class SageFM:
             layer=layer,
             with_prediction=False,
             gcn_layer=index,
-            corpus_centre=not centred,
+            corpus_centre=pretrained_centred and not centred,
         )
         adata.obsm[key_added] = embedding
         adata.uns.setdefault(Keys.UNS, {})["embed"] = {

@@ -288,26 +288,15 @@ def test_spot_labels_drop_the_missing_values_and_needs_the_column() -> None:
 def test_slide_level_tasks_read_a_slide_centring_model_on_the_corpus_centre(tmp_path) -> None:
     """Phenotype tasks compare slides, so they take `embed(slide_centering=False)`; the other
     sections take the model as pretrained."""
-    import torch
+    from tests.test_model_inference import _random_model
 
-    from sagefm.config import ModelConfig, SageFMConfig
-    from sagefm.data.vocabulary import GeneVocabulary
+    from sagefm.config import ModelConfig
     from sagefm.datasets import synthetic_tissue
     from sagefm.evaluation.run import EvaluationRun
-    from sagefm.model import SageFM
-    from sagefm.nn.gcn import SageGCN
 
     adata = synthetic_tissue(n_slides=1, grid_rows=6, grid_cols=6, n_genes=40)[0]
     genes = list(adata.var_names)
-    config = SageFMConfig(
-        model=ModelConfig(n_genes=len(genes), hidden_sizes=(16, 8), slide_centering=True)
-    )
-    torch.manual_seed(0)
-    network = SageGCN(config.model)
-    for p in network.parameters():
-        torch.nn.init.normal_(p, std=0.3)
-    network.set_input_scaling(torch.rand(len(genes)) * 2, torch.rand(len(genes)) + 0.5)
-    model = SageFM(network, config, GeneVocabulary.from_genes(genes))
+    model = _random_model(adata, ModelConfig(hidden_sizes=(16, 8), slide_centering=True))
     run = EvaluationRun(model, EvaluationConfig(), 0, {}, False, tmp_path)
 
     slide_level = run.embedding(adata, genes, slide_level=True)
