@@ -245,7 +245,10 @@ class TrainConfig:
     devices: int | str = 1
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str = "32-true"
+    #: Lightning's precision; "auto" = "bf16-mixed" where the device multiplies bf16 natively
+    #: (AMX CPUs, bf16 GPUs) and "32-true" elsewhere (`sagefm.train.precision`); a run saves
+    #: what it resolved to
+    precision: str = "auto"
     num_workers: int = 0
     #: cap on steps per epoch (0 = all); useful for quick runs on large corpora
     limit_train_batches: int = 0

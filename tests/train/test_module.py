@@ -121,6 +121,27 @@ def test_training_step_runs_under_bf16_autocast() -> None:
         assert (mixed[key] - grad).norm() <= 0.05 * grad.norm() + 1e-12, key
 
 
+@pytest.mark.parametrize("name", ["weighted, standardized", "no indicator, standardized"])
+def test_first_layer_inputs_are_written_in_the_autocast_dtype(name: str) -> None:
+    """Under bf16 autocast the (R, 2V) first-layer input is built in bf16 (half the bytes), and
+    it is the fp32 input rounded, so the matmul sees what autocast's own cast would give it; zero
+    rows pad it to a multiple of 64 (one oneDNN primitive per padded size, not per batch)."""
+    slides, n_genes = _slides()
+    plan = _plan(CONFIGS[name], n_genes)
+    collate = SubgraphCollator(slides, plan.network.config, **DataConfig().masking(), seed=1)
+    batch = collate([(s, p, 0) for s in range(3) for p in range(0, 40, 5)])
+    inputs = (batch.node_values, batch.node_visible)
+    full = plan.network._input_features(*inputs)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = plan.network._input_features(*inputs)
+    n_rows = batch.node_values.shape[0]
+    assert full.dtype == torch.float32 and mixed.dtype == torch.bfloat16
+    assert full.shape[0] == n_rows and n_rows % 64 != 0  # so that padding is exercised
+    assert mixed.shape == (64 * -(-n_rows // 64), full.shape[1])
+    assert torch.equal(mixed[:n_rows], full.to(torch.bfloat16))
+    assert not mixed[n_rows:].any()
+
+
 def test_pretraining_runs_with_bf16_mixed_precision(tmp_path) -> None:
     """``--precision bf16-mixed`` through the Trainer (CPU autocast here, CUDA's on a GPU)."""
     from sagefm.config import TrainConfig

@@ -28,7 +28,8 @@ TRAIN_FLAGS = {
     "devices": "number of devices per node, or 'auto'",
     "num_nodes": "machines",
     "strategy": "e.g. ddp, ddp_find_unused_parameters_false",
-    "precision": "32-true, bf16-mixed, 16-mixed",
+    "precision": "auto (bf16-mixed where bf16 is native: AMX CPUs, recent GPUs; else 32-true), "
+    "32-true, bf16-mixed, 16-mixed",
     "num_workers": "DataLoader worker processes",
     "limit_train_batches": "cap steps per epoch (0 = all)",
     "centre_block_size": "batches of spatial blocks of ~this many neighbouring centres "

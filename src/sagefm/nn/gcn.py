@@ -129,7 +129,8 @@ class SageGCN(InputScaling):
             raise ValueError("pass either visible or observed (with an optional hidden)")
         if slide_mean is not None and slide_mean.dim() > 1 and self.config.slide_centering:
             assert visible is not None, "per-node slide means need dense visibility"
-            return self.first_layer.linear(self._input_features(values, visible, slide_mean))
+            features = self._input_features(values, visible, slide_mean)
+            return self.first_layer.linear(features)[: values.shape[0]]
         w_value, w_visible = self._input_weights(slide_mean=slide_mean)
         if values.layout == torch.strided:
             out = values @ w_value.T
@@ -359,7 +360,7 @@ class SageGCN(InputScaling):
         """
         library = depth.visible_library(values) if self.config.depth_normalize else None
         values = self._depth_scaled(values, library)
-        features = self._input_features(values, visible, slide_mean)  # (R, F)
+        features = self._input_features(values, visible, slide_mean)  # (R, F), or more rows
         first = self.first_layer.linear
         if adj is None:  # complete graph: project the mean input once per subgraph (see forward)
             projected = first(features[node_rows].mean(dim=1)).unsqueeze(1)  # (B, 1, h_0)

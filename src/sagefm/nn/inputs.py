@@ -13,6 +13,10 @@ from sagefm.nn import depth
 from sagefm.nn.layers import DenseGCNLayer
 
 
+#: under autocast, first-layer inputs have a multiple of this many rows (see `_input_features`)
+AUTOCAST_ROW_MULTIPLE = 64
+
+
 class InputScaling(nn.Module):
     """How `SageGCN` turns node inputs into first-layer features; its ``input_mean`` and
     ``input_scale`` buffers (with ``ModelConfig.standardize_input``) are saved with the weights."""
@@ -108,10 +112,33 @@ class InputScaling(nn.Module):
         dozen elementwise passes over it per step, forward and backward, while these inputs are
         only R x 2V. Training, whose rows are dense, uses this form. ``slide_mean``: (R, V) or
         (V,), see `centre_of`.
+
+        Under autocast the features are written once in its dtype (bf16: half the bytes of the
+        (R, 2V) buffer, and the first layer's matmul would cast them anyway), with zero rows
+        appended up to a multiple of `AUTOCAST_ROW_MULTIPLE`: oneDNN, which runs bf16 matmuls
+        on CPU, keeps a primitive of ~21 MB for every distinct matmul shape it meets, and a
+        batch's distinct spots vary from batch to batch (an epoch of random batches grew the
+        process by 1.9 GB). Zero rows project to the bias alone and add nothing to the weight
+        gradient; callers keep the first R rows.
         """
+        device = values.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
         if self.config.standardize_input:
-            values = (values - self.centre_of(slide_mean) * visible) / self.input_scale
-        return torch.cat([values, visible], dim=1) if self.config.mask_indicator else values
+            values = torch.addcmul(values, self.centre_of(slide_mean), visible, value=-1.0)
+            values = values.div_(self.input_scale)
+        n_rows, n_genes = values.shape
+        if dtype is None:
+            if not self.config.mask_indicator:
+                return values
+            return torch.cat([values, visible], dim=1)
+        width = n_genes * (2 if self.config.mask_indicator else 1)
+        padded = -(-n_rows // AUTOCAST_ROW_MULTIPLE) * AUTOCAST_ROW_MULTIPLE
+        features = values.new_empty((padded, width), dtype=dtype)
+        features[:n_rows, :n_genes] = values
+        if self.config.mask_indicator:
+            features[:n_rows, n_genes:] = visible
+        features[n_rows:] = 0
+        return features
 
 
 def slide_input_mean(

@@ -41,6 +41,7 @@ from sagefm.nn.gcn import SageGCN
 from sagefm.train.callbacks import ExportModelDirs
 from sagefm.train.datamodule import SubgraphDataModule
 from sagefm.train.module import PretrainingModule
+from sagefm.train.precision import resolve_precision
 from sagefm.train.resume import (
     CheckpointOnInterrupt,
     ResumeCheckpointIO,
@@ -130,8 +131,12 @@ def _training_inputs(
         )
     elif vocabulary is None:
         vocabulary = _build_vocabulary(train, config)
+    # as run: the vocabulary's size and the precision "auto" resolves to on this machine
+    precision = resolve_precision(config.train.precision, config.train.accelerator)
     config = dataclasses.replace(
-        config, model=dataclasses.replace(config.model, n_genes=len(vocabulary))
+        config,
+        model=dataclasses.replace(config.model, n_genes=len(vocabulary)),
+        train=dataclasses.replace(config.train, precision=precision),
     )
     inputs = _Inputs(
         train=_prepare_all(train, vocabulary, config, "train"),
