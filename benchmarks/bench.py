@@ -46,6 +46,7 @@ from benchmarks.measure import (
 from sagefm.config import SageFMConfig
 from sagefm.data.slides import prepare_slide
 from sagefm.data.vocabulary import GeneVocabulary
+from sagefm.train.precision import resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,11 @@ def run_benchmark(
     if threads:
         torch.set_num_threads(threads)
     config = SageFMConfig()
+    # the precision `sagefm pretrain` trains in here by default (TrainConfig.precision "auto")
+    precision = resolve_precision(config.train.precision, "cpu")
+    config = dataclasses.replace(
+        config, train=dataclasses.replace(config.train, precision=precision)
+    )
     if quick:
         config = dataclasses.replace(
             config, model=dataclasses.replace(config.model, hidden_sizes=(32, 16, 16, 16, 32))
@@ -105,6 +111,10 @@ def run_benchmark(
     peak = matmul_gflops(size=1024 if quick else 4096)
     result["matmul_gflops_per_s"] = peak
     logger.info("fp32 matmul: %.1f GFLOP/s", peak)
+    if precision == "bf16-mixed":
+        result["matmul_bf16_gflops_per_s"] = matmul_gflops(
+            size=1024 if quick else 4096, dtype=torch.bfloat16
+        )
     adata, result["comparison_data"] = _comparison_slide(data_dir, quick, seed)
     model = model_with_random_weights(
         GeneVocabulary.from_genes(list(adata.var_names)), config, seed
@@ -112,16 +122,20 @@ def run_benchmark(
     result["embedding"] = embedding_benchmark(adata, model)
     logger.info("embedding: %s", result["embedding"])
     slide, _ = prepare_slide(adata, model.vocabulary, model.config.data)
-    result["training"] = training_benchmark(
-        slide,
-        model.network,
-        model.config,
-        batch_size=config.train.batch_size,
-        n_steps=4 if quick else 10,
-        seed=seed,
-        block_size=centre_block_size or config.train.batch_size,
-    )
-    logger.info("training: %s", result["training"])
+    # the default precision ("training"), and fp32 as well when that is not it
+    runs = [("training", precision)] + [("training_fp32", "32-true")] * (precision != "32-true")
+    for key, run_precision in runs:
+        result[key] = training_benchmark(
+            slide,
+            model.network,
+            model.config,
+            batch_size=config.train.batch_size,
+            n_steps=4 if quick else 10,
+            seed=seed,
+            block_size=centre_block_size or config.train.batch_size,
+            precision=run_precision,
+        )
+        logger.info("%s: %s", key, result[key])
     result["scaling"] = scaling_series(
         (8, 12, 16) if quick else (32, 64, 128, 256),
         config,
@@ -132,13 +146,18 @@ def run_benchmark(
         result["dlpfc_sections"] = dlpfc_sections(data_dir, config, seed)
     if data_dir is not None and epoch_batches > 0:
         slides = corpus_slides(data_dir, config)
+        # 0 and 2 loader workers at the default precision, then fp32 when that is not it
+        settings = [(0, precision), (2, precision)] + [(0, "32-true")] * (precision != "32-true")
         result["epoch"] = [
             epoch_benchmark(
                 slides,
-                dataclasses.replace(config, train=dataclasses.replace(config.train, num_workers=w)),
+                dataclasses.replace(
+                    config,
+                    train=dataclasses.replace(config.train, num_workers=w, precision=p),
+                ),
                 n_batches=epoch_batches,
             )
-            for w in (0, 2)
+            for w, p in settings
         ]
         logger.info("epoch: %s", result["epoch"])
     result["machine"]["load_average_at_end"] = _load_average()
@@ -147,13 +166,34 @@ def run_benchmark(
     return result
 
 
+def _training_rows(train: dict[str, Any], fp32_peak: float, bf16_peak: float) -> list[str]:
+    """The table's pretraining rows of one `training_benchmark` (GFLOP/s as a share of the
+    matmul peak of its precision)."""
+    ref, precision = train["reference"], train.get("precision", "32-true")
+    peak = bf16_peak if precision.startswith("bf16") else fp32_peak
+    lines = []
+    for key, label in (("ours_random_batches", "random"), ("ours_spatial_batches", "spatial")):
+        row = train[key]
+        lines.append(
+            f"| pretrain {precision}, subgraphs/s ({label} batches of {train['batch_size']}) | "
+            f"{row['subgraphs_per_s']:.0f} | {ref['subgraphs_per_s']:.0f} | "
+            f"{row['speedup_vs_reference']:.1f}x | "
+            f"{row['gflops_per_s']:.1f} ({100 * row['gflops_per_s'] / peak:.0f}%) | "
+            f"{row['peak_memory_mb']:.0f} / {ref['peak_memory_mb']:.0f} | "
+            f"{row['needed_gflops_per_s']:.1f} / {ref['needed_gflops_per_s']:.1f} "
+            f"({100 * row['needed_gflops_per_s'] / peak:.0f}%) |"
+        )
+    return lines
+
+
 def format_table(result: dict[str, Any]) -> str:
     """The headline numbers as a Markdown table."""
     peak = result["matmul_gflops_per_s"]
     emb, train = result["embedding"], result["training"]
     lines = [
-        f"fp32 matmul peak: {peak:.1f} GFLOP/s ({result['machine']['threads']} threads); "
-        f"comparison data: {result['comparison_data']}",
+        f"matmul peak: fp32 {peak:.1f} GFLOP/s, bf16 "
+        f"{result.get('matmul_bf16_gflops_per_s', math.nan):.1f} "
+        f"({result['machine']['threads']} threads); comparison data: {result['comparison_data']}",
         "",
         "| workload | ours | reference (PyG GCNConv) | ratio | ours GFLOP/s (% of peak) | "
         "peak memory ours / ref (MB) | needed GFLOP/s ours / ref (% of peak) |",
@@ -164,25 +204,20 @@ def format_table(result: dict[str, Any]) -> str:
         f"{emb['ours_gflops_per_s']:.1f} ({100 * emb['ours_gflops_per_s'] / peak:.0f}%) | "
         f"{emb['ours_peak_memory_mb']:.0f} / {emb.get('reference_peak_memory_mb', math.nan):.0f} | |",
     ]
+    runs = [result[k] for k in ("training", "training_fp32") if k in result]
+    for run in runs:
+        lines += _training_rows(run, peak, result.get("matmul_bf16_gflops_per_s", peak))
+    lines += [
+        f"collation ms/batch ({run['precision']}): random "
+        f"{run['ours_random_batches']['collate_ms_per_batch']:.1f}, spatial "
+        f"{run['ours_spatial_batches']['collate_ms_per_batch']:.1f}"
+        for run in runs
+    ]
     ref = train["reference"]
-    for key, label in (("ours_random_batches", "random"), ("ours_spatial_batches", "spatial")):
-        row = train[key]
-        lines.append(
-            f"| pretrain, subgraphs/s ({label} batches of {train['batch_size']}) | "
-            f"{row['subgraphs_per_s']:.0f} | {ref['subgraphs_per_s']:.0f} | "
-            f"{row['speedup_vs_reference']:.1f}x | "
-            f"{row['gflops_per_s']:.1f} ({100 * row['gflops_per_s'] / peak:.0f}%) | "
-            f"{row['peak_memory_mb']:.0f} / {ref['peak_memory_mb']:.0f} | "
-            f"{row['needed_gflops_per_s']:.1f} / {ref['needed_gflops_per_s']:.1f} "
-            f"({100 * row['needed_gflops_per_s'] / peak:.0f}%) |"
-        )
-    lines.append(
-        "collation ms/batch: "
-        + ", ".join(f"{k} {train[k]['collate_ms_per_batch']:.1f}" for k in train if "batches" in k)
-    )
     for epoch in result.get("epoch", []):
         lines.append(
-            f"corpus epoch, {epoch['num_workers']} workers: {epoch['subgraphs_per_s']:.0f} "
+            f"corpus epoch ({epoch.get('precision', '32-true')}), {epoch['num_workers']} workers: "
+            f"{epoch['subgraphs_per_s']:.0f} "
             f"subgraphs/s, {epoch['epoch_s_extrapolated']:.0f} s per epoch (extrapolated from "
             f"{epoch['batches_measured']} of {epoch['epoch_batches']} batches), peak "
             f"{epoch['peak_memory_mb']:.0f} MB"

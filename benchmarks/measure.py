@@ -32,6 +32,7 @@ from sagefm.data.vocabulary import GeneVocabulary
 from sagefm.model import SageFM
 from sagefm.nn.gcn import SageGCN
 from sagefm.train.module import PretrainingModule, masked_mse
+from sagefm.train.precision import autocast
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +80,10 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, float, float, Any]:
     return wall, cpu, max(0.0, _peak_rss_mb() - before), result
 
 
-def matmul_gflops(size: int = 4096, repeats: int = 5) -> float:
-    """The machine's fp32 dense matmul rate: best of ``repeats`` (size x size) @ (size x size)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_gflops(size: int = 4096, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """The machine's dense matmul rate in ``dtype``: best of ``repeats`` (size x size) @
+    (size x size)."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     torch.matmul(a, b)
     best = math.inf
     for _ in range(repeats):
@@ -152,9 +154,11 @@ def training_benchmark(
     n_steps: int,
     seed: int,
     block_size: int,
+    precision: str = "32-true",
 ) -> dict[str, Any]:
     """Pretraining steps for ours (random and spatially blocked batches of centres, blocks of
-    ``block_size``) and the reference."""
+    ``block_size``) and the reference, both with the forward pass under Lightning's
+    ``precision`` (its autocast; weights, gradients and Adam stay fp32)."""
     model_config = network.config
     collate = SubgraphCollator(
         [slide],
@@ -168,7 +172,8 @@ def training_benchmark(
     optimizer = torch.optim.Adam(ours.parameters(), lr=1e-4, fused=True)  # as in training
 
     def our_step(batch: SubgraphBatch) -> float:
-        loss = plan.loss(batch)  # the training step's forward and loss
+        with autocast(precision):
+            loss = plan.loss(batch)  # the training step's forward and loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -183,7 +188,9 @@ def training_benchmark(
         edge_index, weight = reference_graph(slide, spots, model_config)
         n_nodes = batch.node_index.shape[1]
         x = reference_features(model_config, batch)
-        prediction = torch.relu(reference.head(reference.embed(x, edge_index, weight, n_nodes)))
+        with autocast(precision):
+            embedding = reference.embed(x, edge_index, weight, n_nodes)
+            prediction = torch.relu(reference.head(embedding)).float()
         loss = masked_mse(prediction, batch.centre_truth, batch.target)
         ref_optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -208,6 +215,7 @@ def training_benchmark(
             results[key]["subgraphs_per_s"] / results["reference"]["subgraphs_per_s"]
         )
     results["batch_size"] = batch_size
+    results["precision"] = precision
     return results
 
 
@@ -359,7 +367,8 @@ def epoch_benchmark(
     slides: Sequence[PreparedSlide], config: SageFMConfig, *, n_batches: int
 ) -> dict[str, Any]:
     """``n_batches`` pretraining steps (after one warm-up) through the training DataLoader of
-    `SubgraphDataModule` with ``config``; one epoch's wall time extrapolated from them."""
+    `SubgraphDataModule` with ``config`` (its precision resolved, not "auto"); one epoch's wall
+    time extrapolated from them."""
     from sagefm.data.slides import observed_gene_stats
     from sagefm.train.datamodule import SubgraphDataModule
 
@@ -374,7 +383,8 @@ def epoch_benchmark(
     batches = iter(loader)
     start = 0.0
     for i in range(n_batches + 1):
-        loss = plan.loss(next(batches))
+        with autocast(config.train.precision):
+            loss = plan.loss(next(batches))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -382,6 +392,7 @@ def epoch_benchmark(
             start = time.perf_counter()
     per_batch = (time.perf_counter() - start) / n_batches
     return {
+        "precision": config.train.precision,
         "num_workers": config.train.num_workers,
         "centre_block_size": config.train.centre_block_size,
         "batches_measured": n_batches,

@@ -64,3 +64,25 @@ def test_needed_training_flops_count_the_non_zeros() -> None:
     first = 2 * (2 * (2 + 2 + 3) * 4)
     rest = encoder_flops(config, 1, 2) + 2 * 1 * 2 * 3
     assert needed_training_flops(config, batch) == first + 3 * rest
+
+
+@pytest.mark.parametrize("default", ["32-true", "bf16-mixed"])
+def test_quick_benchmark_times_the_default_precision_and_fp32(
+    tmp_path, monkeypatch, default: str
+) -> None:
+    """Training is timed at the precision `sagefm pretrain` defaults to on the machine, ours
+    and the reference alike, and also in fp32 when that default is bf16; the table shows both."""
+    from benchmarks import bench
+
+    monkeypatch.setattr(bench, "resolve_precision", lambda precision, accelerator: default)
+    result = bench.run_benchmark(output=tmp_path / "bench.json", quick=True, threads=1)
+    assert result["training"]["precision"] == default
+    assert ("training_fp32" in result) == (default != "32-true")
+    assert ("matmul_bf16_gflops_per_s" in result) == (default != "32-true")
+    for key in ("training", "training_fp32"):
+        if key in result:
+            for row in ("ours_random_batches", "ours_spatial_batches", "reference"):
+                assert result[key][row]["subgraphs_per_s"] > 0
+    table = bench.format_table(result)
+    assert f"pretrain {default}, subgraphs/s (random batches of 64)" in table
+    assert ("pretrain 32-true" in table) and (f"collation ms/batch ({default})" in table)
