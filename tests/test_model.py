@@ -252,6 +252,22 @@ def test_adapt_continues_from_the_model(trained, tmp_path: Path) -> None:
         np.testing.assert_array_equal(value.numpy(), before[key].numpy())
 
 
+def test_adapt_chooses_the_precision_for_this_machine(trained, tmp_path: Path, monkeypatch) -> None:
+    """A model pretrained in bf16 (an AMX CPU, a GPU) adapts in what "auto" gives here: fp32 on
+    a machine without native bf16, not a slow emulated bf16."""
+    from sagefm.train import precision
+
+    out, _, slides = trained
+    model = sagefm.load(out)
+    model.config = dataclasses.replace(
+        model.config, train=dataclasses.replace(model.config.train, precision="bf16-mixed")
+    )
+    monkeypatch.setattr(precision, "fast_bf16", lambda device: False)
+    adapted, _ = model.adapt(slides[2], output=tmp_path / "adapted", max_epochs=1, progress=False)
+    assert SageFMConfig.load(tmp_path / "adapted" / "config.json").train.precision == "32-true"
+    assert adapted.config.train.precision == "32-true"
+
+
 def test_adapting_with_another_vocabulary_is_refused_before_anything_is_written(
     trained, tmp_path: Path
 ) -> None:

@@ -24,6 +24,7 @@ from sagefm.errors import CheckpointError, ConfigError, InputDataError
 from sagefm.io.checkpoint import load_model_dir, save_model_dir
 from sagefm.nn.gcn import SageGCN
 from sagefm.train.datamodule import centring_mean
+from sagefm.train.precision import AUTO
 from sagefm.train.pretrain import PretrainResult, pretrain
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ class SageFM:
             self.config.train,
             max_epochs=max_epochs,
             seed=seed,
+            precision=AUTO,  # this machine's choice, not the one the model was pretrained on
             learning_rate=self.config.train.learning_rate
             if learning_rate is None
             else learning_rate,

@@ -12,7 +12,6 @@ from sagefm.config import ModelConfig
 from sagefm.nn import depth
 from sagefm.nn.layers import DenseGCNLayer
 
-
 #: under autocast, first-layer inputs have a multiple of this many rows (see `_input_features`)
 AUTOCAST_ROW_MULTIPLE = 64
 
