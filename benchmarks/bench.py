@@ -169,7 +169,7 @@ def run_benchmark(
 def _training_rows(train: dict[str, Any], fp32_peak: float, bf16_peak: float) -> list[str]:
     """The table's pretraining rows of one `training_benchmark` (GFLOP/s as a share of the
     matmul peak of its precision)."""
-    ref, precision = train["reference"], train.get("precision", "32-true")
+    ref, precision = train["reference"], train["precision"]
     peak = bf16_peak if precision.startswith("bf16") else fp32_peak
     lines = []
     for key, label in (("ours_random_batches", "random"), ("ours_spatial_batches", "spatial")):
@@ -216,7 +216,7 @@ def format_table(result: dict[str, Any]) -> str:
     ref = train["reference"]
     for epoch in result.get("epoch", []):
         lines.append(
-            f"corpus epoch ({epoch.get('precision', '32-true')}), {epoch['num_workers']} workers: "
+            f"corpus epoch ({epoch['precision']}), {epoch['num_workers']} workers: "
             f"{epoch['subgraphs_per_s']:.0f} "
             f"subgraphs/s, {epoch['epoch_s_extrapolated']:.0f} s per epoch (extrapolated from "
             f"{epoch['batches_measured']} of {epoch['epoch_batches']} batches), peak "
