@@ -168,15 +168,10 @@ def training_benchmark(
     )
     plan = PretrainingModule(dataclasses.replace(config, model=model_config))
     plan.network.load_state_dict(network.state_dict())
-    ours = plan.network
-    optimizer = torch.optim.Adam(ours.parameters(), lr=1e-4, fused=True)  # as in training
+    optimizer = plan.configure_optimizers()["optimizer"]
 
     def our_step(batch: SubgraphBatch) -> float:
-        with autocast(precision):
-            loss = plan.loss(batch)  # the training step's forward and loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        _default_step(plan, optimizer, batch, precision)
         return our_training_flops(model_config, batch)
 
     reference = ReferenceGCN(model_config)
@@ -363,6 +358,19 @@ def corpus_slides(data_dir: Path, config: SageFMConfig) -> list[PreparedSlide]:
     ]
 
 
+def _default_step(
+    plan: PretrainingModule, optimizer: torch.optim.Optimizer, batch: SubgraphBatch, precision: str
+) -> None:
+    """One default pretraining step as the Trainer runs it: the training loss under
+    ``precision``, backward, the module's gradient clipping, and its optimizer's step."""
+    with autocast(precision):
+        loss = plan.loss(batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    plan.configure_gradient_clipping(optimizer, plan.config.train.gradient_clip_norm)
+    optimizer.step()
+
+
 def epoch_benchmark(
     slides: Sequence[PreparedSlide], config: SageFMConfig, *, n_batches: int
 ) -> dict[str, Any]:
@@ -376,18 +384,14 @@ def epoch_benchmark(
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, n_genes=n_genes))
     torch.manual_seed(0)
     plan = PretrainingModule(config, gene_stats=observed_gene_stats(slides, n_genes))
-    optimizer = torch.optim.Adam(plan.parameters(), lr=1e-4, fused=True)
+    optimizer = plan.configure_optimizers()["optimizer"]
     loader = SubgraphDataModule(slides, [], config).train_dataloader()
     _reset_peak_rss()
     before = _rss_mb()
     batches = iter(loader)
     start = 0.0
     for i in range(n_batches + 1):
-        with autocast(config.train.precision):
-            loss = plan.loss(next(batches))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        _default_step(plan, optimizer, next(batches), config.train.precision)
         if i == 0:
             start = time.perf_counter()
     per_batch = (time.perf_counter() - start) / n_batches

@@ -224,3 +224,42 @@ def test_weight_decay_shrinks_weights_without_gradient_as_configured(decoupled: 
         w = before[name]
         expected = w * (1 - 1e-3) if decoupled else w - 1e-2 * torch.sign(w)
         torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize(
+    ("precision", "fused"), [("bf16-mixed", True), ("32-true", True), ("16-mixed", False)]
+)
+def test_adam_is_fused_unless_an_fp16_scaler_must_unscale_first(
+    precision: str, fused: bool
+) -> None:
+    train = TrainConfig(precision=precision)
+    plan = PretrainingModule(
+        SageFMConfig(model=ModelConfig(n_genes=6, hidden_sizes=(4, 3)), train=train)
+    )
+    group = plan.configure_optimizers()["optimizer"].param_groups[0]
+    assert bool(group["fused"]) is fused and bool(group["foreach"]) is not fused
+
+
+def test_gradient_clipping_scales_the_global_norm_down_and_keeps_direction() -> None:
+    """The hook the Trainer calls with ``gradient_clip_val``: a total norm of 10 becomes 1,
+    every gradient scaled by the same factor; a norm already under the limit is untouched."""
+    plan = PretrainingModule(SageFMConfig(model=ModelConfig(n_genes=6, hidden_sizes=(4, 3))))
+    optimizer = plan.configure_optimizers()["optimizer"]
+    params = list(plan.parameters())
+    torch.manual_seed(0)
+    for p in params:
+        p.grad = torch.randn_like(p)
+    norm = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in params]))
+    for p in params:
+        p.grad *= 10 / norm
+    before = [p.grad.clone() for p in params]
+    plan.configure_gradient_clipping(optimizer, 1.0, "norm")
+    after = torch.cat([p.grad.flatten() for p in params])
+    assert torch.linalg.vector_norm(after).item() == pytest.approx(1.0, rel=1e-4)
+    torch.testing.assert_close(
+        after, torch.cat([b.flatten() for b in before]) / 10, rtol=1e-4, atol=1e-7
+    )
+    plan.configure_gradient_clipping(optimizer, 5.0, "norm")
+    assert torch.linalg.vector_norm(
+        torch.cat([p.grad.flatten() for p in params])
+    ).item() == pytest.approx(1.0, rel=1e-4)
