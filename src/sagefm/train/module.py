@@ -130,7 +130,8 @@ class PretrainingModule(L.LightningModule):
         """
         if not gradient_clip_val:
             return
-        if str(self.config.train.precision) == "16-mixed":
+        by_value = gradient_clip_algorithm not in (None, "norm")
+        if by_value or str(self.config.train.precision) == "16-mixed":
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
             return
         torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val, foreach=True)
