@@ -249,6 +249,10 @@ class TrainConfig:
     #: (AMX CPUs, bf16 GPUs) and "32-true" elsewhere (`sagefm.train.precision`); a run saves
     #: what it resolved to
     precision: str = "auto"
+    #: keep freed memory in the process while training instead of returning it to the OS and
+    #: faulting it back in every step (glibc only; `sagefm.train.memory`): a default bf16 step
+    #: 117 -> 97 ms on 2 cores. Memory is handed back when training ends.
+    reuse_freed_memory: bool = True
     num_workers: int = 0
     #: cap on steps per epoch (0 = all); useful for quick runs on large corpora
     limit_train_batches: int = 0

@@ -115,6 +115,12 @@ class PretrainingModule(L.LightningModule):
             batch_size=int(batch.target.sum()),
         )
 
+    @property
+    def fp16_scaled(self) -> bool:
+        """True under "16-mixed", where a GradScaler owns the gradients until it unscales them;
+        bf16, fp32 and "auto" (which resolves to one of those two) have no scaler."""
+        return str(self.config.train.precision) == "16-mixed"
+
     def configure_gradient_clipping(
         self,
         optimizer: torch.optim.Optimizer,
@@ -131,7 +137,7 @@ class PretrainingModule(L.LightningModule):
         if not gradient_clip_val:
             return
         by_value = gradient_clip_algorithm not in (None, "norm")
-        if by_value or str(self.config.train.precision) == "16-mixed":
+        if by_value or self.fp16_scaled:
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
             return
         torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val, foreach=True)
@@ -143,7 +149,7 @@ class PretrainingModule(L.LightningModule):
         # fp16 ("16-mixed") keeps the foreach loop: its GradScaler must unscale before clipping,
         # which Lightning skips for fused optimizers. bf16 has no scaler; clipping is done in
         # ``configure_gradient_clipping`` below.
-        fused = str(train.precision) != "16-mixed"
+        fused = not self.fp16_scaled
         optimizer = torch.optim.Adam(
             self.parameters(),
             lr=train.learning_rate,

@@ -40,6 +40,7 @@ from sagefm.nn import depth
 from sagefm.nn.gcn import SageGCN
 from sagefm.train.callbacks import ExportModelDirs
 from sagefm.train.datamodule import SubgraphDataModule
+from sagefm.train.memory import reusing_freed_memory
 from sagefm.train.module import PretrainingModule
 from sagefm.train.precision import resolve_precision
 from sagefm.train.resume import (
@@ -355,7 +356,11 @@ def pretrain(
     # 3. trainer
     trainer = _trainer(config.train, output, callbacks, progress)
     # SIGTERM/SIGINT: checkpoint, then TrainingInterrupted; a resumed run keeps the earlier metrics
-    with interruptible(on_interrupt), keeping_metrics(output / Files.METRICS, resume):
+    with (
+        interruptible(on_interrupt),
+        keeping_metrics(output / Files.METRICS, resume),
+        reusing_freed_memory(config.train.reuse_freed_memory),
+    ):
         trainer.fit(
             module,
             datamodule=SubgraphDataModule(inputs.train, inputs.val, config),
