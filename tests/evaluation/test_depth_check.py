@@ -29,3 +29,24 @@ def test_a_depth_axis_is_found_and_an_unrelated_one_is_not() -> None:
     assert {f"pc{i}" for i in range(1, 6)} <= set(table.columns)
     assert "does not meet" in depth_text(table)
     assert " meets" in depth_text(table[table["method"] == "pca"].replace({"pca": "sagefm"}))
+
+
+def test_the_annotation_row_scores_the_true_labels_on_labelled_spots() -> None:
+    """Two domains, one at a quarter of the other's depth, plus unlabelled spots: the one-hot
+    labels are a depth gauge there (|r| near 1), and a label that ignores depth is not."""
+    rng = np.random.default_rng(1)
+    n = 400
+    shallow = np.arange(n) < n // 2
+    scale = np.where(shallow, 2.0, 8.0)[:, None]
+    adata = ad.AnnData(X=sp.csr_matrix(rng.poisson(scale, size=(n, 50)).astype(np.float32)))
+    truth = pd.Series(np.where(shallow, "a", "b"), dtype=object)
+    truth[::10] = np.nan  # unlabelled spots are left out of the annotation row
+    noise = {"sagefm": rng.normal(size=(n, 6))}
+    rows = pd.DataFrame.from_records(depth_rows("s1", "zero-shot", adata, noise, 0, truth))
+    by_method = rows.set_index("method")
+    assert by_method.loc["annotation", "max"] > 0.9
+    assert by_method.loc["sagefm", "max"] < 0.2
+    assert "annotation" in depth_text(rows)
+    unrelated = pd.Series(np.where(np.arange(n) % 2 == 0, "a", "b"), dtype=object)
+    rows = pd.DataFrame.from_records(depth_rows("s1", "zero-shot", adata, noise, 0, unrelated))
+    assert rows.set_index("method").loc["annotation", "max"] < 0.2

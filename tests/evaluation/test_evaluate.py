@@ -91,9 +91,12 @@ def test_quick_evaluation_writes_a_complete_report(shared_data: Path, tmp_path: 
     # one protocol (sagefm.tl.domains) for every representation, with and without refinement
     assert {r["refined"] for r in domains["per_section"]} == {False, True}
     assert set(domains["mean"]["gmm_refined"]) == set(METHODS) >= {"banksy", "neighbour_pca"}
-    # the depth check: |r| of the top 5 PCs vs log library size, every representation, section
+    # the depth check: |r| of the top 5 PCs vs log library size, every representation, section,
+    # and the one-hot manual annotation as the floor a perfect domain caller would have
     assert {(r["section"], r["method"]) for r in domains["depth"]} == {
-        (s, m) for s in {r["section"] for r in domains["per_section"]} for m in METHODS
+        (s, m)
+        for s in {r["section"] for r in domains["per_section"]}
+        for m in [*METHODS, "annotation"]
     }
     assert all(0 <= r["max"] <= 1 for r in domains["depth"])
     assert "### Depth" in (report / "report.md").read_text()

@@ -111,9 +111,10 @@ def domains_section(run: EvaluationRun, data: dict[str, list[ad.AnnData]]) -> tu
         features = {m: reps[m][0] for m in METHODS}
         if c.adapt_epochs:
             features[ADAPTED], adapt_cost[name] = run.adapted_embedding(adata)
-        section_rows, panels = _section_domains(run, adata, features, spot_labels(adata, dataset))
+        truth = spot_labels(adata, dataset)
+        section_rows, panels = _section_domains(run, adata, features, truth)
         rows += [{"section": name, "split": run.split(adata), **r} for r in section_rows]
-        depth += depth_rows(name, run.split(adata), adata, features, run.seed)
+        depth += depth_rows(name, run.split(adata), adata, features, run.seed, truth)
         maps[name] = (np.asarray(adata.obsm[Keys.SPATIAL])[:, :2], panels)
     figures.domain_maps(maps, run.figures / "domains_maps.png")
     table, depth_table = pd.DataFrame.from_records(rows), pd.DataFrame.from_records(depth)

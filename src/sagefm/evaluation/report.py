@@ -29,6 +29,7 @@ LABELS = {
     "zero": "zero",
     "gene_mean": "gene mean",
     "neighbour_mean": "neighbour mean",
+    "annotation": "annotation (one-hot)",
 }
 
 
