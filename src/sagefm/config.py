@@ -11,7 +11,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from sagefm.errors import ConfigError
 
@@ -19,6 +19,7 @@ Activation = Literal["leaky_relu", "relu", "gelu"]
 EdgeScheme = Literal["weighted", "complete"]
 GraphNorm = Literal["symmetric", "row"]
 OutputActivation = Literal["relu", "softplus", "none"]
+VocabularyRanking = Literal["mean", "per_slide"]
 
 
 def check_config(condition: bool, message: str) -> None:
@@ -183,6 +184,9 @@ class DataConfig:
     min_slide_fraction: float = 0.5
     #: ... ranked by mean within-slide variance of log1p counts, at most this many.
     max_genes: int = 5000
+    #: ... "mean": by the mean over slides; "per_slide": by each gene's best rank on any one slide,
+    #: so that every slide's most variable genes get in (a minority tissue in a mixed corpus)
+    vocabulary_ranking: VocabularyRanking = "mean"
     #: Counts in X are already log-normalised (skip the raw-count checks and the log1p).
     normalized_input: bool = False
 
@@ -213,6 +217,11 @@ class DataConfig:
             f"min_slide_fraction must be in (0, 1], got {self.min_slide_fraction}",
         )
         check_config(self.max_genes >= 1, f"max_genes must be >= 1, got {self.max_genes}")
+        check_config(
+            self.vocabulary_ranking in get_args(VocabularyRanking),
+            f"vocabulary_ranking must be one of {get_args(VocabularyRanking)}, "
+            f"got {self.vocabulary_ranking!r}",
+        )
 
 
 #: `SageFM.adapt`'s default budget: a few minutes on a laptop CPU for a Visium slide

@@ -89,9 +89,13 @@ def test_every_training_flag_sets_its_field() -> None:
     }
     assert set(changed) == set(TRAIN_FLAGS)
     argv = [x for name, v in changed.items() for x in (f"--{name.replace('_', '-')}", str(v))]
-    config = _pretrain_config(*argv, "--hidden-sizes", "8", "4", "--max-genes", "11")
+    config = _pretrain_config(
+        *argv, "--hidden-sizes", "8", "4", "--max-genes", "11", "--vocabulary-ranking", "per_slide"
+    )
     assert config.train == dataclasses.replace(TrainConfig(), **changed)
     assert config.model.hidden_sizes == (8, 4) and config.data.max_genes == 11
+    assert config.data.vocabulary_ranking == "per_slide"
+    assert _pretrain_config().data.vocabulary_ranking == "mean"
     assert _pretrain_config("--devices", "auto").train.devices == "auto"
 
 

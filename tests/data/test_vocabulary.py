@@ -62,6 +62,31 @@ def test_build_rule_min_fraction_and_variance_rank() -> None:
     )
 
 
+def test_per_slide_ranking_lets_a_minority_slide_keep_its_variable_genes() -> None:
+    """Three "majority" slides share genes M1..M4; one "minority" slide measures them too, and its
+    own variable genes T1, T2 are measured by two slides of four. By mean variance the majority's
+    genes fill a vocabulary of 3; by per-slide rank the minority's top genes get in."""
+    genes = ["M1", "M2", "M3", "M4", "T1", "T2"]
+    majority = {"M1": 9.0, "M2": 8.0, "M3": 7.0, "M4": 6.0, "T1": 0.1, "T2": 0.1}
+    minority = {"M1": 0.2, "M2": 0.2, "M3": 0.2, "M4": 0.2, "T1": 5.0, "T2": 4.0}
+    slides = [_slide(genes[:4]), _slide(genes[:4]), _slide(genes), _slide(genes)]
+    variances = [majority, majority, majority, minority]
+    # two-row stand-ins with exactly these variances (as `prepare_corpus` passes them)
+    expr = [
+        np.vstack([-np.sqrt([v[g] for g in s.var_names]), np.sqrt([v[g] for g in s.var_names])])
+        for s, v in zip(slides, variances, strict=True)
+    ]
+    mean = build_vocabulary(slides, expr, min_slide_fraction=0.5, max_genes=3)
+    assert mean.symbols == ("M1", "M2", "M3")
+    per_slide = build_vocabulary(
+        slides, expr, min_slide_fraction=0.5, max_genes=3, ranking="per_slide"
+    )
+    # best ranks: M1 0 (majority), T1 0 (minority), M2 1, T2 1; ties by mean variance, then name
+    assert per_slide.symbols == ("M1", "T1", "M2")
+    full = build_vocabulary(slides, expr, min_slide_fraction=0.5, ranking="per_slide")
+    assert set(full.symbols) == set(genes)  # a reordering, never a different eligibility
+
+
 def _counts(vocab: GeneVocabulary, slide: ad.AnnData) -> dict[str, int]:
     return {k: v for k, v in vocab.map(slide).counts.items() if v}
 

@@ -11,7 +11,14 @@ from typing import Any, get_args
 
 import anndata as ad
 
-from sagefm.config import DataConfig, EdgeScheme, ModelConfig, SageFMConfig, TrainConfig
+from sagefm.config import (
+    DataConfig,
+    EdgeScheme,
+    ModelConfig,
+    SageFMConfig,
+    TrainConfig,
+    VocabularyRanking,
+)
 from sagefm.errors import InputDataError, OutputError
 
 logger = logging.getLogger("sagefm")
@@ -73,6 +80,13 @@ def add_vocabulary_options(p: argparse.ArgumentParser, target: Any = None) -> No
         type=int,
         default=DataConfig.max_genes,
         help="vocabulary size cap when the vocabulary is built",
+    )
+    p.add_argument(
+        "--vocabulary-ranking",
+        choices=get_args(VocabularyRanking),
+        default=DataConfig.vocabulary_ranking,
+        help="rank genes by their mean within-slide variance, or by their best rank on any one "
+        "slide (every slide's most variable genes get in: mixed tissues)",
     )
     p.add_argument("--normalized-input", action="store_true", help="X is already log-normalised")
 
@@ -154,6 +168,7 @@ def config_from_args(args: argparse.Namespace) -> SageFMConfig:
     model = dataclasses.replace(model, **given)
     data = DataConfig(
         max_genes=args.max_genes,
+        vocabulary_ranking=args.vocabulary_ranking,
         normalized_input=args.normalized_input,
         whole_gene_mask_fraction=args.whole_gene_mask_fraction,
     )

@@ -90,7 +90,11 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         Path(args.input),
         Path(args.output),
         vocabulary=read_vocabulary_tsv(Path(args.vocabulary)) if args.vocabulary else None,
-        data_config=DataConfig(max_genes=args.max_genes, normalized_input=args.normalized_input),
+        data_config=DataConfig(
+            max_genes=args.max_genes,
+            vocabulary_ranking=args.vocabulary_ranking,
+            normalized_input=args.normalized_input,
+        ),
         workers=args.workers,
     )
     logger.info(

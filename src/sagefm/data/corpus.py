@@ -151,6 +151,7 @@ def prepare_corpus(
                 [m for _, m in summaries],
                 min_slide_fraction=data_config.min_slide_fraction,
                 max_genes=data_config.max_genes,
+                ranking=data_config.vocabulary_ranking,
             )
         jobs = [(i, s, vocabulary, data_config, slides_dir) for i, s in enumerate(listed)]
         entries = list(pool.map(_prepare_one, jobs, chunksize=2))

@@ -178,6 +178,7 @@ def _build_vocabulary(slides: Sequence[ad.AnnData], config: SageFMConfig) -> Gen
         expression,
         min_slide_fraction=config.data.min_slide_fraction,
         max_genes=config.data.max_genes,
+        ranking=config.data.vocabulary_ranking,
     )
 
 
