@@ -20,6 +20,8 @@ class Keys:
     SPATIAL = "spatial"
     #: Spot embeddings written by `SageFM.embed`.
     X_EMB = "X_sagefm"
+    #: The embedding averaged over each spot's subgraph (`sagefm.tl.average_neighbourhood`).
+    X_EMB_NEIGHBOURHOOD = "X_sagefm_neighbourhood"
     #: Imputed expression (model scale) written by `sagefm impute`.
     LAYER_IMPUTED = "sagefm_imputed"
     #: `adata.uns[...]`: the perturbation screen's pair table; `adata.obsm[...]`: its per-spot
@@ -39,6 +41,8 @@ class Keys:
     DOMAIN = "sagefm_domain"
     #: Inside `adata.uns[Keys.UNS]`: parameters of each `sagefm.tl.domains` call, by ``key_added``.
     DOMAINS = "domains"
+    #: Inside `adata.uns[Keys.UNS]`: parameters of each `sagefm.tl.average_neighbourhood` call.
+    AVERAGE_NEIGHBOURHOOD = "average_neighbourhood"
 
 
 class Files:

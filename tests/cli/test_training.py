@@ -48,7 +48,7 @@ def test_demo_writes_its_summary_and_figure(
         "neighbour_mean",
     }
     ari = summary["domains"]["ari"]
-    assert set(ari) == {"sagefm", "pca", "neighbour_pca", "banksy"}
+    assert set(ari) == {"sagefm", "sagefm_neighbourhood", "pca", "neighbour_pca", "banksy"}
     assert all(-1.0 <= value <= 1.0 for value in ari.values())
     assert summary["domains"]["strongest_baseline"] in {"pca", "neighbour_pca", "banksy"}
     assert (tmp_path / summary["figure"]).read_bytes()[:4] == b"\x89PNG"
@@ -57,4 +57,7 @@ def test_demo_writes_its_summary_and_figure(
     # the held-out slide is neither trained nor validated on
     assert slides[1].obs["sample_id"].iloc[0] not in run["train_slides"] + run["val_slides"]
     embedded = ad.read_h5ad(tmp_path / "held_out_embedded.h5ad")
-    assert {"sagefm_domain", "banksy_domain"} <= set(embedded.obs.columns)
+    assert {"sagefm_domain", "sagefm_neighbourhood_domain", "banksy_domain"} <= set(
+        embedded.obs.columns
+    )
+    assert "X_sagefm_neighbourhood" in embedded.obsm

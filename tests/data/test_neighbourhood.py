@@ -127,6 +127,24 @@ def test_neighbourhood_matrix_sums_neighbours() -> None:
     )
 
 
+def test_neighbour_average_is_the_mean_over_the_subgraph_with_or_without_the_spot() -> None:
+    from sagefm.data.neighbourhood import neighbour_average
+
+    coords = square_lattice(8, 8)
+    values = np.random.default_rng(0).random((64, 3)).astype(np.float32)
+    neighbours = build_neighbourhoods(coords, 14)
+    np.testing.assert_allclose(
+        neighbour_average(values, neighbours), values[neighbours].mean(axis=1), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        neighbour_average(values, neighbours, include_self=False),
+        values[neighbours[:, 1:]].mean(axis=1),
+        rtol=1e-6,
+    )
+    constant = np.full((64, 2), 3.0, dtype=np.float32)
+    np.testing.assert_allclose(neighbour_average(constant, neighbours), 3.0, rtol=1e-6)
+
+
 def test_binned_scale_neighbourhoods_warn_and_spot_scale_do_not(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

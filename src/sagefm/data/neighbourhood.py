@@ -120,6 +120,19 @@ def neighbourhood_matrix(neighbours: np.ndarray, *, include_self: bool) -> sp.cs
     return sp.csr_matrix((np.ones(n * k), (rows, cols.ravel())), shape=(n, neighbours.shape[0]))
 
 
+def neighbour_average(
+    values: np.ndarray, neighbours: np.ndarray, *, include_self: bool = True
+) -> np.ndarray:
+    """(n_spots, d) float32: each spot's rows of ``values`` (n_spots, d) averaged over its subgraph.
+
+    ``neighbours`` is `build_neighbourhoods` output (n, k + 1), column 0 the spot: the mean is over
+    the k + 1 spots, or over the k neighbours alone with ``include_self=False``.
+    """
+    operator = neighbourhood_matrix(neighbours, include_self=include_self)
+    n_spots = neighbours.shape[1] - (0 if include_self else 1)
+    return np.asarray(operator @ values / n_spots, dtype=np.float32)
+
+
 def subgraph_adjacency(
     node_coords_um: torch.Tensor,
     *,

@@ -33,7 +33,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
-from sagefm.data.neighbourhood import neighbourhood_matrix
+from sagefm.data.neighbourhood import neighbour_average
 from sagefm.errors import InputDataError
 
 logger = logging.getLogger(__name__)
@@ -64,19 +64,6 @@ def log_normalize(adata: ad.AnnData, genes: Sequence[str]) -> np.ndarray:
     sc.pp.log1p(work)
     X = work[:, list(genes)].X
     return np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float32)
-
-
-def neighbour_average(
-    values: np.ndarray, neighbours: np.ndarray, *, include_self: bool = True
-) -> np.ndarray:
-    """(n_spots, G) float32: each spot's values averaged over its subgraph.
-
-    ``neighbours`` is `build_neighbourhoods` output (n, k + 1), column 0 the spot: the mean is over
-    the k + 1 spots, or over the k neighbours alone with ``include_self=False``.
-    """
-    operator = neighbourhood_matrix(neighbours, include_self=include_self)
-    n_spots = neighbours.shape[1] - (0 if include_self else 1)
-    return np.asarray(operator @ values / n_spots, dtype=np.float32)
 
 
 def highly_variable(matrices: Sequence[np.ndarray], genes: Sequence[str], n_top: int) -> np.ndarray:

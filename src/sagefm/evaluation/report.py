@@ -12,13 +12,17 @@ import pandas as pd
 
 from sagefm.evaluation.baselines import BASELINE_METHODS
 
+#: SAGE-FM's representations: the embedding, and the embedding averaged over each spot's
+#: 15-spot subgraph (`sagefm.tl.average_neighbourhood`; the counterpart of neighbour-averaged PCA).
+MODEL_METHODS = ("sagefm", "sagefm_neighbourhood")
 #: Representations compared in the embedding tables (domains, label transfer, phenotype).
-METHODS = ("sagefm", *BASELINE_METHODS)
+METHODS = (*MODEL_METHODS, *BASELINE_METHODS)
 #: Label transfer adds a baseline that only transfer across slides calls for.
 TRANSFER_METHODS = (*METHODS, "pca_slide_centred")
 #: Display names, in the order tables list methods.
 LABELS = {
     "sagefm": "SAGE-FM",
+    "sagefm_neighbourhood": "SAGE-FM neighbour-avg",
     "sagefm_adapted": "SAGE-FM adapted",
     "pca": "PCA (HVG)",
     "mofa": "MOFA+",
@@ -50,19 +54,20 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 
 def verdict(scores: dict[str, float], *, higher_is_better: bool, metric: str) -> str:
-    """One sentence: the best method, and where SAGE-FM stands (it may lose, and then it says so)."""
+    """One sentence: the best method, and where SAGE-FM's best representation stands (it may
+    lose, and then it says so)."""
     finite = {k: v for k, v in scores.items() if math.isfinite(v)}
     if not finite:
         return f"No finite {metric}."
     ranked = sorted(finite, key=lambda k: finite[k], reverse=higher_is_better)
     best = ranked[0]
     text = f"**Best {metric}: {LABELS[best]} ({finite[best]:.3f}).**"
-    ours = "sagefm" if "sagefm" in finite else "model"
-    if ours not in finite or best == ours:
+    ours = next((k for k in ranked if k == "model" or k.startswith("sagefm")), None)
+    if ours is None or best == ours:
         return text
     better = [LABELS[k] for k in ranked[: ranked.index(ours)]]
     return (
-        f"{text} SAGE-FM ({finite[ours]:.3f}) loses to {', '.join(better)} "
+        f"{text} {LABELS[ours]} ({finite[ours]:.3f}) loses to {', '.join(better)} "
         f"(rank {ranked.index(ours) + 1} of {len(ranked)})."
     )
 

@@ -11,7 +11,7 @@ import anndata as ad
 import numpy as np
 
 from sagefm._constants import SUBGRAPH_SIZE
-from sagefm.data.neighbourhood import build_neighbourhoods
+from sagefm.data.neighbourhood import build_neighbourhoods, neighbour_average
 from sagefm.data.slides import slide_name, spot_coordinates_um
 from sagefm.evaluation.baselines import (
     log_normalize,
@@ -164,7 +164,8 @@ class EvaluationRun:
         """Every method's spot features per slide; HVGs and PCAs fitted on the ``train`` slides.
         ``slide_level``: see `embedding`.
 
-        SAGE-FM is shown the genes the baselines use, those all ``slides`` measure: its embedding
+        ``sagefm_neighbourhood`` is the embedding averaged over each spot's subgraph, the same
+        15 spots ``neighbour_pca`` averages. SAGE-FM is shown the genes the baselines use, those all ``slides`` measure: its embedding
         depends on which genes a slide measures, and slides with different panels (the DLPFC
         sections each keep their own 5,000 genes) would otherwise differ by panel, not tissue.
         """
@@ -172,4 +173,7 @@ class EvaluationRun:
         out = inputs.baselines(self.config, train, self.seed)
         out["mofa"] = self.mofa(key, slides)
         out["sagefm"] = [self.embedding(a, inputs.genes, slide_level) for a in slides]
+        out["sagefm_neighbourhood"] = [
+            neighbour_average(e, nb) for e, nb in zip(out["sagefm"], inputs.neighbours, strict=True)
+        ]
         return out

@@ -3,10 +3,12 @@
 from sagefm.tl.domains import domains
 from sagefm.tl.explain import dependency_matrix, explain
 from sagefm.tl.lr_pairs import lr_pairs
+from sagefm.tl.neighbourhood import average_neighbourhood
 from sagefm.tl.perturb import PerturbationResult, perturb, perturbation_screen
 
 __all__ = [
     "PerturbationResult",
+    "average_neighbourhood",
     "dependency_matrix",
     "domains",
     "explain",
