@@ -42,6 +42,13 @@ def test_embed_writes_the_embedding(trained: tuple[Path, Path], tmp_path: Path) 
     assert main(["--no-progress", "embed", *argv, "--key-added", "emb", "--chunk-size", "7"]) == 0
     embedded = ad.read_h5ad(out)
     assert embedded.obsm["emb"].shape == (embedded.n_obs, 16)
+    assert "emb_neighbourhood" not in embedded.obsm
+    averaged = tmp_path / "e_nb.h5ad"
+    argv[-1] = str(averaged)
+    assert main(["--no-progress", "embed", *argv, "--key-added", "emb", "--neighbourhood"]) == 0
+    embedded = ad.read_h5ad(averaged)
+    assert embedded.obsm["emb_neighbourhood"].shape == (embedded.n_obs, 16)
+    assert embedded.uns["sagefm"]["average_neighbourhood"]["emb_neighbourhood"]["use_rep"] == "emb"
     middle = tmp_path / "e1.h5ad"
     argv[-1] = str(middle)
     assert main(["--no-progress", "embed", *argv, "--gcn-layer", "1"]) == 0

@@ -31,13 +31,15 @@ def cmd_embed(args: argparse.Namespace) -> None:
         gcn_layer=args.gcn_layer,
         slide_centering=args.slide_centering,
     )
+    keys = [args.key_added]
+    if args.neighbourhood:
+        from sagefm.tl import average_neighbourhood
+
+        keys.append(f"{args.key_added}_neighbourhood")
+        average_neighbourhood(adata, use_rep=args.key_added, key_added=keys[-1])
     write_h5ad(adata, output)
-    logger.info(
-        "wrote %s with obsm[%r] (%d spots × %d)",
-        output,
-        args.key_added,
-        *adata.obsm[args.key_added].shape,
-    )
+    for key in keys:
+        logger.info("wrote %s with obsm[%r] (%d spots × %d)", output, key, *adata.obsm[key].shape)
 
 
 def cmd_impute(args: argparse.Namespace) -> None:
@@ -114,6 +116,12 @@ def add_parsers(sub: Any) -> None:
         help="--no-slide-centering: a model pretrained with --slide-centering centres this slide "
         "on the corpus means, so the embedding keeps what tells slides apart (slide-level "
         "comparisons); default: as pretrained",
+    )
+    p.add_argument(
+        "--neighbourhood",
+        action="store_true",
+        help="also write the embedding averaged over each spot and its 14 nearest spots to "
+        "obsm[KEY_neighbourhood] (sagefm.tl.average_neighbourhood; for spatial domains)",
     )
     _add_chunk_size(p)
 
