@@ -8,7 +8,8 @@ subgraphs (~40 spots on Visium).
 
 Measured (README, "Neighbourhood-averaged embedding"): for a model pretrained on DLPFC it raised
 the refined Gaussian-mixture ARI of the first-layer embedding from 0.352 to 0.420 (mean of
-151673–76) and DLPFC label-transfer accuracy from 0.840 to 0.853; the same average moved the
+151673–76; a second training seed: 0.373 to 0.427) and DLPFC label-transfer accuracy from 0.840
+to 0.853 (0.839 to 0.845); the same average moved the
 expression baselines by -0.04 to +0.04. For a model pretrained on DLPFC + her2st it did not help
 domains (0.259 -> 0.260).
 """
