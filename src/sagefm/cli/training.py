@@ -41,7 +41,8 @@ DEMO_EMBEDDING_LOSS_WEIGHT = 1.0
 DEMO_N_SLIDES = 5
 #: ``obs`` column of the synthetic slides' true domains (`sagefm.datasets.synthetic_tissue`)
 DEMO_TRUE_DOMAIN = "domain"
-#: representations whose domains the demo scores: the model's embedding, then the baselines
+#: representations whose domains the demo scores: the model's embedding and its neighbourhood
+#: average, then the baselines
 DEMO_REPRESENTATIONS = ("sagefm", "sagefm_neighbourhood", "pca", "neighbour_pca", "banksy")
 DEMO_FIGURE = "demo.png"
 
@@ -195,7 +196,8 @@ def _strongest(scores: dict[str, float], *, higher_is_better: bool) -> str:
 def _demo_figure(
     adata: ad.AnnData, ari: dict[str, float], rmse: dict[str, float], path: Path, *, seed: int
 ) -> Path:
-    """``demo.png``: true domains, the model's and the strongest baseline's, recovery RMSE bars."""
+    """``demo.png``: the true domains, those of the model's two readouts and of the strongest
+    baseline, and the recovery RMSE bars."""
     from sagefm.evaluation.report import LABELS, MODEL_METHODS
     from sagefm.pl.demo import demo_figure
 
