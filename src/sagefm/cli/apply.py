@@ -33,10 +33,10 @@ def cmd_embed(args: argparse.Namespace) -> None:
     )
     keys = [args.key_added]
     if args.neighbourhood:
-        from sagefm.tl import average_neighbourhood
+        from sagefm.tl.neighbourhood import average_neighbourhood, neighbourhood_key
 
-        keys.append(f"{args.key_added}_neighbourhood")
-        average_neighbourhood(adata, use_rep=args.key_added, key_added=keys[-1])
+        keys.append(neighbourhood_key(args.key_added))
+        average_neighbourhood(adata, use_rep=args.key_added)
     write_h5ad(adata, output)
     for key in keys:
         logger.info("wrote %s with obsm[%r] (%d spots × %d)", output, key, *adata.obsm[key].shape)

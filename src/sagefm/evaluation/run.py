@@ -164,10 +164,11 @@ class EvaluationRun:
         """Every method's spot features per slide; HVGs and PCAs fitted on the ``train`` slides.
         ``slide_level``: see `embedding`.
 
-        ``sagefm_neighbourhood`` is the embedding averaged over each spot's subgraph, the same
-        15 spots ``neighbour_pca`` averages. SAGE-FM is shown the genes the baselines use, those all ``slides`` measure: its embedding
+        SAGE-FM is shown the genes the baselines use, those all ``slides`` measure: its embedding
         depends on which genes a slide measures, and slides with different panels (the DLPFC
         sections each keep their own 5,000 genes) would otherwise differ by panel, not tissue.
+        ``sagefm_neighbourhood`` is the embedding averaged over each spot's subgraph, the same 15
+        spots ``neighbour_pca`` averages.
         """
         inputs = self.expression(key, slides)
         out = inputs.baselines(self.config, train, self.seed)

@@ -98,7 +98,7 @@ def domains(
     Writes the labels to ``adata.obs[key_added]`` (categorical "0", "1", ...), the parameters to
     ``adata.uns["sagefm"]["domains"][key_added]``, and returns the labels.
     """
-    features = _representation(adata, use_rep)
+    features = spot_representation(adata, use_rep)
     if not 1 <= n_domains <= adata.n_obs:
         raise InputDataError(f"n_domains must be between 1 and {adata.n_obs}, got {n_domains}")
     reduced = domain_features(features, n_comps=n_comps, seed=seed)
@@ -127,7 +127,7 @@ def domains(
     return result
 
 
-def _representation(adata: ad.AnnData, use_rep: str) -> np.ndarray:
+def spot_representation(adata: ad.AnnData, use_rep: str) -> np.ndarray:
     """(n_spots, d) float array of ``adata.X`` or ``adata.obsm[use_rep]``; `InputDataError` if absent."""
     if use_rep == "X":
         X = adata.X

@@ -9,9 +9,9 @@ subgraphs (~40 spots on Visium).
 Measured (README, "Neighbourhood-averaged embedding"): for a model pretrained on DLPFC it raised
 the refined Gaussian-mixture ARI of the first-layer embedding from 0.352 to 0.420 (mean of
 151673–76; a second training seed: 0.373 to 0.427) and DLPFC label-transfer accuracy from 0.840
-to 0.853 (0.839 to 0.845); the same average moved the
-expression baselines by -0.04 to +0.04. For a model pretrained on DLPFC + her2st it did not help
-domains (0.259 -> 0.260).
+to 0.853 (0.839 to 0.845); the same average moved the expression baselines by -0.04 to +0.04.
+For a model pretrained on DLPFC + her2st with `--preset transfer` it did not help domains (0.259
+-> 0.260).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from sagefm._constants import SUBGRAPH_SIZE, Keys
 from sagefm.data.neighbourhood import build_neighbourhoods, neighbour_average
 from sagefm.data.slides import spot_coordinates_um
 from sagefm.errors import InputDataError
+from sagefm.tl.domains import spot_representation
 
 logger = logging.getLogger(__name__)
 
@@ -39,24 +40,17 @@ def average_neighbourhood(
     """(n_spots, d) float32: ``adata.obsm[use_rep]`` averaged over each spot and its
     ``n_neighbours`` nearest spots (physical distance, `sagefm.data.build_neighbourhoods`).
 
-    Writes the result to ``adata.obsm[key_added]`` (default ``f"{use_rep}_neighbourhood"``, i.e.
-    `Keys.X_EMB_NEIGHBOURHOOD` for the SAGE-FM embedding) and the parameters to
+    ``use_rep`` may be ``"X"``. Writes the result to ``adata.obsm[key_added]`` (default
+    `neighbourhood_key`: `Keys.X_EMB_NEIGHBOURHOOD` for the SAGE-FM embedding) and the parameters to
     ``adata.uns["sagefm"]["average_neighbourhood"][key_added]``, and returns it. Use it as
     ``use_rep`` of `sagefm.tl.domains`, or as features for label transfer.
     """
-    if use_rep not in adata.obsm:
-        raise InputDataError(
-            f'adata.obsm has no "{use_rep}" (it has {list(adata.obsm)}): compute the '
-            "representation first (e.g. model.embed(adata))"
-        )
-    values = np.asarray(adata.obsm[use_rep], dtype=np.float32)
-    if values.ndim != 2 or values.shape[0] != adata.n_obs or not np.isfinite(values).all():
-        raise InputDataError(f'"{use_rep}" must be a finite (n_spots, d) matrix')
     if n_neighbours < 1:
         raise InputDataError(f"n_neighbours must be at least 1, got {n_neighbours}")
+    values = spot_representation(adata, use_rep)
     neighbours = build_neighbourhoods(spot_coordinates_um(adata), n_neighbours)
     averaged = neighbour_average(values, neighbours)
-    key = key_added or f"{use_rep}_neighbourhood"
+    key = key_added or neighbourhood_key(use_rep)
     adata.obsm[key] = averaged
     info = dict(adata.uns.get(Keys.UNS, {}))
     info.setdefault(Keys.AVERAGE_NEIGHBOURHOOD, {})[key] = {
@@ -68,3 +62,8 @@ def average_neighbourhood(
         "average_neighbourhood: obsm[%r] over %d + 1 spots -> obsm[%r]", use_rep, n_neighbours, key
     )
     return averaged
+
+
+def neighbourhood_key(use_rep: str) -> str:
+    """The default ``obsm`` key of `average_neighbourhood` of ``use_rep``."""
+    return f"{use_rep}_neighbourhood"
