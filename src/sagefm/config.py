@@ -255,8 +255,8 @@ class TrainConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     #: Lightning's precision; "auto" = "bf16-mixed" where the device multiplies bf16 natively
-    #: (AMX CPUs, bf16 GPUs) and "32-true" elsewhere (`sagefm.train.precision`); a run saves
-    #: what it resolved to
+    #: (CPUs with AMX or AVX-512 BF16, bf16 GPUs) and "32-true" elsewhere
+    #: (`sagefm.train.precision`); a run saves what it resolved to
     precision: str = "auto"
     #: keep freed memory in the process while training instead of returning it to the OS and
     #: faulting it back in every step (glibc only; `sagefm.train.memory`): a default bf16 step

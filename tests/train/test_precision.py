@@ -13,11 +13,14 @@ from sagefm.train import precision
 from sagefm.train.pretrain import pretrain
 
 
-@pytest.mark.parametrize("native", [True, False])
-def test_auto_is_bf16_exactly_where_the_cpu_multiplies_bf16(monkeypatch, native: bool) -> None:
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: native)
+@pytest.mark.parametrize(("amx", "avx512_bf16"), [(True, False), (False, True), (False, False)])
+def test_auto_is_bf16_exactly_where_the_cpu_multiplies_bf16(
+    monkeypatch, amx: bool, avx512_bf16: bool
+) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    expected = "bf16-mixed" if native else "32-true"
+    expected = "bf16-mixed" if amx or avx512_bf16 else "32-true"
     assert precision.resolve_precision("auto", "cpu") == expected
     assert precision.resolve_precision("auto", "auto") == expected
     for explicit in ("32-true", "bf16-mixed", "16-mixed"):
@@ -27,6 +30,7 @@ def test_auto_is_bf16_exactly_where_the_cpu_multiplies_bf16(monkeypatch, native:
 @pytest.mark.parametrize("bf16", [True, False])
 def test_auto_on_a_gpu_follows_its_bf16_support(monkeypatch, bf16: bool) -> None:
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: not bf16)  # not consulted
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: not bf16)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
     expected = "bf16-mixed" if bf16 else "32-true"
