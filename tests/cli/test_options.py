@@ -47,6 +47,13 @@ def test_slide_centering_flag() -> None:
     assert not _pretrain_config("--no-slide-centering").model.slide_centering
 
 
+def test_mask_indicator_flag_overrides_the_preset() -> None:
+    assert _pretrain_config().model.mask_indicator == ModelConfig.mask_indicator
+    assert not _pretrain_config("--no-mask-indicator").model.mask_indicator
+    assert _pretrain_config("--preset", "reference", "--mask-indicator").model.mask_indicator
+    assert not _pretrain_config("--preset", "reference").model.mask_indicator
+
+
 def test_transfer_preset_and_flags_that_override_it() -> None:
     model = _pretrain_config("--preset", "transfer").model
     assert model == ModelConfig.transfer()

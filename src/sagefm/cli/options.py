@@ -35,8 +35,8 @@ TRAIN_FLAGS = {
     "devices": "number of devices per node, or 'auto'",
     "num_nodes": "machines",
     "strategy": "e.g. ddp, ddp_find_unused_parameters_false",
-    "precision": "auto (bf16-mixed where bf16 is native: AMX CPUs, recent GPUs; else 32-true), "
-    "32-true, bf16-mixed, 16-mixed",
+    "precision": "auto (bf16-mixed where bf16 is native: CPUs with AMX or AVX-512 BF16, recent "
+    "GPUs; else 32-true), 32-true, bf16-mixed, 16-mixed",
     "num_workers": "DataLoader worker processes",
     "limit_train_batches": "cap steps per epoch (0 = all)",
     "centre_block_size": "batches of spatial blocks of ~this many neighbouring centres "
@@ -128,6 +128,12 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         help="centre each gene's input on its own slide's mean and add that mean back to the "
         "prediction (default: the preset's, ModelConfig.slide_centering)",
     )
+    p.add_argument(
+        "--mask-indicator",
+        action=argparse.BooleanOptionalAction,
+        help="append a visible/hidden flag per gene to the input (doubles the first layer's "
+        "input; default: the preset's, ModelConfig.mask_indicator)",
+    )
     add_vocabulary_options(p)
     p.add_argument(
         "--whole-gene-mask-fraction",
@@ -162,7 +168,12 @@ def config_from_args(args: argparse.Namespace) -> SageFMConfig:
         model = dataclasses.replace(model, hidden_sizes=tuple(args.hidden_sizes))
     given = {
         name: getattr(args, name)
-        for name in ("embedding_loss_weight", "slide_centering", "depth_normalize")
+        for name in (
+            "embedding_loss_weight",
+            "slide_centering",
+            "depth_normalize",
+            "mask_indicator",
+        )
         if getattr(args, name) is not None
     }
     model = dataclasses.replace(model, **given)
