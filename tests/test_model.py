@@ -228,6 +228,10 @@ def test_input_scaling_is_the_training_data_and_survives_loading(trained) -> Non
     raw = json.loads((out / "last" / "config.json").read_text())
     del raw["model"]["standardize_input"]
     assert SageFMConfig.from_dict(raw).model.standardize_input is False
+    # ... and one without a mask_indicator key was saved while the indicator was the default
+    assert model.config.model.mask_indicator is False  # the default now
+    del raw["model"]["mask_indicator"]
+    assert SageFMConfig.from_dict(raw).model.mask_indicator is True
 
 
 def test_adapt_continues_from_the_model(trained, tmp_path: Path) -> None:
