@@ -140,6 +140,14 @@ AGREEMENT_CONFIGS = [
     ModelConfig(hidden_sizes=(16, 8), edge_scheme="complete", depth_normalize=True),
     ModelConfig(hidden_sizes=(16, 8, 12), slide_centering=True),
     ModelConfig(hidden_sizes=(16, 8), depth_normalize=True, slide_centering=True),
+    ModelConfig(hidden_sizes=(16, 8, 12), skip_centring=True),
+    ModelConfig(
+        hidden_sizes=(16, 8),
+        depth_normalize=True,
+        library_target=100.0,
+        slide_centering=True,
+        skip_centring=True,
+    ),
 ]
 
 
@@ -155,6 +163,8 @@ AGREEMENT_CONFIGS = [
         "depth-complete",
         "slide-centred",
         "depth-slide-centred",
+        "skip-centred",
+        "depth-100-slide-and-skip-centred",
     ],
 )
 def test_every_fast_path_agrees_with_the_plain_forward(model_config: ModelConfig) -> None:

@@ -55,6 +55,13 @@ class ModelConfig:
     #: output: a full-rank spatial path beside the 1024-d bottleneck, so the GCN learns corrections
     #: to spatial smoothing rather than having to re-derive it through a low-rank map.
     spatial_skip: bool = True
+    #: the skip path reads each gene's neighbour mean as its departure from the value the input
+    #: subtracts (the z-scores' mean: the corpus's, or the slide's with slide_centering; 0 for raw
+    #: input), and 0 where no neighbour shows the gene. Uncentred (the default), a gene hidden in
+    #: every neighbour reads as expression 0, and with slide centring the slide's shift is added
+    #: twice. Centring did not revive the skip (its multiples stay near 0 either way) and lost on
+    #: label transfer and tumour windows (README, "A centred skip path and the library target").
+    skip_centring: bool = False
     output_activation: OutputActivation = "relu"
     dropout: float = 0.0
     #: feed each gene as a z-score over the training spots (mean/sd stored with the weights), a
@@ -65,6 +72,10 @@ class ModelConfig:
     #: hidden genes excluded from the size factor) and rescale the head's prediction back to the
     #: centre's visible library, so the embedding need not carry sequencing depth (sagefm.nn.depth)
     depth_normalize: bool = False
+    #: the visible library (counts) that depth normalisation brings every spot to. The head's
+    #: MSE-best prediction on that scale, mapped back to a spot's library L, is biased low when
+    #: L/target is far below 1 (log1p(expm1(u)·s) is convex in u for s < 1)
+    library_target: float = 1e4
     #: the GCN layer `SageFM.embed` reads at the centre by default (an index into hidden_sizes,
     #: -1 = the last, which the head reads). The first keeps more of the tissue: on DLPFC and
     #: her2st it beat the last on domains, label transfer and region phenotypes (README, ablations).
@@ -105,6 +116,9 @@ class ModelConfig:
             not self.depth_normalize or self.output_activation != "none",
             "depth_normalize needs a non-negative output_activation (relu or softplus): the "
             "prediction at a fixed library is rescaled to the centre's depth as counts",
+        )
+        check_config(
+            self.library_target > 0, f"library_target must be > 0, got {self.library_target}"
         )
         check_config(
             self.standardize_input or not self.slide_centering,

@@ -197,7 +197,12 @@ class SageFM:
             if with_prediction:
                 skip = None
                 if model_config.spatial_skip:
-                    skip = network.neighbour_mean(*chunk.dense(), chunk.node_index, library=library)
+                    skip = network.neighbour_mean(
+                        *chunk.dense(),
+                        chunk.node_index,
+                        library=library,
+                        slide_mean=chunk.slide_mean,
+                    )
                 centre_library = library[chunk.node_index[:, 0]]
                 prediction[chunk.spots] = (
                     network.reconstruct(

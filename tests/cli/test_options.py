@@ -54,6 +54,12 @@ def test_mask_indicator_flag_overrides_the_preset() -> None:
     assert not _pretrain_config("--preset", "reference").model.mask_indicator
 
 
+def test_skip_centring_flag_overrides_the_preset() -> None:
+    assert _pretrain_config().model.skip_centring == ModelConfig.skip_centring
+    assert _pretrain_config("--preset", "transfer", "--skip-centring").model.skip_centring
+    assert not _pretrain_config("--no-skip-centring").model.skip_centring
+
+
 def test_transfer_preset_and_flags_that_override_it() -> None:
     model = _pretrain_config("--preset", "transfer").model
     assert model == ModelConfig.transfer()
@@ -123,3 +129,8 @@ def test_prepare_builds_the_vocabulary_with_the_data_config_cap() -> None:
         build_parser().parse_args(
             ["prepare", "--input", "i", "--output", "o", "--vocabulary", "v", "--max-genes", "3"]
         )
+
+
+def test_library_target_flag() -> None:
+    assert _pretrain_config().model.library_target == ModelConfig.library_target
+    assert _pretrain_config("--library-target", "1000").model.library_target == 1000.0

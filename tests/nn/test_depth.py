@@ -34,6 +34,30 @@ def test_visible_library_and_normalisation_by_hand() -> None:
     )
     # restoring at the node's own library gives the input back
     torch.testing.assert_close(depth.restore_depth(normalised, library[:, None]), values)
+    # another target: counts per 1,000 visible counts, and back
+    per_thousand = depth.normalize_depth_rows(values, library, 1e3)
+    torch.testing.assert_close(per_thousand, torch.log1p(per_target * 1e3))
+    torch.testing.assert_close(depth.restore_depth(per_thousand, library[:, None], 1e3), values)
+
+
+def test_a_spot_at_the_library_target_is_read_unchanged() -> None:
+    """``ModelConfig.library_target``: a spot whose visible library is the target reaches the
+    first layer as it is, and the head's output comes back unscaled."""
+    values = torch.log1p(torch.tensor([[2.0, 6.0, 0.0, 2.0]]))  # a visible library of 10
+    plain = SageGCN(ModelConfig(n_genes=4, hidden_sizes=(3,), depth_normalize=False))
+    at_ten = SageGCN(
+        ModelConfig(n_genes=4, hidden_sizes=(3,), depth_normalize=True, library_target=10)
+    )
+    at_ten.load_state_dict(plain.state_dict())
+    visible = torch.ones_like(values)
+    library = at_ten.visible_library(values)
+    torch.testing.assert_close(
+        at_ten.project(values, visible, library=library), plain.project(values, visible)
+    )
+    out = torch.rand(1, 4)
+    torch.testing.assert_close(at_ten._output(out, library[:, None]), plain._output(out, None))
+    with pytest.raises(ConfigError, match="library_target"):
+        ModelConfig(library_target=0)
 
 
 def _counts_slide(seed: int = 2):

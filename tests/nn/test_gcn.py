@@ -113,6 +113,27 @@ def test_neighbour_mean_skip_averages_visible_neighbours_only() -> None:
     torch.testing.assert_close(got, torch.tensor([[3.0, 3.0]]))
 
 
+def test_centred_skip_reads_the_departure_from_the_input_mean_and_0_without_neighbours() -> None:
+    """Gene 1 is shown at the centre only: uncentred it read as expression 0 (below any mean),
+    centred it reads 0 departure, as a gene no neighbour shows should."""
+    values = torch.tensor([[9.0, 9.0], [1.0, 2.0], [3.0, 6.0], [5.0, 4.0]])
+    visible = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    node_index = torch.tensor([[0, 1, 2, 3]])
+    config = ModelConfig(n_genes=2, hidden_sizes=(4,), skip_centring=True)
+    network = SageGCN(config)
+    network.set_input_scaling(torch.tensor([2.0, 5.0]), torch.ones(2))
+    got = network.neighbour_mean(values * visible, visible, node_index)
+    torch.testing.assert_close(got, torch.tensor([[3.0 - 2.0, 0.0]]))
+    one_gene = network.neighbour_mean(
+        (values * visible)[:, 1:], visible[:, 1:], node_index, genes=torch.tensor([1])
+    )
+    torch.testing.assert_close(one_gene, got[:, 1:])
+    uncentred = SageGCN(dataclasses.replace(config, skip_centring=False))
+    uncentred.set_input_scaling(torch.tensor([2.0, 5.0]), torch.ones(2))
+    got = uncentred.neighbour_mean(values * visible, visible, node_index)
+    torch.testing.assert_close(got, torch.tensor([[3.0, 0.0]]))
+
+
 def test_skip_path_starts_at_zero_and_reference_has_none() -> None:
     net = SageGCN(ModelConfig(n_genes=4, hidden_sizes=(8, 8)))
     assert net.skip_weight is not None and not net.skip_weight.any()

@@ -102,3 +102,38 @@ def test_a_centring_network_needs_the_slide_mean_and_standardised_input() -> Non
         _network(slide_centering=True).project(values, visible)
     with pytest.raises(ConfigError, match="standardize_input"):
         dataclasses.replace(ModelConfig(), standardize_input=False, slide_centering=True)
+
+
+@pytest.mark.parametrize("skip_centring", [True, False])
+def test_a_unit_skip_path_reproduces_the_neighbour_mean_on_any_slide(skip_centring: bool) -> None:
+    """Head weights 0, head bias the corpus mean, skip multiples 1: with a centred skip the
+    prediction is the neighbour mean wherever a neighbour shows the gene and the slide's mean
+    elsewhere, on a slide far from the corpus mean. Uncentred, the slide's departure from the
+    corpus mean was added twice and a gene no neighbour shows read as 0."""
+    values, visible, nodes, _ = _slide()
+    values = (values + 3.0) * visible  # a slide well above the corpus means (0..2)
+    config = ModelConfig(
+        n_genes=N_GENES,
+        hidden_sizes=(16, 8),
+        slide_centering=True,
+        skip_centring=skip_centring,
+        output_activation="none",
+    )
+    network = SageGCN(config)
+    network.set_input_scaling(torch.rand(N_GENES) * 2, torch.ones(N_GENES))
+    with torch.no_grad():
+        network.head.weight.zero_()
+        network.head.bias.copy_(network.input_mean)
+        network.skip_weight.fill_(1.0)
+    mean = slide_input_mean(values, visible.sum(dim=0), config)
+    skip = network.neighbour_mean(values, visible, nodes, slide_mean=mean)
+    prediction = network.reconstruct(torch.zeros(10, 8), skip, slide_mean=mean)
+
+    seen = visible[nodes[:, 1:]].sum(dim=1)  # (10, V) neighbours showing each gene
+    plain = values[nodes[:, 1:]].sum(dim=1) / seen.clamp(min=1)
+    fallback = torch.where(torch.isnan(mean), network.input_mean, mean).expand_as(plain)
+    expected = torch.where(seen > 0, plain, fallback)
+    if skip_centring:
+        torch.testing.assert_close(prediction, expected, rtol=1e-5, atol=1e-5)
+    else:
+        assert (prediction - expected).abs().max() > 1.0

@@ -28,6 +28,10 @@ CONFIGS = {
         ModelConfig.reference(), depth_normalize=True
     ),
     "weighted, slide-centred": ModelConfig(slide_centering=True),
+    "weighted, skip-centred": ModelConfig(skip_centring=True),
+    "weighted, slide- and skip-centred, depth at 100": ModelConfig(
+        depth_normalize=True, library_target=100.0, slide_centering=True, skip_centring=True
+    ),
     "complete, slide-centred, depth-normalized": dataclasses.replace(
         ModelConfig.reference(), standardize_input=True, depth_normalize=True, slide_centering=True
     ),

@@ -123,6 +123,12 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         "ModelConfig.depth_normalize)",
     )
     p.add_argument(
+        "--library-target",
+        type=float,
+        help="visible counts per spot that --depth-normalize brings every spot to (default: the "
+        "preset's, ModelConfig.library_target)",
+    )
+    p.add_argument(
         "--slide-centering",
         action=argparse.BooleanOptionalAction,
         help="centre each gene's input on its own slide's mean and add that mean back to the "
@@ -133,6 +139,12 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         help="append a visible/hidden flag per gene to the input (doubles the first layer's "
         "input; default: the preset's, ModelConfig.mask_indicator)",
+    )
+    p.add_argument(
+        "--skip-centring",
+        action=argparse.BooleanOptionalAction,
+        help="feed the skip path each gene's neighbour mean as a departure from the input's "
+        "mean, 0 where no neighbour shows it (default: the preset's, ModelConfig.skip_centring)",
     )
     add_vocabulary_options(p)
     p.add_argument(
@@ -173,6 +185,8 @@ def config_from_args(args: argparse.Namespace) -> SageFMConfig:
             "slide_centering",
             "depth_normalize",
             "mask_indicator",
+            "skip_centring",
+            "library_target",
         )
         if getattr(args, name) is not None
     }

@@ -35,34 +35,40 @@ def visible_library(values: torch.Tensor) -> torch.Tensor:
     return library.index_add_(0, rows, torch.expm1(values.values()))
 
 
-def normalize_depth(values: torch.Tensor, library: torch.Tensor) -> torch.Tensor:
+def normalize_depth(
+    values: torch.Tensor, library: torch.Tensor, target: float = LIBRARY_TARGET
+) -> torch.Tensor:
     """``log1p(expm1(values) · T / library)``: values (any shape, log1p counts) at a library of
-    `LIBRARY_TARGET`; ``library`` broadcasts against ``values``. A node with no visible counts
-    (library 0, so every value 0) stays 0."""
-    factor = LIBRARY_TARGET / library.clamp(min=1e-12)
+    ``target`` counts (T, default `LIBRARY_TARGET`); ``library`` broadcasts against ``values``. A
+    node with no visible counts (library 0, so every value 0) stays 0."""
+    factor = target / library.clamp(min=1e-12)
     return torch.log1p(torch.expm1(values) * factor)
 
 
-def normalize_depth_rows(values: torch.Tensor, library: torch.Tensor) -> torch.Tensor:
+def normalize_depth_rows(
+    values: torch.Tensor, library: torch.Tensor, target: float = LIBRARY_TARGET
+) -> torch.Tensor:
     """`normalize_depth` of each row of ``values`` (U, G), dense or sparse CSR (the stored values
-    are transformed, the sparsity pattern kept), by its library (U,)."""
+    are transformed, the sparsity pattern kept), by its library (U,), to ``target`` counts."""
     if values.layout == torch.strided:
-        return normalize_depth(values, library.unsqueeze(-1))
+        return normalize_depth(values, library.unsqueeze(-1), target)
     rows = _csr_rows(values)
     return torch.sparse_csr_tensor(
         values.crow_indices(),
         values.col_indices(),
-        normalize_depth(values.values(), library[rows]),
+        normalize_depth(values.values(), library[rows], target),
         size=values.shape,
         check_invariants=False,  # the pattern of a valid CSR tensor, unchanged
     )
 
 
-def restore_depth(prediction: torch.Tensor, library: torch.Tensor) -> torch.Tensor:
-    """Log1p counts at ``library`` from predictions at `LIBRARY_TARGET` (the inverse of
+def restore_depth(
+    prediction: torch.Tensor, library: torch.Tensor, target: float = LIBRARY_TARGET
+) -> torch.Tensor:
+    """Log1p counts at ``library`` from predictions at ``target`` counts (the inverse of
     `normalize_depth`); ``library`` broadcasts against ``prediction``, which must be >= 0 (the
     output activation guarantees it, see `ModelConfig.depth_normalize`)."""
-    scale = library / LIBRARY_TARGET
+    scale = library / target
     return torch.log1p(torch.expm1(prediction.clamp(max=_MAX_LOG_VALUE)) * scale)
 
 

@@ -176,8 +176,9 @@ class SageGCN(InputScaling):
         if self.config.depth_normalize:
             if library is None:
                 raise ValueError("this model normalises depth: pass the nodes' library")
-            values = depth.normalize_depth(values, library)
-            new_values = depth.normalize_depth(new_values, library)
+            target = self.config.library_target
+            values = depth.normalize_depth(values, library, target)
+            new_values = depth.normalize_depth(new_values, library, target)
         w_value, w_visible = self._input_weights(genes.reshape(-1), slide_mean)  # (h_0, G)
         out = (new_values - values).unsqueeze(-1) * w_value.T.reshape(*genes.shape, -1)
         if w_visible is not None:
@@ -267,7 +268,7 @@ class SageGCN(InputScaling):
             return out
         if library is None:
             raise ValueError("this model normalises depth: pass the centres' library")
-        return depth.restore_depth(out, library)
+        return depth.restore_depth(out, library, self.config.library_target)
 
     def neighbour_mean(
         self,
@@ -276,12 +277,23 @@ class SageGCN(InputScaling):
         node_index: torch.Tensor,
         *,
         library: torch.Tensor | None = None,
+        slide_mean: torch.Tensor | None = None,
+        genes: torch.Tensor | None = None,
+        counted: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Each gene's mean over the visible neighbours (nodes 1..N-1), on the input scale: (B, G)
-        from (U, G) shown values and visibility and (B, N) ``node_index``; 0 where no neighbour
-        is visible. ``library`` (U,): the nodes' visible libraries, needed with depth
-        normalisation unless ``values`` hold all V genes."""
-        return mean_over_neighbours(self._depth_scaled(values, library), visible, node_index)
+        """The skip path's input: each gene's mean over the visible neighbours (nodes 1..N-1), on
+        the input scale: (B, G) from (U, G) shown values and visibility and (B, N)
+        ``node_index``; 0 where no neighbour is visible. With ``ModelConfig.skip_centring`` the
+        mean's departure from `skip_centre` of ``slide_mean`` (the chunk's (V,) or the centres'
+        (B, V)). ``genes`` (G,) vocabulary positions of the columns, when not all V.
+        ``counted`` (U, G): the visibility that counts the neighbours (`mean_over_neighbours`).
+        ``library`` (U,): the nodes' visible libraries, needed with depth normalisation unless
+        ``values`` hold all V genes."""
+        centre = self.skip_centre(slide_mean)
+        if centre is not None and genes is not None:
+            centre = centre[..., genes]
+        scaled = self._depth_scaled(values, library)
+        return mean_over_neighbours(scaled, visible, node_index, centre, counted)
 
     def forward(
         self,
@@ -331,7 +343,7 @@ class SageGCN(InputScaling):
             projected = torch.cat([centre.unsqueeze(1), projected[:, 1:]], dim=1)
         embedding = self.encode(projected, adj)
         skip = (
-            mean_over_neighbours(values, visible, node_index)
+            mean_over_neighbours(values, visible, node_index, self.skip_centre(centre_mean))
             if self.skip_weight is not None
             else None
         )
@@ -374,14 +386,14 @@ class SageGCN(InputScaling):
         embedding, tapped = self._encode(
             projected, adj, stop=len(self.config.hidden_sizes) - 1, tap=tap
         )
-        skip = (
-            mean_over_neighbours(values, visible, node_rows)
-            if self.skip_weight is not None
-            else None
-        )
         centres = node_rows[:, 0]
         centre_library = None if library is None else library[centres]
         centre_mean = None if slide_mean is None else slide_mean[centres]
+        skip = (
+            mean_over_neighbours(values, visible, node_rows, self.skip_centre(centre_mean))
+            if self.skip_weight is not None
+            else None
+        )
         prediction = self.reconstruct(
             embedding, skip, library=centre_library, slide_mean=centre_mean
         )

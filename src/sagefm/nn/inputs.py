@@ -75,6 +75,14 @@ class InputScaling(nn.Module):
             return None
         return self.centre_of(slide_mean) - self.input_mean
 
+    def skip_centre(self, slide_mean: torch.Tensor | None) -> torch.Tensor | None:
+        """(..., V) what the skip path measures a neighbour mean from with
+        ``ModelConfig.skip_centring`` and standardised input: `centre_of` ``slide_mean``, the
+        value the z-scores subtract. None otherwise (the plain mean; raw input subtracts 0)."""
+        if not (self.config.skip_centring and self.config.standardize_input):
+            return None
+        return self.centre_of(slide_mean)
+
     def visible_library(self, values: torch.Tensor) -> torch.Tensor:
         """(U,) each node's visible library, ``Σ_g expm1(values)`` over (U, V) shown log1p values
         (dense or sparse CSR): the size factor of depth normalisation (`sagefm.nn.depth`). The
@@ -92,7 +100,7 @@ class InputScaling(nn.Module):
             if values.shape[-1] != self.config.n_genes:
                 raise ValueError("depth normalisation of some genes only: pass the library")
             library = depth.visible_library(values)
-        return depth.normalize_depth_rows(values, library)
+        return depth.normalize_depth_rows(values, library, self.config.library_target)
 
     @property
     def first_layer(self) -> DenseGCNLayer:
@@ -149,7 +157,9 @@ def slide_input_mean(
     where not shown), ``visible_spots`` (V,) how many spots show each gene; NaN where none does.
     """
     if config.depth_normalize:
-        values = depth.normalize_depth_rows(values, depth.visible_library(values))
+        values = depth.normalize_depth_rows(
+            values, depth.visible_library(values), config.library_target
+        )
     if values.layout == torch.strided:
         total = values.sum(dim=0)
     else:

@@ -49,10 +49,17 @@ def output_activation(config: ModelConfig) -> nn.Module:
 
 
 def mean_over_neighbours(
-    values: torch.Tensor, visible: torch.Tensor, node_index: torch.Tensor
+    values: torch.Tensor,
+    visible: torch.Tensor,
+    node_index: torch.Tensor,
+    centre: torch.Tensor | None = None,
+    counted: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B, G) mean of (U, G) ``values`` over the visible neighbours (nodes 1..N-1) of each row of
     ``node_index`` (B, N); 0 where no neighbour is visible (hidden values are already 0).
+    ``centre`` ((G,) or (B, G)): the mean's departure from it instead, still 0 where no neighbour
+    is visible. ``counted`` (U, G): the visibility that counts the neighbours, when it is not
+    ``visible`` (an integration path scales ``values`` and ``visible`` but not the count).
 
     As two matmuls with the (B, U) count of each spot among a row's neighbours: the gather
     ``values[nodes]`` would write and re-read a (B, N-1, G) copy. Kept in float32 under autocast.
@@ -62,4 +69,8 @@ def mean_over_neighbours(
     counts.scatter_add_(1, nodes, torch.ones_like(nodes, dtype=values.dtype))
     with torch.autocast(values.device.type, enabled=False):
         total, seen = counts @ values, counts @ visible.to(values.dtype)
+        if centre is not None:
+            total = total - seen * centre.to(values.dtype)
+        if counted is not None:
+            seen = counts @ counted.to(values.dtype)
     return total / seen.clamp(min=1.0)

@@ -112,18 +112,26 @@ class _Clamps:
     def receptor_mean(self) -> torch.Tensor | None:
         """(b, K, C) input of the skip path: the receptor's mean over the neighbours under each
         clamp. The clamp changes it only when the ligand is the receptor itself (then every
-        neighbour shows v); a receptor hidden in every neighbour has mean 0. None without a skip
-        path."""
+        neighbour shows v); a receptor hidden in every neighbour reads 0, as with no neighbour.
+        None without a skip path."""
         network, nodes = self.network, self.chunk.node_index
         if not network.config.spatial_skip:
             return None
         values, visible = self.values[:, self.rec_col], self.visible[:, self.rec_col]  # (U, K)
-        mean = network.neighbour_mean(values, visible, nodes, library=self.library)
-        mean = mean * (1.0 - self.hide_nb)  # (b, K)
+        slide_mean = self.chunk.slide_mean
+        mean = network.neighbour_mean(
+            values, visible, nodes, library=self.library, slide_mean=slide_mean, genes=self.rec
+        )
+        mean = mean * (1.0 - self.hide_nb)  # (b, K); hidden everywhere reads as no neighbour
         n_spots, (n_pairs, n_items) = values.shape[0], self.values_to.shape
         clamped = self.values_to.reshape(1, -1).expand(n_spots, -1)  # (U, K C): v everywhere
         clamped_mean = network.neighbour_mean(
-            clamped, torch.ones_like(clamped), nodes, library=self.library
+            clamped,
+            torch.ones_like(clamped),
+            nodes,
+            library=self.library,
+            slide_mean=slide_mean,
+            genes=self.rec.repeat_interleave(n_items),
         ).reshape(-1, n_pairs, n_items)
         same = (self.lig == self.rec)[None, :, None]
         return torch.where(same, clamped_mean, mean[:, :, None])

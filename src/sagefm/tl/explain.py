@@ -17,8 +17,9 @@ Methods:
   prediction per unit log1p of the gene (signed; no baseline).
 
 The spatial skip path (when the model has one) sees the neighbours' values through their mean over
-the neighbours that measure the gene; the number of such neighbours is held fixed along the
-integration path, so the skip term scales with the values as every other input does.
+the neighbours that measure the gene (with ``ModelConfig.skip_centring``, its departure from the
+input's mean, which scales with the visibility flags); the number of such neighbours is held fixed
+along the integration path, so the skip term scales with the inputs as every other input does.
 """
 
 from __future__ import annotations
@@ -102,7 +103,13 @@ def _predict_target(
         nodes = torch.arange(b * n, device=values.device).reshape(b, n)
         column = [target]  # (b N, 1): neighbour_mean takes (U, G)
         skip = network.neighbour_mean(
-            flat[:, column], seen.reshape(b * n, v)[:, column], nodes, library=library
+            flat[:, column],
+            visible.reshape(b * n, v)[:, column],
+            nodes,
+            library=library,
+            slide_mean=slide_mean,
+            genes=torch.tensor(column, device=values.device),
+            counted=seen.reshape(b * n, v)[:, column],
         )[:, 0]
     centre_library = library.reshape(b, n)[:, 0]
     return network.reconstruct(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import platform
@@ -269,14 +270,19 @@ def _starting_stats(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The training genes' means and SDs on the scale the network reads and predicts at
     (depth-normalised with ``ModelConfig.depth_normalize``): the head's bias, the z-scores."""
-    transform = _depth_normalized if config.model.depth_normalize else None
+    transform = (
+        functools.partial(_depth_normalized, target=config.model.library_target)
+        if config.model.depth_normalize
+        else None
+    )
     return observed_gene_stats(train, config.model.n_genes, transform=transform)
 
 
-def _depth_normalized(values: sp.csr_matrix) -> sp.csr_matrix:
-    """(n, V) log1p values at a fixed visible library, as the network reads them (`sagefm.nn.depth`)."""
+def _depth_normalized(values: sp.csr_matrix, target: float) -> sp.csr_matrix:
+    """(n, V) log1p values at a visible library of ``target`` counts, as the network reads them
+    (`sagefm.nn.depth`)."""
     tensor = csr_tensor(values)
-    data = depth.normalize_depth_rows(tensor, depth.visible_library(tensor)).values()
+    data = depth.normalize_depth_rows(tensor, depth.visible_library(tensor), target).values()
     return sp.csr_matrix((data.numpy(), values.indices, values.indptr), shape=values.shape)
 
 
