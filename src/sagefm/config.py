@@ -74,7 +74,9 @@ class ModelConfig:
     depth_normalize: bool = False
     #: the visible library (counts) that depth normalisation brings every spot to. The head's
     #: MSE-best prediction on that scale, mapped back to a spot's library L, is biased low when
-    #: L/target is far below 1 (log1p(expm1(u)·s) is convex in u for s < 1)
+    #: L/target is far below 1 (log1p(expm1(u)·s) is convex in u for s < 1): the prostate slides,
+    #: at L/1e4 ≈ 0.01. 1e3 halved that bias but lost on her2st transfer (README, "A centred skip
+    #: path and the library target").
     library_target: float = 1e4
     #: the GCN layer `SageFM.embed` reads at the centre by default (an index into hidden_sizes,
     #: -1 = the last, which the head reads). The first keeps more of the tissue: on DLPFC and
