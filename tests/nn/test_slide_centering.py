@@ -13,14 +13,14 @@ from sagefm.nn.inputs import slide_input_mean
 N_GENES = 12
 
 
-def _network(slide_centering: bool) -> SageGCN:
+def _network(slide_centering: bool, **options) -> SageGCN:
     torch.manual_seed(0)
     config = ModelConfig(
         n_genes=N_GENES,
         hidden_sizes=(16, 8),
         slide_centering=slide_centering,
-        spatial_skip=False,
         output_activation="none",
+        **{"spatial_skip": False, **options},
     )
     network = SageGCN(config)
     for p in network.parameters():
@@ -112,15 +112,8 @@ def test_a_unit_skip_path_reproduces_the_neighbour_mean_on_any_slide(skip_centri
     corpus mean was added twice and a gene no neighbour shows read as 0."""
     values, visible, nodes, _ = _slide()
     values = (values + 3.0) * visible  # a slide well above the corpus means (0..2)
-    config = ModelConfig(
-        n_genes=N_GENES,
-        hidden_sizes=(16, 8),
-        slide_centering=True,
-        skip_centring=skip_centring,
-        output_activation="none",
-    )
-    network = SageGCN(config)
-    network.set_input_scaling(torch.rand(N_GENES) * 2, torch.ones(N_GENES))
+    network = _network(True, spatial_skip=True, skip_centring=skip_centring)
+    config = network.config
     with torch.no_grad():
         network.head.weight.zero_()
         network.head.bias.copy_(network.input_mean)
