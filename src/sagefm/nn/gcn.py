@@ -270,31 +270,6 @@ class SageGCN(InputScaling):
             raise ValueError("this model normalises depth: pass the centres' library")
         return depth.restore_depth(out, library, self.config.library_target)
 
-    def neighbour_mean(
-        self,
-        values: torch.Tensor,
-        visible: torch.Tensor,
-        node_index: torch.Tensor,
-        *,
-        library: torch.Tensor | None = None,
-        slide_mean: torch.Tensor | None = None,
-        genes: torch.Tensor | None = None,
-        counted: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The skip path's input: each gene's mean over the visible neighbours (nodes 1..N-1), on
-        the input scale: (B, G) from (U, G) shown values and visibility and (B, N)
-        ``node_index``; 0 where no neighbour is visible. With ``ModelConfig.skip_centring`` the
-        mean's departure from `skip_centre` of ``slide_mean`` (the chunk's (V,) or the centres'
-        (B, V)). ``genes`` (G,) vocabulary positions of the columns, when not all V.
-        ``counted`` (U, G): the visibility that counts the neighbours (`mean_over_neighbours`).
-        ``library`` (U,): the nodes' visible libraries, needed with depth normalisation unless
-        ``values`` hold all V genes."""
-        centre = self.skip_centre(slide_mean)
-        if centre is not None and genes is not None:
-            centre = centre[..., genes]
-        scaled = self._depth_scaled(values, library)
-        return mean_over_neighbours(scaled, visible, node_index, centre, counted)
-
     def forward(
         self,
         values: torch.Tensor,

@@ -1,5 +1,6 @@
-"""The network's input side: z-scores (corpus or slide centred), depth normalisation, and the
-first layer's weights with the z-scores folded in (`InputScaling`, a base of `SageGCN`)."""
+"""The network's input side: z-scores (corpus or slide centred), depth normalisation, the first
+layer's weights with the z-scores folded in, and the skip path's neighbour mean on that scale
+(`InputScaling`, a base of `SageGCN`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from torch import nn
 
 from sagefm.config import ModelConfig
 from sagefm.nn import depth
-from sagefm.nn.layers import DenseGCNLayer
+from sagefm.nn.layers import DenseGCNLayer, mean_over_neighbours
 
 #: under autocast, first-layer inputs have a multiple of this many rows (see `_input_features`)
 AUTOCAST_ROW_MULTIPLE = 64
@@ -82,6 +83,31 @@ class InputScaling(nn.Module):
         if not (self.config.skip_centring and self.config.standardize_input):
             return None
         return self.centre_of(slide_mean)
+
+    def neighbour_mean(
+        self,
+        values: torch.Tensor,
+        visible: torch.Tensor,
+        node_index: torch.Tensor,
+        *,
+        library: torch.Tensor | None = None,
+        slide_mean: torch.Tensor | None = None,
+        genes: torch.Tensor | None = None,
+        counted: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The skip path's input: each gene's mean over the visible neighbours (nodes 1..N-1), on
+        the input scale: (B, G) from (U, G) shown values and visibility and (B, N)
+        ``node_index``; 0 where no neighbour is visible. With ``ModelConfig.skip_centring`` the
+        mean's departure from `skip_centre` of ``slide_mean`` (the chunk's (V,) or the centres'
+        (B, V)). ``genes`` (G,) vocabulary positions of the columns, when not all V.
+        ``counted`` (U, G): the visibility that counts the neighbours (`mean_over_neighbours`).
+        ``library`` (U,): the nodes' visible libraries, needed with depth normalisation unless
+        ``values`` hold all V genes."""
+        centre = self.skip_centre(slide_mean)
+        if centre is not None and genes is not None:
+            centre = centre[..., genes]
+        scaled = self._depth_scaled(values, library)
+        return mean_over_neighbours(scaled, visible, node_index, centre, counted)
 
     def visible_library(self, values: torch.Tensor) -> torch.Tensor:
         """(U,) each node's visible library, ``Σ_g expm1(values)`` over (U, V) shown log1p values
