@@ -125,7 +125,7 @@ class InputScaling(nn.Module):
         if library is None:
             if values.shape[-1] != self.config.n_genes:
                 raise ValueError("depth normalisation of some genes only: pass the library")
-            library = depth.visible_library(values)
+            return network_scale(values, self.config)
         return depth.normalize_depth_rows(values, library, self.config.library_target)
 
     @property
@@ -174,6 +174,16 @@ class InputScaling(nn.Module):
         return features
 
 
+def network_scale(values: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    """(n, V) shown log1p values (dense or CSR, 0 where not shown) on the scale the network reads:
+    with ``config.depth_normalize``, each row at ``config.library_target`` counts of its own
+    visible library; unchanged otherwise. The slide means, the starting statistics and
+    `InputScaling` (rows holding all V genes) all read values through it."""
+    if not config.depth_normalize:
+        return values
+    return depth.normalize_depth_rows(values, depth.visible_library(values), config.library_target)
+
+
 def slide_input_mean(
     values: torch.Tensor, visible_spots: torch.Tensor, config: ModelConfig
 ) -> torch.Tensor:
@@ -182,10 +192,7 @@ def slide_input_mean(
     ``ModelConfig.slide_centering``. ``values`` (n, V) the shown log1p values (dense or CSR, 0
     where not shown), ``visible_spots`` (V,) how many spots show each gene; NaN where none does.
     """
-    if config.depth_normalize:
-        values = depth.normalize_depth_rows(
-            values, depth.visible_library(values), config.library_target
-        )
+    values = network_scale(values, config)
     if values.layout == torch.strided:
         total = values.sum(dim=0)
     else:

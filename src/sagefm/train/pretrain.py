@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from sagefm._constants import Files
-from sagefm.config import SageFMConfig, TrainConfig
+from sagefm.config import ModelConfig, SageFMConfig, TrainConfig
 from sagefm.data.corpus import Corpus, held_out_slides
 from sagefm.data.expression import normalize_expression
 from sagefm.data.inference import csr_tensor
@@ -37,8 +37,8 @@ from sagefm.data.slides import (
 from sagefm.data.vocabulary import GeneVocabulary, build_vocabulary
 from sagefm.errors import InputDataError, OutputError
 from sagefm.io.write import write_text_atomic
-from sagefm.nn import depth
 from sagefm.nn.gcn import SageGCN
+from sagefm.nn.inputs import network_scale
 from sagefm.train.callbacks import ExportModelDirs
 from sagefm.train.datamodule import SubgraphDataModule
 from sagefm.train.memory import reusing_freed_memory
@@ -271,18 +271,16 @@ def _starting_stats(
     """The training genes' means and SDs on the scale the network reads and predicts at
     (depth-normalised with ``ModelConfig.depth_normalize``): the head's bias, the z-scores."""
     transform = (
-        functools.partial(_depth_normalized, target=config.model.library_target)
+        functools.partial(_depth_normalized, config=config.model)
         if config.model.depth_normalize
         else None
     )
     return observed_gene_stats(train, config.model.n_genes, transform=transform)
 
 
-def _depth_normalized(values: sp.csr_matrix, target: float) -> sp.csr_matrix:
-    """(n, V) log1p values at a visible library of ``target`` counts, as the network reads them
-    (`sagefm.nn.depth`)."""
-    tensor = csr_tensor(values)
-    data = depth.normalize_depth_rows(tensor, depth.visible_library(tensor), target).values()
+def _depth_normalized(values: sp.csr_matrix, config: ModelConfig) -> sp.csr_matrix:
+    """(n, V) log1p values as the network reads them (`sagefm.nn.inputs.network_scale`)."""
+    data = network_scale(csr_tensor(values), config).values()
     return sp.csr_matrix((data.numpy(), values.indices, values.indptr), shape=values.shape)
 
 
