@@ -26,7 +26,8 @@ from benchmarks.flops import (
 )
 from benchmarks.reference import ReferenceGCN, reference_embed, reference_features, reference_graph
 from sagefm.config import SageFMConfig
-from sagefm.data.batches import CentreSampler, SubgraphBatch, SubgraphCollator
+from sagefm.data.batches import SubgraphBatch, SubgraphCollator
+from sagefm.data.sampling import CentreSampler
 from sagefm.data.slides import PreparedSlide, prepare_slide
 from sagefm.data.vocabulary import GeneVocabulary
 from sagefm.model import SageFM

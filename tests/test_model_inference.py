@@ -99,12 +99,16 @@ def _forward(
     batch = SubgraphCollator([slide], model.config.model, mask_fraction=None, slide_means=means)(
         [(0, i, 0) for i in range(slide.n_spots)]
     )
-    row_mean = batch.row_slide_mean
+    row_mean, row_library = batch.row_slide_mean, batch.row_slide_library
     libraries["slide_mean"] = None if row_mean is None else row_mean[: batch.n_spots]
+    at = None if row_library is None else row_library[: batch.n_spots]
+    libraries["slide_library"] = at
     inputs = [batch.values, batch.visible, batch.centre_values, batch.centre_visible]
     if fixed_library:
-        libraries["library"] = model.network.visible_library(batch.values)
-        libraries["centre_library"] = model.network.visible_library(batch.centre_values)
+        network = model.network
+        libraries["library"] = network.visible_library(batch.values, at)
+        at_centres = None if at is None else at[batch.node_index[:, 0]]
+        libraries["centre_library"] = network.visible_library(batch.centre_values, at_centres)
     if edit is not None:
         edit(*inputs)
     with torch.no_grad():
@@ -148,6 +152,14 @@ AGREEMENT_CONFIGS = [
         slide_centering=True,
         skip_centring=True,
     ),
+    ModelConfig(hidden_sizes=(16, 8, 12), depth_normalize=True, slide_library_target=True),
+    ModelConfig(
+        hidden_sizes=(16, 8),
+        edge_scheme="complete",
+        depth_normalize=True,
+        slide_library_target=True,
+        slide_centering=True,
+    ),
 ]
 
 
@@ -165,6 +177,8 @@ AGREEMENT_CONFIGS = [
         "depth-slide-centred",
         "skip-centred",
         "depth-100-slide-and-skip-centred",
+        "depth-slide-library",
+        "depth-slide-library-complete-slide-centred",
     ],
 )
 def test_every_fast_path_agrees_with_the_plain_forward(model_config: ModelConfig) -> None:

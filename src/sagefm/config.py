@@ -78,6 +78,11 @@ class ModelConfig:
     #: at L/1e4 ≈ 0.01. 1e3 halved that bias but lost on her2st transfer (README, "A centred skip
     #: path and the library target").
     library_target: float = 1e4
+    #: bring each spot to its own slide's median visible library instead (`PreparedSlide.
+    #: median_library`, as scanpy's normalize_total with target_sum=None), so that every slide is
+    #: read and predicted near its own depth, L/target ≈ 1, however shallow it is; a spot's
+    #: input is then invariant to its depth within its slide, not across slides.
+    slide_library_target: bool = False
     #: the GCN layer `SageFM.embed` reads at the centre by default (an index into hidden_sizes,
     #: -1 = the last, which the head reads). The first keeps more of the tissue: on DLPFC and
     #: her2st it beat the last on domains, label transfer and region phenotypes (README, ablations).
@@ -121,6 +126,10 @@ class ModelConfig:
         )
         check_config(
             self.library_target > 0, f"library_target must be > 0, got {self.library_target}"
+        )
+        check_config(
+            self.depth_normalize or not self.slide_library_target,
+            "slide_library_target sets the target of depth normalisation: it needs depth_normalize",
         )
         check_config(
             self.standardize_input or not self.slide_centering,

@@ -7,6 +7,7 @@ import pytest
 from sagefm.cli import build_parser
 from sagefm.cli.options import TRAIN_FLAGS, config_from_args
 from sagefm.config import DataConfig, ModelConfig, SageFMConfig, TrainConfig
+from sagefm.errors import ConfigError
 
 
 def _pretrain_config(*argv: str) -> SageFMConfig:
@@ -134,3 +135,11 @@ def test_prepare_builds_the_vocabulary_with_the_data_config_cap() -> None:
 def test_library_target_flag() -> None:
     assert _pretrain_config().model.library_target == ModelConfig.library_target
     assert _pretrain_config("--library-target", "1000").model.library_target == 1000.0
+
+
+def test_slide_library_target_flag() -> None:
+    assert not _pretrain_config().model.slide_library_target
+    flags = ("--depth-normalize", "--slide-library-target")
+    assert _pretrain_config(*flags).model.slide_library_target
+    with pytest.raises(ConfigError, match="needs depth_normalize"):
+        _pretrain_config("--no-depth-normalize", "--slide-library-target")

@@ -7,7 +7,8 @@ import scipy.sparse as sp
 from tests.data.test_neighbourhood import hex_lattice
 
 from sagefm.config import DataConfig, ModelConfig
-from sagefm.data.batches import CentreDataset, SubgraphCollator
+from sagefm.data.batches import SubgraphCollator
+from sagefm.data.sampling import CentreDataset
 from sagefm.data.slides import prepare_slide
 from sagefm.data.vocabulary import GeneVocabulary
 

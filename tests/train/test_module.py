@@ -35,6 +35,12 @@ CONFIGS = {
     "complete, slide-centred, depth-normalized": dataclasses.replace(
         ModelConfig.reference(), standardize_input=True, depth_normalize=True, slide_centering=True
     ),
+    "weighted, depth at each slide's median library": ModelConfig(
+        depth_normalize=True, slide_library_target=True
+    ),
+    "weighted, slide-centred, depth at each slide's median library": ModelConfig(
+        depth_normalize=True, slide_library_target=True, slide_centering=True
+    ),
 }
 
 
@@ -66,7 +72,7 @@ def _gradients(plan: PretrainingModule, loss: torch.Tensor) -> dict[str, torch.T
 
 def _plain_loss(plan: PretrainingModule, batch: SubgraphBatch) -> torch.Tensor:
     """The loss of `SageGCN.forward` on the batch's dense neighbour and centre inputs."""
-    means = batch.row_slide_mean
+    means, libraries = batch.row_slide_mean, batch.row_slide_library
     prediction, _ = plan.network(
         batch.values.clone(),
         batch.visible.clone(),
@@ -75,6 +81,7 @@ def _plain_loss(plan: PretrainingModule, batch: SubgraphBatch) -> torch.Tensor:
         batch.centre_visible.clone(),
         batch.adj,
         slide_mean=None if means is None else means[: batch.n_spots],
+        slide_library=None if libraries is None else libraries[: batch.n_spots],
     )
     return masked_mse(prediction, batch.centre_truth, batch.target)
 
@@ -98,6 +105,7 @@ def test_training_loss_has_the_plain_forward_gradients(name: str, whole_gene: fl
     batch = collate(items)
     assert batch.target.any() and (batch.visible == 0).any()
     assert (batch.slide_means is not None) == plan.network.config.slide_centering
+    assert (batch.slide_libraries is not None) == plan.network.config.slide_library_target
     fast_loss = plan.loss(batch)
     plain_loss = _plain_loss(plan, batch)
     torch.testing.assert_close(fast_loss, plain_loss, rtol=1e-6, atol=1e-7)

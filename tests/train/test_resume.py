@@ -8,7 +8,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from sagefm.config import ModelConfig, SageFMConfig, TrainConfig
-from sagefm.data.batches import CentreSampler
+from sagefm.data.sampling import CentreSampler
 from sagefm.datasets import synthetic_tissue
 from sagefm.train import module
 from sagefm.train.pretrain import pretrain

@@ -129,6 +129,12 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         "preset's, ModelConfig.library_target)",
     )
     p.add_argument(
+        "--slide-library-target",
+        action=argparse.BooleanOptionalAction,
+        help="bring each spot to its own slide's median visible library instead of "
+        "--library-target (default: the preset's, ModelConfig.slide_library_target)",
+    )
+    p.add_argument(
         "--slide-centering",
         action=argparse.BooleanOptionalAction,
         help="centre each gene's input on its own slide's mean and add that mean back to the "
@@ -187,6 +193,7 @@ def config_from_args(args: argparse.Namespace) -> SageFMConfig:
             "mask_indicator",
             "skip_centring",
             "library_target",
+            "slide_library_target",
         )
         if getattr(args, name) is not None
     }

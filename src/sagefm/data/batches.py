@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
 
 from sagefm.config import ModelConfig
 from sagefm.data.masking import mask_centres, mask_observed_genes
 from sagefm.data.neighbourhood import subgraph_adjacency
+from sagefm.data.sampling import CentreItem
 from sagefm.data.slides import PreparedSlide
-
-#: (slide index, spot index, mask seed) — one subgraph centre
-CentreItem = tuple[int, int, int]
 
 #: slides whose subgraph adjacencies a `SubgraphCollator` keeps (~1 KB per spot each)
 ADJACENCY_CACHE_SLIDES = 8
@@ -43,9 +39,11 @@ class SubgraphBatch:
     adj: torch.Tensor | None  # (B, N, N) normalised adjacency; None = complete graph
     slide_index: torch.Tensor  # (B,) int64
     spot_index: torch.Tensor  # (B,) int64
-    #: with a collator's ``slide_means``: (S, V) the means of the S slides in the batch, and
-    #: (U + B,) int64 each node row's slide among them
+    #: with a collator's ``slide_means``: (S, V) the means of the S slides in the batch; with
+    #: ``ModelConfig.slide_library_target``: (S,) their median libraries; with either, (U + B,)
+    #: int64 each node row's slide among them
     slide_means: torch.Tensor | None = None
+    slide_libraries: torch.Tensor | None = None
     row_slide: torch.Tensor | None = None
 
     @property
@@ -60,6 +58,14 @@ class SubgraphBatch:
         if self.slide_means is None or self.row_slide is None:
             return None
         return self.slide_means[self.row_slide]
+
+    @property
+    def row_slide_library(self) -> torch.Tensor | None:
+        """(U + B,) each node row's slide's median library (the ``slide_library`` of
+        `SageGCN.predict_rows`), or None without them."""
+        if self.slide_libraries is None or self.row_slide is None:
+            return None
+        return self.slide_libraries[self.row_slide]
 
     @property
     def values(self) -> torch.Tensor:
@@ -125,7 +131,8 @@ class SubgraphCollator:
     (the targets are those genes where the centre observes them), so that a gene must be predicted
     from other genes (see `DataConfig.whole_gene_mask_fraction`).
     With ``slide_means`` (a slide's (V,) per-gene statistic: `SageGCN`'s slide centring), each
-    batch carries those of its slides and each row's slide; each is computed once per slide.
+    batch carries those of its slides and each row's slide, and likewise the slides' median
+    libraries with ``ModelConfig.slide_library_target``.
     """
 
     def __init__(
@@ -147,6 +154,7 @@ class SubgraphCollator:
         self.seed = seed
         self.slide_means = slide_means
         self._means: dict[int, np.ndarray] = {}  # (V,) float32 per slide, V x 4 bytes each
+        self._libraries: dict[int, float] = {}  # `PreparedSlide.median_library` per slide
         self._adjacency: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def __call__(self, items: Sequence[CentreItem]) -> SubgraphBatch:
@@ -171,7 +179,7 @@ class SubgraphCollator:
             target = self._mask(items, slide_ids, spot_ids, visible[n_spots:], visible[:n_spots])
             visible[n_spots:] &= ~target
         np.multiply(values, visible, out=values)
-        means, row_slide = self._row_slides(spots, slide_ids)
+        means, libraries, row_slide = self._row_slides(spots, slide_ids)
         return SubgraphBatch(
             node_values=torch.from_numpy(values),
             node_visible=torch.from_numpy(visible.astype(np.float32)),
@@ -182,25 +190,41 @@ class SubgraphCollator:
             slide_index=torch.from_numpy(slide_ids),
             spot_index=torch.from_numpy(spot_ids),
             slide_means=means,
+            slide_libraries=libraries,
             row_slide=row_slide,
         )
 
     def _row_slides(
         self, spots: list[tuple[int, np.ndarray]], slide_ids: np.ndarray
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """(S, V) ``slide_means`` of the batch's S slides and (U + B,) each row's position among
-        them (None, None without ``slide_means``)."""
-        if self.slide_means is None:
-            return None, None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """(S, V) ``slide_means`` of the batch's S slides (None without them), (S,) their median
+        libraries (None unless ``ModelConfig.slide_library_target``) and (U + B,) each row's
+        position among them (None without either); each is computed once per slide."""
+        by_library = self.model_config.slide_library_target
+        if self.slide_means is None and not by_library:
+            return None, None, None
         order = [s for s, _ in spots]
         for s in order:
-            if s not in self._means:
+            if self.slide_means is not None and s not in self._means:
                 self._means[s] = np.asarray(self.slide_means(self.slides[s]), np.float32)
+            if by_library and s not in self._libraries:
+                self._libraries[s] = self.slides[s].median_library()
         position = np.searchsorted(order, slide_ids)  # `_nodes` lists the slides sorted
         sizes = [rows.size for _, rows in spots]
-        rows = np.concatenate([np.repeat(np.arange(len(order)), sizes), position])
-        means = np.stack([self._means[s] for s in order])
-        return torch.from_numpy(means), torch.from_numpy(rows.astype(np.int64))
+        rows = torch.from_numpy(
+            np.concatenate([np.repeat(np.arange(len(order)), sizes), position]).astype(np.int64)
+        )
+        means = (
+            None
+            if self.slide_means is None
+            else torch.from_numpy(np.stack([self._means[s] for s in order]))
+        )
+        libraries = (
+            torch.tensor([self._libraries[s] for s in order], dtype=torch.float32)
+            if by_library
+            else None
+        )
+        return means, libraries, rows
 
     def _nodes(
         self, slide_ids: np.ndarray, spot_ids: np.ndarray
@@ -277,133 +301,3 @@ class SubgraphCollator:
             draws = batch_rng.integers(0, 1 << 16, neighbour_visible.shape, dtype=np.uint16)
             neighbour_visible &= draws >= round(self.neighbour_mask_fraction * (1 << 16))
         return target
-
-
-class CentreDataset(Dataset[CentreItem]):
-    """Every spot of every slide as a subgraph centre, always with mask seed 0.
-
-    Used for validation, whose masks must be the same every epoch (training order and masks come
-    from `CentreSampler`).
-    """
-
-    def __init__(self, slides: Sequence[PreparedSlide]) -> None:
-        sizes = [s.n_spots for s in slides]
-        self.slide_of = np.repeat(np.arange(len(slides)), sizes)
-        self.spot_of = (
-            np.concatenate([np.arange(n) for n in sizes]) if sizes else np.empty(0, np.int64)
-        )
-
-    def __len__(self) -> int:
-        return int(self.slide_of.size)
-
-    def __getitem__(self, index: int) -> CentreItem:
-        return int(self.slide_of[index]), int(self.spot_of[index]), 0
-
-
-def spatial_tiles(
-    coords_um: np.ndarray, spacing_um: float, tile_spots: int, *, shift: np.ndarray | None = None
-) -> np.ndarray:
-    """(n_spots,) id of the square tile of ~``tile_spots`` spots each spot lies in, numbered row by
-    row; ``shift`` (2,) in [0, 1) moves the grid by that share of a tile."""
-    coords = np.asarray(coords_um, dtype=np.float64)
-    tile = math.sqrt(tile_spots) * spacing_um
-    offset = tile * (np.zeros(2) if shift is None else shift)
-    cells = np.floor((coords - coords.min(axis=0) + offset) / tile).astype(np.int64)
-    return np.unique(cells[:, ::-1], axis=0, return_inverse=True)[1].ravel()
-
-
-class CentreItems(Dataset[CentreItem]):
-    """The dataset behind `CentreSampler`: the sampler yields whole items, this hands them on."""
-
-    def __init__(self, n_items: int) -> None:
-        self.n_items = n_items
-
-    def __len__(self) -> int:
-        return self.n_items
-
-    def __getitem__(self, item: CentreItem) -> CentreItem:
-        return item
-
-
-class CentreSampler(Sampler[CentreItem]):
-    """One rank's training order of subgraph centres: a pure function of (seed, epoch).
-
-    Slides are visited in a shuffled order, ``slides_per_group`` at a time (0 = all together), so a
-    corpus streamed from disk keeps only a few slides resident. Within a group, centres come in
-    shuffled spatial blocks of about ``block_size`` neighbouring spots (1 = each spot on its own,
-    a uniform shuffle): the subgraphs of a batch then share most of their nodes, and the first
-    layer runs on fewer distinct spots. The block tiling is shifted at random every epoch.
-
-    The epoch's order is cut into ``world_size`` equal contiguous parts, part ``rank`` for this
-    rank: ranks see disjoint centres (mostly disjoint slides) and the same number of batches. The
-    epoch is set by Lightning through `set_epoch`; `skip` resumes part-way through an epoch. The
-    items carry the epoch, which seeds the masks, so masks follow the epoch too.
-    """
-
-    def __init__(
-        self,
-        coords_um: Sequence[np.ndarray],
-        spacing_um: Sequence[float],
-        *,
-        seed: int,
-        block_size: int = 1,
-        slides_per_group: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is not in [0, {world_size})")
-        self.coords_um = list(coords_um)
-        self.spacing_um = list(spacing_um)
-        self.seed = seed
-        self.block_size = block_size
-        self.slides_per_group = slides_per_group or len(self.coords_um)
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
-        self._skip = 0
-        self._per_rank = sum(len(c) for c in self.coords_um) // world_size
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def skip(self, n_items: int) -> None:
-        """Start the next iteration ``n_items`` into this rank's order (resuming mid-epoch)."""
-        self._skip = n_items
-
-    def __len__(self) -> int:
-        return self._per_rank
-
-    def _blocks(self, slide: int, rng: np.random.Generator) -> np.ndarray:
-        """(n_spots,) block id of each spot: square tiles of ~block_size spots, randomly offset."""
-        coords = self.coords_um[slide]
-        if self.block_size <= 1:
-            return np.arange(len(coords))
-        shift = rng.uniform(0, 1, 2)
-        return spatial_tiles(coords, self.spacing_um[slide], self.block_size, shift=shift)
-
-    def epoch_order(self) -> tuple[np.ndarray, np.ndarray]:
-        """(slide ids, spot ids) of the whole epoch over all ranks, in visiting order."""
-        rng = np.random.default_rng([self.seed, self.epoch])
-        slides = rng.permutation(len(self.coords_um))
-        slide_parts, spot_parts = [], []
-        for start in range(0, len(slides), self.slides_per_group):
-            group = slides[start : start + self.slides_per_group]
-            blocks = [self._blocks(int(s), rng) for s in group]
-            offsets = np.cumsum([0] + [int(b.max()) + 1 for b in blocks])
-            block = np.concatenate([b + o for b, o in zip(blocks, offsets[:-1], strict=True)])
-            rank_of_block = rng.permutation(int(offsets[-1]))
-            order = np.lexsort((rng.random(block.size), rank_of_block[block]))
-            slide_parts.append(np.repeat(group, [b.size for b in blocks])[order])
-            spot_parts.append(np.concatenate([np.arange(b.size) for b in blocks])[order])
-        return np.concatenate(slide_parts), np.concatenate(spot_parts)
-
-    def __iter__(self) -> Iterator[CentreItem]:
-        slide_ids, spot_ids = self.epoch_order()
-        start, stop = self.rank * self._per_rank, (self.rank + 1) * self._per_rank
-        start, self._skip = start + self._skip, 0
-        epoch = self.epoch
-        for slide, spot in zip(
-            slide_ids[start:stop].tolist(), spot_ids[start:stop].tolist(), strict=True
-        ):
-            yield slide, spot, epoch

@@ -21,8 +21,9 @@ import torch
 from tqdm.auto import tqdm
 
 from sagefm.config import ModelConfig
-from sagefm.data.batches import spatial_tiles, subgraph_weights
-from sagefm.data.slides import PreparedSlide
+from sagefm.data.batches import subgraph_weights
+from sagefm.data.sampling import spatial_tiles
+from sagefm.data.slides import PreparedSlide, slide_library
 from sagefm.errors import InputDataError
 
 #: subgraphs per forward pass at inference, for embed, impute, perturb ((pair, spot, clamp value)
@@ -70,6 +71,10 @@ class InferenceChunk:
     #: (V,) the slide's per-gene centre (`SageGCN.centre_of`), for a network with
     #: ``ModelConfig.slide_centering``; None otherwise
     slide_mean: torch.Tensor | None = None
+    #: the slide's `PreparedSlide.median_library`, for a network with
+    #: ``ModelConfig.slide_library_target`` (the ``slide_library`` of
+    #: `SageGCN.visible_library`); None otherwise
+    slide_library: float | None = None
 
     def projection_inputs(self) -> dict[str, torch.Tensor]:
         """Keyword arguments of `SageGCN.project` for the U distinct spots (sparse)."""
@@ -105,7 +110,8 @@ def inference_chunks(
 ) -> Iterator[InferenceChunk]:
     """The subgraphs centred on ``spots`` (default every spot) in chunks of ``chunk_size``
     spatially adjacent centres; every centre comes exactly once. ``slide_mean`` (V,): the
-    slide's centre for a slide-centring network, carried by every chunk."""
+    slide's centre for a slide-centring network, carried by every chunk, as is the slide's median
+    library for a network with ``ModelConfig.slide_library_target``."""
     if chunk_size < 1:
         raise InputDataError(f"chunk_size must be >= 1, got {chunk_size}")
     centres = np.arange(slide.n_spots) if spots is None else np.asarray(spots, dtype=np.int64)
@@ -115,6 +121,7 @@ def inference_chunks(
     weighted = model_config.edge_scheme == "weighted"
     device = torch.device(device)
     mean = None if slide_mean is None else torch.from_numpy(slide_mean).to(device)
+    library = slide_library(slide, model_config)
     starts = range(0, centres.size, chunk_size)
     for start in tqdm(starts, desc="spots", unit="chunk", disable=not progress):
         positions = order[start : start + chunk_size]
@@ -130,4 +137,5 @@ def inference_chunks(
             observed=slide.observed,
             device=device,
             slide_mean=mean,
+            slide_library=library,
         )

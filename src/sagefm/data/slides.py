@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from sagefm._constants import Keys
-from sagefm.config import DataConfig
+from sagefm.config import DataConfig, ModelConfig
 from sagefm.data.expression import check_names, column_mean_variance, normalize_expression
 from sagefm.data.neighbourhood import build_neighbourhoods
 from sagefm.data.vocabulary import GeneMapping, GeneVocabulary
@@ -62,6 +62,24 @@ class PreparedSlide:
             visible &= ~self.hidden[rows].toarray()
         return visible
 
+    def median_library(self) -> float:
+        """The median visible library of the slide's spots (counts, ``Σ expm1(values)`` over the
+        genes each spot shows), each spot's divided by the share of the slide's observed genes it
+        shows: a spot with a random 30% of its genes hidden (imputation tests) then counts about
+        its full library, as in training, and nothing is read from the hidden values. The target
+        of ``ModelConfig.slide_library_target``; 1.0 for a slide without counts."""
+        counts = self.values.copy()
+        counts.data = np.expm1(counts.data)
+        shown_share = np.ones(self.n_spots)
+        if self.hidden is not None:
+            hidden = sp.csr_matrix(self.hidden.multiply(self.observed[None, :]), dtype=np.float32)
+            counts = counts - counts.multiply(hidden)
+            n_hidden = np.asarray(hidden.sum(axis=1)).ravel()
+            shown_share = 1.0 - n_hidden / max(int(self.observed.sum()), 1)
+        library = np.asarray(counts.sum(axis=1)).ravel() / np.maximum(shown_share, 1e-12)
+        median = float(np.median(library)) if library.size else 0.0
+        return median if median > 0 else 1.0
+
     def visible_spots(self) -> np.ndarray:
         """(V,) int64, how many spots show each gene (observed and not hidden)."""
         count = np.where(self.observed, self.n_spots, 0).astype(np.int64)
@@ -71,15 +89,21 @@ class PreparedSlide:
         return count
 
 
+def slide_library(slide: PreparedSlide, config: ModelConfig) -> float | None:
+    """The ``slide_library`` a network built with ``config`` takes for ``slide``: its
+    `PreparedSlide.median_library` with ``ModelConfig.slide_library_target``, else None."""
+    return slide.median_library() if config.slide_library_target else None
+
+
 def observed_gene_stats(
     slides: Iterable[PreparedSlide],
     n_genes: int,
     *,
-    transform: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None,
+    transform: Callable[[PreparedSlide], sp.csr_matrix] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(V,) float32 mean and standard deviation of each vocabulary gene over the spots of the
     slides that measure it (0 and 0 for genes no slide measures), of the values or of
-    ``transform(values)`` (the scale the network reads, e.g. depth-normalised).
+    ``transform(slide)``, (n, V) (the scale the network reads, e.g. depth-normalised).
 
     Pretraining starts the reconstruction head from the means (its bias), so that it begins at
     the gene-mean predictor instead of spending its first epochs finding each gene's level, and
@@ -89,7 +113,7 @@ def observed_gene_stats(
     total_sq = np.zeros(n_genes, dtype=np.float64)
     count = np.zeros(n_genes, dtype=np.float64)
     for slide in slides:
-        values = slide.values if transform is None else transform(slide.values)
+        values = slide.values if transform is None else transform(slide)
         slide_mean, slide_var = column_mean_variance(values)
         total += slide.n_spots * slide_mean
         total_sq += slide.n_spots * (slide_var + slide_mean**2)

@@ -282,6 +282,7 @@ class SageGCN(InputScaling):
         library: torch.Tensor | None = None,
         centre_library: torch.Tensor | None = None,
         slide_mean: torch.Tensor | None = None,
+        slide_library: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Predict the centres' genes: the plain forward pass (training; the reference of every
         inference shortcut).
@@ -289,14 +290,20 @@ class SageGCN(InputScaling):
         values, visible: (U, V) the distinct spots of the batch (neighbours as seen; values 0 where
         hidden); node_index: (B, N) rows into U, column 0 = the centre; centre_values/centre_visible:
         (B, V) the centre as seen (its masked genes hidden); adj: (B, N, N) or None.
-        ``library`` (U,) and ``centre_library`` (B,) override the visible libraries of depth
-        normalisation (default: from the values; a perturbation at fixed library passes them).
-        ``slide_mean`` (U, V), each spot's slide's `slide_input_mean`, with ``slide_centering``.
-        Returns (prediction (B, V), embedding (B, h_last)).
+        ``library`` (U,) and ``centre_library`` (B,) override the libraries of depth
+        normalisation (default: `visible_library` of the values; a perturbation at fixed library
+        passes them). ``slide_mean`` (U, V), each spot's slide's `slide_input_mean`, with
+        ``slide_centering``; ``slide_library`` (U,), its slide's median library, with
+        ``slide_library_target``. Returns (prediction (B, V), embedding (B, h_last)).
         """
-        centre_mean = None if slide_mean is None else slide_mean[node_index[:, 0]]
-        if self.config.depth_normalize and centre_library is None:
-            centre_library = depth.visible_library(centre_values)
+        centres = node_index[:, 0]
+        centre_mean = None if slide_mean is None else slide_mean[centres]
+        if self.config.depth_normalize:
+            if library is None:
+                library = self.visible_library(values, slide_library)
+            if centre_library is None:
+                at = None if slide_library is None else slide_library[centres]
+                centre_library = self.visible_library(centre_values, at)
         values = self._depth_scaled(values, library)
         centre_values = self._depth_scaled(centre_values, centre_library)
         if adj is None:
@@ -334,6 +341,7 @@ class SageGCN(InputScaling):
         node_rows: torch.Tensor,
         adj: torch.Tensor | None,
         slide_mean: torch.Tensor | None = None,
+        slide_library: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`forward`'s prediction on one matrix of node rows (the training path): the same result,
         one projection.
@@ -341,11 +349,14 @@ class SageGCN(InputScaling):
         values, visible: (R, V) every node row as seen, the centres' own rows (their masked genes
         hidden) among them; node_rows: (B, N) rows into them, column 0 = the centre's row. All R
         rows go through the first layer in one matmul, shared by every subgraph that contains them.
-        ``slide_mean`` (R, V): each row's slide's `slide_input_mean`, with ``slide_centering``.
+        ``slide_mean`` (R, V): each row's slide's `slide_input_mean`, with ``slide_centering``;
+        ``slide_library`` (R,): its median library, with ``slide_library_target``.
         Returns (prediction (B, V), the embedding head's prediction (B, V) from the centre's
         embedding layer, or None without ``ModelConfig.embedding_loss_weight``).
         """
-        library = depth.visible_library(values) if self.config.depth_normalize else None
+        library = (
+            self.visible_library(values, slide_library) if self.config.depth_normalize else None
+        )
         values = self._depth_scaled(values, library)
         features = self._input_features(values, visible, slide_mean)  # (R, F), or more rows
         first = self.first_layer.linear

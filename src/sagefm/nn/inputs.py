@@ -109,12 +109,13 @@ class InputScaling(nn.Module):
         scaled = self._depth_scaled(values, library)
         return mean_over_neighbours(scaled, visible, node_index, centre, counted)
 
-    def visible_library(self, values: torch.Tensor) -> torch.Tensor:
-        """(U,) each node's visible library, ``Σ_g expm1(values)`` over (U, V) shown log1p values
-        (dense or sparse CSR): the size factor of depth normalisation (`sagefm.nn.depth`). The
-        methods taking ``library`` need it with ``ModelConfig.depth_normalize`` and ignore it
-        otherwise."""
-        return depth.visible_library(values)
+    def visible_library(
+        self, values: torch.Tensor, slide_library: float | torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(U,) the ``library`` the methods here take: `depth_library` of (U, V) shown log1p
+        values (dense or sparse CSR) and, with ``ModelConfig.slide_library_target``, the nodes'
+        slide's median library. Needed with ``ModelConfig.depth_normalize``, ignored otherwise."""
+        return depth_library(values, self.config, slide_library)
 
     def _depth_scaled(self, values: torch.Tensor, library: torch.Tensor | None) -> torch.Tensor:
         """Shown values (U, G) on the network's input scale: depth-normalised by the rows'
@@ -174,25 +175,48 @@ class InputScaling(nn.Module):
         return features
 
 
-def network_scale(values: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+def depth_library(
+    values: torch.Tensor, config: ModelConfig, slide_library: float | torch.Tensor | None = None
+) -> torch.Tensor:
+    """(n,) each row's size factor for depth normalisation at ``config.library_target`` (T):
+    its visible library L = ``Σ_g expm1(values)`` over (n, V) shown log1p values (dense or CSR).
+
+    With ``config.slide_library_target`` it is L · T / M, M = ``slide_library`` (the rows'
+    slide's `PreparedSlide.median_library`, a number or (n,)): normalising to T then reads the
+    row at M counts, and restoring maps back to L, so `sagefm.nn.depth` keeps one target."""
+    library = depth.visible_library(values)
+    if not config.slide_library_target:
+        return library
+    if slide_library is None:
+        raise ValueError("this model reads each slide at its own median library: pass it")
+    return library * (config.library_target / slide_library)
+
+
+def network_scale(
+    values: torch.Tensor, config: ModelConfig, slide_library: float | torch.Tensor | None = None
+) -> torch.Tensor:
     """(n, V) shown log1p values (dense or CSR, 0 where not shown) on the scale the network reads:
-    with ``config.depth_normalize``, each row at ``config.library_target`` counts of its own
-    visible library; unchanged otherwise. The slide means, the starting statistics and
+    with ``config.depth_normalize``, each row normalised by its `depth_library` (``slide_library``
+    as there); unchanged otherwise. The slide means, the starting statistics and
     `InputScaling` (rows holding all V genes) all read values through it."""
     if not config.depth_normalize:
         return values
-    return depth.normalize_depth_rows(values, depth.visible_library(values), config.library_target)
+    library = depth_library(values, config, slide_library)
+    return depth.normalize_depth_rows(values, library, config.library_target)
 
 
 def slide_input_mean(
-    values: torch.Tensor, visible_spots: torch.Tensor, config: ModelConfig
+    values: torch.Tensor,
+    visible_spots: torch.Tensor,
+    config: ModelConfig,
+    slide_library: float | None = None,
 ) -> torch.Tensor:
     """(V,) each gene's mean over the spots of one slide that show it, on the scale the network
-    reads (depth-normalised with ``config.depth_normalize``): the ``slide_mean`` of
+    reads (`network_scale`, ``slide_library`` as there): the ``slide_mean`` of
     ``ModelConfig.slide_centering``. ``values`` (n, V) the shown log1p values (dense or CSR, 0
     where not shown), ``visible_spots`` (V,) how many spots show each gene; NaN where none does.
     """
-    values = network_scale(values, config)
+    values = network_scale(values, config, slide_library)
     if values.layout == torch.strided:
         total = values.sum(dim=0)
     else:

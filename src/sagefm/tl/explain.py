@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from sagefm._constants import Keys
-from sagefm.data.inference import DEFAULT_CHUNK_SIZE, inference_chunks
+from sagefm.data.inference import DEFAULT_CHUNK_SIZE, InferenceChunk, inference_chunks
 from sagefm.data.slides import prepare_slide
 from sagefm.errors import InputDataError
 from sagefm.nn.gcn import SageGCN
@@ -83,21 +83,21 @@ def _predict_target(
     values: torch.Tensor,
     visible: torch.Tensor,
     seen: torch.Tensor,
-    adj: torch.Tensor | None,
+    chunk: InferenceChunk,
     target: int,
-    slide_mean: torch.Tensor | None,
 ) -> torch.Tensor:
     """The target's prediction (b,) at each centre from node inputs (b, N, V): shown values and
     visibility, the differentiable leaves. ``seen`` (b, N, V), the slide's visibility, counts the
-    neighbours of the skip path's mean (held fixed along the integration path); ``slide_mean``
-    the chunk's (`InferenceChunk.slide_mean`)."""
+    neighbours of the skip path's mean (held fixed along the integration path); ``chunk`` gives
+    the adjacency and the slide's statistics."""
     b, n, v = values.shape
     flat = values.reshape(b * n, v)
-    library = network.visible_library(flat)  # (b N,)
+    library = network.visible_library(flat, chunk.slide_library)  # (b N,)
+    slide_mean = chunk.slide_mean
     projected = network.project(
         flat, visible.reshape(b * n, v), library=library, slide_mean=slide_mean
     )
-    embedding = network.encode(projected.reshape(b, n, -1), adj)
+    embedding = network.encode(projected.reshape(b, n, -1), chunk.adj)
     skip = None
     if network.config.spatial_skip:
         nodes = torch.arange(b * n, device=values.device).reshape(b, n)
@@ -150,11 +150,10 @@ def _chunk_attributions(
     network: SageGCN,
     seen_values: torch.Tensor,
     seen: torch.Tensor,
-    adj: torch.Tensor | None,
+    chunk: InferenceChunk,
     target: int,
     baseline: tuple[torch.Tensor, torch.Tensor] | None,
     n_steps: int,
-    slide_mean: torch.Tensor | None,
 ) -> tuple[torch.Tensor, float]:
     """Attributions (b, N, V) of one target over a chunk's subgraphs, and the summed f(x) − f(x₀).
 
@@ -167,7 +166,7 @@ def _chunk_attributions(
     grads = [torch.zeros_like(x[0]), torch.zeros_like(x[1])]
     for alpha in alphas:
         point = [(a0 + alpha * (a - a0)).requires_grad_(True) for a, a0 in zip(x, x0, strict=True)]
-        out = _predict_target(network, point[0], point[1], seen, adj, target, slide_mean)
+        out = _predict_target(network, point[0], point[1], seen, chunk, target)
         parts = torch.autograd.grad(out.sum(), point, allow_unused=True)
         for grad, part in zip(grads, parts, strict=True):
             if part is not None:  # the visibility is unused without a visibility term
@@ -178,8 +177,8 @@ def _chunk_attributions(
         return per_feature, 0.0
     per_feature = grads[0] * (x[0] - x0[0]) + grads[1] * (x[1] - x0[1])
     with torch.no_grad():
-        gap = _predict_target(network, *x, seen, adj, target, slide_mean) - _predict_target(
-            network, *x0, seen, adj, target, slide_mean
+        gap = _predict_target(network, *x, seen, chunk, target) - _predict_target(
+            network, *x0, seen, chunk, target
         )
     return per_feature, float(gap.sum())
 
@@ -222,7 +221,7 @@ def _attributions(
             if method == "integrated_gradients":
                 x0 = _baseline(values, visible, gene_mean, target, baseline, indicator)
             per_feature, chunk_gap = _chunk_attributions(
-                network, values, visible, chunk.adj, target, x0, n_steps, chunk.slide_mean
+                network, values, visible, chunk, target, x0, n_steps
             )
             total[t, 0] += per_feature[:, 0].sum(dim=0).detach().numpy()
             total[t, 1] += per_feature[:, 1:].sum(dim=(0, 1)).detach().numpy()

@@ -16,9 +16,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from sagefm.config import ModelConfig, SageFMConfig
-from sagefm.data.batches import CentreDataset, CentreItems, CentreSampler, SubgraphCollator
+from sagefm.data.batches import SubgraphCollator
 from sagefm.data.inference import csr_tensor, sparse_inputs
-from sagefm.data.slides import PreparedSlide
+from sagefm.data.sampling import CentreDataset, CentreItems, CentreSampler
+from sagefm.data.slides import PreparedSlide, slide_library
 from sagefm.nn.inputs import slide_input_mean
 
 
@@ -27,7 +28,8 @@ def slide_mean(slide: PreparedSlide, config: ModelConfig) -> np.ndarray:
     the per-slide centre of ``ModelConfig.slide_centering``, in training and at inference."""
     shown, _ = sparse_inputs(slide)
     visible = torch.from_numpy(slide.visible_spots())
-    return slide_input_mean(csr_tensor(shown), visible, config).numpy()
+    library = slide_library(slide, config)
+    return slide_input_mean(csr_tensor(shown), visible, config, library).numpy()
 
 
 def centring_mean(slide: PreparedSlide, config: ModelConfig) -> np.ndarray | None:

@@ -75,6 +75,7 @@ class PretrainingModule(L.LightningModule):
             batch.node_rows,
             batch.adj,
             slide_mean=batch.row_slide_mean,
+            slide_library=batch.row_slide_library,
         )
         loss = masked_mse(prediction, batch.centre_truth, batch.target)
         if from_embedding is None or not auxiliary:

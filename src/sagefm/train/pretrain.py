@@ -31,6 +31,7 @@ from sagefm.data.slides import (
     PreparedSlide,
     observed_gene_stats,
     prepare_slide,
+    slide_library,
     slide_name,
     spot_coordinates_um,
 )
@@ -278,9 +279,11 @@ def _starting_stats(
     return observed_gene_stats(train, config.model.n_genes, transform=transform)
 
 
-def _depth_normalized(values: sp.csr_matrix, config: ModelConfig) -> sp.csr_matrix:
-    """(n, V) log1p values as the network reads them (`sagefm.nn.inputs.network_scale`)."""
-    data = network_scale(csr_tensor(values), config).values()
+def _depth_normalized(slide: PreparedSlide, config: ModelConfig) -> sp.csr_matrix:
+    """(n, V) a slide's log1p values as the network reads them (`sagefm.nn.inputs.network_scale`,
+    at the slide's median library with ``ModelConfig.slide_library_target``)."""
+    values = slide.values
+    data = network_scale(csr_tensor(values), config, slide_library(slide, config)).values()
     return sp.csr_matrix((data.numpy(), values.indices, values.indptr), shape=values.shape)
 
 
