@@ -67,7 +67,7 @@ def _counts_slide(seed: int = 2):
     return adata
 
 
-def _model(adata, **options) -> SageFM:
+def random_model(adata, **options) -> SageFM:
     torch.manual_seed(0)
     genes = list(adata.var_names)
     config = SageFMConfig(
@@ -80,7 +80,7 @@ def _model(adata, **options) -> SageFM:
     return SageFM(network, config, GeneVocabulary.from_genes(genes))
 
 
-def _scaled(adata, factor: float):
+def scaled(adata, factor: float):
     out = adata.copy()
     out.X = sp.csr_matrix(adata.X.toarray() * factor)
     return out
@@ -89,29 +89,29 @@ def _scaled(adata, factor: float):
 @pytest.mark.parametrize("edge_scheme", ["weighted", "complete"])
 def test_embedding_is_invariant_to_a_uniform_change_of_depth(edge_scheme: str) -> None:
     adata = _counts_slide()
-    model = _model(adata, depth_normalize=True, edge_scheme=edge_scheme)
+    model = random_model(adata, depth_normalize=True, edge_scheme=edge_scheme)
     base = model.embed(adata)
     assert base.std(axis=0).max() > 1e-3  # the embedding is not trivially constant
     for factor in (2.0, 0.5):
-        np.testing.assert_allclose(model.embed(_scaled(adata, factor)), base, atol=1e-4)
+        np.testing.assert_allclose(model.embed(scaled(adata, factor)), base, atol=1e-4)
     # predictions follow the depth: log1p(factor * expm1(prediction at depth 1))
     mask = np.random.default_rng(0).random(adata.shape) < 0.2
     pred = model.impute(adata, mask)
-    doubled = model.impute(_scaled(adata, 2.0), mask)
+    doubled = model.impute(scaled(adata, 2.0), mask)
     np.testing.assert_allclose(doubled, np.log1p(2 * np.expm1(pred)), rtol=1e-4, atol=1e-4)
 
 
 def test_without_depth_normalisation_the_embedding_follows_depth() -> None:
     adata = _counts_slide()
-    model = _model(adata, depth_normalize=False)
-    assert not np.allclose(model.embed(_scaled(adata, 2.0)), model.embed(adata), atol=1e-2)
+    model = random_model(adata, depth_normalize=False)
+    assert not np.allclose(model.embed(scaled(adata, 2.0)), model.embed(adata), atol=1e-2)
 
 
 @pytest.mark.parametrize("depth_normalize", [True, False])
 def test_hidden_genes_do_not_enter_the_size_factor(depth_normalize: bool) -> None:
     """Changing the counts of hidden entries changes nothing: the library is of visible genes."""
     adata = _counts_slide(seed=5)
-    model = _model(adata, depth_normalize=depth_normalize)
+    model = random_model(adata, depth_normalize=depth_normalize)
     mask = np.random.default_rng(1).random(adata.shape) < 0.3
     changed = adata.copy()
     dense = adata.X.toarray()

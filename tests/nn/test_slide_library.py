@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from tests.nn.test_depth import random_model, scaled
 
 import sagefm
 from sagefm.config import ModelConfig, SageFMConfig, TrainConfig
 from sagefm.data.slides import PreparedSlide, prepare_slide
-from sagefm.data.vocabulary import GeneVocabulary
 from sagefm.datasets import synthetic_tissue
 from sagefm.errors import ConfigError
 from sagefm.model import SageFM
@@ -72,23 +72,6 @@ def test_a_spot_at_its_slides_median_is_read_unchanged() -> None:
         ModelConfig(slide_library_target=True)
 
 
-def _model(adata, **options) -> SageFM:
-    torch.manual_seed(0)
-    genes = list(adata.var_names)
-    config = SageFMConfig(model=ModelConfig(n_genes=len(genes), hidden_sizes=(16, 8), **options))
-    network = SageGCN(config.model)
-    for p in network.parameters():
-        torch.nn.init.normal_(p, std=0.3)
-    network.set_input_scaling(torch.rand(len(genes)) * 2, torch.rand(len(genes)) + 0.5)
-    return SageFM(network, config, GeneVocabulary.from_genes(genes))
-
-
-def _scaled(adata, factor: float):
-    out = adata.copy()
-    out.X = sp.csr_matrix(adata.X.toarray() * factor)
-    return out
-
-
 def _at_fixed_target(model: SageFM, target: float) -> SageFM:
     """``model``'s weights with one fixed library target instead of each slide's median."""
     config = dataclasses.replace(model.config.model, slide_library_target=False)
@@ -105,11 +88,11 @@ def test_each_slide_is_read_as_a_fixed_target_at_its_median() -> None:
     for the slide and for the same slide at ten times its depth (10 M). Imputation
     reads M from the shown genes (`PreparedSlide.median_library` with the hidden ones)."""
     adata = synthetic_tissue(n_slides=1, grid_rows=7, grid_cols=7, n_genes=40, seed=3)[0]
-    by_slide = _model(adata, depth_normalize=True, slide_library_target=True)
+    by_slide = random_model(adata, depth_normalize=True, slide_library_target=True)
     mask = np.random.default_rng(0).random(adata.shape) < 0.2
     vocabulary, data_config = by_slide.vocabulary, by_slide.config.data
     for factor in (1.0, 10.0):
-        slide = _scaled(adata, factor)
+        slide = scaled(adata, factor)
         median = prepare_slide(slide, vocabulary, data_config)[0].median_library()
         fixed = _at_fixed_target(by_slide, median)
         np.testing.assert_allclose(by_slide.embed(slide), fixed.embed(slide), atol=1e-5)
@@ -120,12 +103,12 @@ def test_each_slide_is_read_as_a_fixed_target_at_its_median() -> None:
             imputed, _at_fixed_target(by_slide, shown).impute(slide, mask), atol=1e-5
         )
     # a uniform change of a whole slide's depth is then seen (each slide is read at its own)
-    assert not np.allclose(by_slide.embed(_scaled(adata, 10)), by_slide.embed(adata), atol=1e-3)
+    assert not np.allclose(by_slide.embed(scaled(adata, 10)), by_slide.embed(adata), atol=1e-3)
 
 
 def test_pretraining_with_each_slides_median_library(tmp_path) -> None:
     slides = synthetic_tissue(n_slides=2, grid_rows=7, grid_cols=7, n_genes=40, seed=4)
-    slides[0] = _scaled(slides[0], 20)  # a deep slide beside a shallow one
+    slides[0] = scaled(slides[0], 20)  # a deep slide beside a shallow one
     config = SageFMConfig(
         model=ModelConfig(hidden_sizes=(16, 8), depth_normalize=True, slide_library_target=True),
         train=TrainConfig(max_epochs=1, batch_size=16, accelerator="cpu"),
