@@ -81,7 +81,9 @@ class ModelConfig:
     #: bring each spot to its own slide's median visible library instead (`PreparedSlide.
     #: median_library`, as scanpy's normalize_total with target_sum=None), so that every slide is
     #: read and predicted near its own depth, L/target ≈ 1, however shallow it is; a spot's
-    #: input is then invariant to its depth within its slide, not across slides.
+    #: input is then invariant to its depth within its slide, not across slides. It removed the
+    #: prostate bias and won recovery on 11 of 12 slides, but lost on patient and section
+    #: transfer (README, "Each slide's median library, and the deep layers that die").
     slide_library_target: bool = False
     #: the GCN layer `SageFM.embed` reads at the centre by default (an index into hidden_sizes,
     #: -1 = the last, which the head reads). The first keeps more of the tissue: on DLPFC and
