@@ -218,15 +218,13 @@ def _demo_figure(
 
 
 def _log_demo(recovery: RecoveryResult, ari: dict[str, float], output: Path) -> None:
-    rmse = recovery.rmse
+    from sagefm.evaluation.report import LABELS
+
+    rmse = " | ".join(f"{LABELS[k]} {v:.3f}" for k, v in recovery.rmse.items())
     logger.info(
-        "held-out slide, %.0f%% of genes hidden: RMSE model %.3f | zero %.3f | gene mean %.3f | "
-        "neighbour mean %.3f; %.0f%% of genes significantly correlated",
+        "held-out slide, %.0f%% of genes hidden: RMSE %s; %.0f%% of genes significantly correlated",
         100 * recovery.fraction,
-        rmse["model"],
-        rmse["zero"],
-        rmse["gene_mean"],
-        rmse["neighbour_mean"],
+        rmse,
         100 * recovery.frac_significant,
     )
     logger.info(

@@ -7,6 +7,12 @@ Baselines see exactly what the model sees (the hidden entries are hidden from th
 entries) and ``neighbour_mean`` (the gene's mean over the spot's neighbours where visible, falling
 back to the gene mean). A model that does not beat ``neighbour_mean`` has learned nothing beyond
 spatial smoothing.
+
+``scaled_gene_mean`` and ``scaled_neighbour_mean`` are the same two means taken after every spot is
+brought to the slide's median visible library (`sagefm.nn.depth.normalize_depth`, as scanpy's
+``normalize_total``), then restored at the predicted spot's own visible library. A model that
+normalises depth gets this for free: with a constant deep path it predicts exactly such a mean, so
+it must beat these too.
 """
 
 from __future__ import annotations
@@ -18,17 +24,19 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.stats
+import torch
 
 from sagefm.data.neighbourhood import build_neighbourhoods, neighbourhood_matrix
 from sagefm.data.slides import slide_name, spot_coordinates_um
 from sagefm.evaluation.report import LABELS, markdown_table, records, split_summary, verdict
+from sagefm.nn.depth import normalize_depth, restore_depth
 from sagefm.pl import evaluation as figures
 
 if TYPE_CHECKING:
     from sagefm.evaluation.run import EvaluationRun
     from sagefm.model import SageFM
 
-BASELINES = ("zero", "gene_mean", "neighbour_mean")
+BASELINES = ("zero", "gene_mean", "neighbour_mean", "scaled_gene_mean", "scaled_neighbour_mean")
 
 
 def random_observed_mask(
@@ -51,20 +59,46 @@ def random_observed_mask(
 def baseline_predictions(
     truth: np.ndarray, mask: np.ndarray, neighbours: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """The three baselines (n_spots, n_genes) from the visible entries only (``mask`` = hidden)."""
+    """Every baseline (n_spots, n_genes) from the visible entries only (``mask`` = hidden).
+
+    ``truth`` is log1p counts. The scaled baselines bring each spot to the median library first
+    and back to its own after: a spot's library is its visible counts divided by the share of
+    the given genes it shows, so a spot with 30% hidden counts about its full library, as
+    `sagefm.data.slides.PreparedSlide.median_library` does.
+    """
     visible = ~mask
     shown = np.where(visible, truth, 0.0)
-    counts = visible.sum(axis=0)
-    gene_mean = np.divide(shown.sum(axis=0), counts, out=np.zeros(truth.shape[1]), where=counts > 0)
-    operator = neighbourhood_matrix(neighbours, include_self=False)
-    nb_sum = operator @ shown
-    nb_count = operator @ visible.astype(np.float64)
-    nb_mean = np.where(nb_count > 0, nb_sum / np.maximum(nb_count, 1), gene_mean[None, :])
+    gene_mean, nb_mean = _visible_means(shown, visible, neighbours)
+    share = visible.sum(axis=1) / max(truth.shape[1], 1)
+    library = np.expm1(shown).sum(axis=1) / np.maximum(share, 1e-12)
+    target = float(np.median(library[library > 0])) if (library > 0).any() else 1.0
+    library_t = torch.as_tensor(library)[:, None]  # (n_spots, 1) counts
+    scaled = normalize_depth(torch.as_tensor(shown), library_t, target).numpy()
+    restored = [
+        restore_depth(torch.as_tensor(m), library_t, target).numpy()  # (n_spots, n_genes)
+        for m in _visible_means(scaled, visible, neighbours)
+    ]
     return {
         "zero": np.zeros_like(truth),
         "gene_mean": np.broadcast_to(gene_mean, truth.shape),
         "neighbour_mean": nb_mean,
+        "scaled_gene_mean": restored[0],
+        "scaled_neighbour_mean": restored[1],
     }
+
+
+def _visible_means(
+    shown: np.ndarray, visible: np.ndarray, neighbours: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n_genes,) mean of each gene over its visible entries, and (n_spots, n_genes) its mean
+    over each spot's visible neighbours (the gene mean where none is visible)."""
+    counts = visible.sum(axis=0)
+    gene_mean = np.divide(shown.sum(axis=0), counts, out=np.zeros(shown.shape[1]), where=counts > 0)
+    operator = neighbourhood_matrix(neighbours, include_self=False)
+    nb_sum = operator @ shown
+    nb_count = operator @ visible.astype(np.float64)
+    nb_mean = np.where(nb_count > 0, nb_sum / np.maximum(nb_count, 1), gene_mean[None, :])
+    return gene_mean, nb_mean
 
 
 @dataclass
@@ -111,9 +145,10 @@ def masked_gene_recovery(
     Hidden entries are unobserved everywhere (centre and neighbours) for the model and baselines.
     Per-gene Pearson r pools each gene's hidden entries over rounds; p-values are BH-corrected.
     """
-    truth = model.normalize(adata).astype(np.float64)
     scored = np.zeros(adata.n_vars, dtype=bool)
     scored[model.vocabulary.map(adata).slide_index] = True
+    columns = np.flatnonzero(scored)  # everything is scored on the genes the model reads
+    truth = model.normalize(adata)[:, columns].astype(np.float64)
     neighbours = build_neighbourhoods(spot_coordinates_um(adata), model.config.data.n_neighbours)
     rng = np.random.default_rng(seed)
     names = ["model", *BASELINES]
@@ -122,15 +157,12 @@ def masked_gene_recovery(
     genes: list[np.ndarray] = []
     for _ in range(rounds):
         mask = random_observed_mask(adata.n_obs, scored, fraction, rng)
-        predictions = {
-            "model": model.impute(adata, mask, layer_added=None, progress=progress).astype(
-                np.float64
-            )
-        }
-        predictions.update(baseline_predictions(truth, mask, neighbours))
-        rows, cols = np.nonzero(mask)
+        imputed = model.impute(adata, mask, layer_added=None, progress=progress)[:, columns]
+        predictions = {"model": imputed.astype(np.float64)}
+        predictions.update(baseline_predictions(truth, mask[:, columns], neighbours))
+        rows, cols = np.nonzero(mask[:, columns])
         truths.append(truth[rows, cols])
-        genes.append(cols)
+        genes.append(columns[cols])
         for k in names:
             pairs[k].append(predictions[k][rows, cols])
     y = np.concatenate(truths)

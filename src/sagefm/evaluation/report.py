@@ -33,6 +33,8 @@ LABELS = {
     "zero": "zero",
     "gene_mean": "gene mean",
     "neighbour_mean": "neighbour mean",
+    "scaled_gene_mean": "gene mean at the spot's depth",
+    "scaled_neighbour_mean": "neighbour mean at the spot's depth",
     "annotation": "annotation (one-hot)",
 }
 
