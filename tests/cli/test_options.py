@@ -65,9 +65,14 @@ def test_transfer_preset_and_flags_that_override_it() -> None:
     model = _pretrain_config("--preset", "transfer").model
     assert model == ModelConfig.transfer()
     assert model.embedding_loss_weight == 1.0 and model.depth_normalize and model.slide_centering
+    assert model.library_target == 100.0
     assert (
         dataclasses.replace(
-            model, embedding_loss_weight=0.0, depth_normalize=False, slide_centering=False
+            model,
+            embedding_loss_weight=0.0,
+            depth_normalize=False,
+            slide_centering=False,
+            library_target=ModelConfig.library_target,
         )
         == ModelConfig()
     )
@@ -76,6 +81,17 @@ def test_transfer_preset_and_flags_that_override_it() -> None:
     ).model
     assert not overridden.slide_centering and overridden.embedding_loss_weight == 0.5
     assert overridden.depth_normalize  # still the preset's
+
+
+def test_weight_decay_is_the_presets_unless_given() -> None:
+    assert _pretrain_config().train.weight_decay == TrainConfig.weight_decay == 1e-4
+    assert _pretrain_config("--preset", "reference").train.weight_decay == 1e-4
+    assert _pretrain_config("--preset", "transfer") == SageFMConfig.transfer()
+    transfer = _pretrain_config("--preset", "transfer", "--seed", "3").train
+    assert transfer == TrainConfig.transfer(seed=3) and transfer.weight_decay == 0.0
+    given = _pretrain_config("--preset", "transfer", "--weight-decay", "1e-3").train
+    assert given.weight_decay == 1e-3
+    assert _pretrain_config("--weight-decay", "0").train.weight_decay == 0.0
 
 
 def test_decoupled_weight_decay_flag() -> None:
@@ -89,7 +105,6 @@ def test_every_training_flag_sets_its_field() -> None:
         "seed": 7,
         "batch_size": 5,
         "learning_rate": 0.5,
-        "weight_decay": 0.25,
         "accelerator": "cpu",
         "devices": 2,
         "num_nodes": 2,
@@ -102,6 +117,7 @@ def test_every_training_flag_sets_its_field() -> None:
         "checkpoint_every_n_steps": 9,
     }
     assert set(changed) == set(TRAIN_FLAGS)
+    changed["weight_decay"] = 0.25  # a flag of its own: its default is the preset's
     argv = [x for name, v in changed.items() for x in (f"--{name.replace('_', '-')}", str(v))]
     config = _pretrain_config(
         *argv, "--hidden-sizes", "8", "4", "--max-genes", "11", "--vocabulary-ranking", "per_slide"

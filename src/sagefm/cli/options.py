@@ -30,7 +30,6 @@ TRAIN_FLAGS = {
     "seed": "seed of the split, initialisation and masks",
     "batch_size": "subgraphs per step",
     "learning_rate": "Adam learning rate",
-    "weight_decay": "Adam weight decay (L2 on the gradient unless --decoupled-weight-decay)",
     "accelerator": "cpu, gpu, auto",
     "devices": "number of devices per node, or 'auto'",
     "num_nodes": "machines",
@@ -98,7 +97,8 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         choices=["default", "transfer", "reference"],
         default="default",
         help="'transfer': for use across patients and batches (--embedding-loss-weight 1 "
-        "--depth-normalize --slide-centering); 'reference': the authors' released code "
+        "--depth-normalize --library-target 100 --slide-centering --weight-decay 0); "
+        "'reference': the authors' released code "
         "(complete graph, no mask indicator)",
     )
     p.add_argument(
@@ -167,6 +167,13 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         kind = str if name == "devices" else type(default)
         p.add_argument(flag(name), type=kind, default=default, help=text)
     p.add_argument(
+        "--weight-decay",
+        type=float,
+        help="Adam weight decay, L2 on the gradient unless --decoupled-weight-decay (default: the "
+        f"preset's, {TrainConfig.transfer().weight_decay:g} for 'transfer', "
+        f"{defaults.weight_decay:g} otherwise)",
+    )
+    p.add_argument(
         "--decoupled-weight-decay",
         action=argparse.BooleanOptionalAction,
         default=defaults.decoupled_weight_decay,
@@ -208,9 +215,12 @@ def config_from_args(args: argparse.Namespace) -> SageFMConfig:
         data = dataclasses.replace(data, neighbour_mask_fraction=0.0, whole_gene_mask_fraction=0.0)
     train = {name: getattr(args, name) for name in TRAIN_FLAGS}
     train["decoupled_weight_decay"] = args.decoupled_weight_decay
+    if args.weight_decay is not None:
+        train["weight_decay"] = args.weight_decay
     devices = str(train["devices"])
     train["devices"] = int(devices) if devices.isdigit() else devices
-    return SageFMConfig(model=model, data=data, train=TrainConfig(**train))
+    preset = TrainConfig.transfer if args.preset == "transfer" else TrainConfig
+    return SageFMConfig(model=model, data=data, train=preset(**train))
 
 
 def add_model_input_output(p: argparse.ArgumentParser, *, output: str) -> None:
