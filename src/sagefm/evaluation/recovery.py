@@ -9,10 +9,10 @@ back to the gene mean). A model that does not beat ``neighbour_mean`` has learne
 spatial smoothing.
 
 ``scaled_gene_mean`` and ``scaled_neighbour_mean`` are the same two means taken after every spot is
-brought to the slide's median visible library (`sagefm.nn.depth.normalize_depth`, as scanpy's
-``normalize_total``), then restored at the predicted spot's own visible library. A model that
-normalises depth gets this for free: with a constant deep path it predicts exactly such a mean, so
-it must beat these too.
+brought to the slide's median library (`sagefm.nn.depth.normalize_depth`, as scanpy's
+``normalize_total``), then restored at the predicted spot's own library (both estimated from the
+visible genes, see `baseline_predictions`). A model that normalises depth gets about this for
+free: with a constant deep path it predicts such a mean, so it must beat these too.
 """
 
 from __future__ import annotations
