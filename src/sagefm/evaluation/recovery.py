@@ -68,7 +68,20 @@ def baseline_predictions(
     """
     visible = ~mask
     shown = np.where(visible, truth, 0.0)
-    gene_mean, nb_mean = _visible_means(shown, visible, neighbours)
+    counts = visible.sum(axis=0)  # (n_genes,) spots showing each gene
+    operator = neighbourhood_matrix(neighbours, include_self=False)
+    nb_count = operator @ visible.astype(np.float64)  # (n_spots, n_genes) neighbours showing it
+
+    def means(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n_genes,) each gene's mean over its visible entries of ``values`` (0 where hidden),
+        and (n_spots, n_genes) its mean over the visible neighbours (the gene mean if none)."""
+        gene = np.divide(
+            values.sum(axis=0), counts, out=np.zeros(values.shape[1]), where=counts > 0
+        )
+        nb = np.where(nb_count > 0, (operator @ values) / np.maximum(nb_count, 1), gene[None, :])
+        return gene, nb
+
+    gene_mean, nb_mean = means(shown)
     share = visible.sum(axis=1) / max(truth.shape[1], 1)
     library = np.expm1(shown).sum(axis=1) / np.maximum(share, 1e-12)
     target = float(np.median(library[library > 0])) if (library > 0).any() else 1.0
@@ -76,7 +89,7 @@ def baseline_predictions(
     scaled = normalize_depth(torch.as_tensor(shown), library_t, target).numpy()
     restored = [
         restore_depth(torch.as_tensor(m), library_t, target).numpy()  # (n_spots, n_genes)
-        for m in _visible_means(scaled, visible, neighbours)
+        for m in means(scaled)
     ]
     return {
         "zero": np.zeros_like(truth),
@@ -85,20 +98,6 @@ def baseline_predictions(
         "scaled_gene_mean": restored[0],
         "scaled_neighbour_mean": restored[1],
     }
-
-
-def _visible_means(
-    shown: np.ndarray, visible: np.ndarray, neighbours: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """(n_genes,) mean of each gene over its visible entries, and (n_spots, n_genes) its mean
-    over each spot's visible neighbours (the gene mean where none is visible)."""
-    counts = visible.sum(axis=0)
-    gene_mean = np.divide(shown.sum(axis=0), counts, out=np.zeros(shown.shape[1]), where=counts > 0)
-    operator = neighbourhood_matrix(neighbours, include_self=False)
-    nb_sum = operator @ shown
-    nb_count = operator @ visible.astype(np.float64)
-    nb_mean = np.where(nb_count > 0, nb_sum / np.maximum(nb_count, 1), gene_mean[None, :])
-    return gene_mean, nb_mean
 
 
 @dataclass
@@ -159,8 +158,9 @@ def masked_gene_recovery(
         mask = random_observed_mask(adata.n_obs, scored, fraction, rng)
         imputed = model.impute(adata, mask, layer_added=None, progress=progress)[:, columns]
         predictions = {"model": imputed.astype(np.float64)}
-        predictions.update(baseline_predictions(truth, mask[:, columns], neighbours))
-        rows, cols = np.nonzero(mask[:, columns])
+        hidden = mask[:, columns]
+        predictions.update(baseline_predictions(truth, hidden, neighbours))
+        rows, cols = np.nonzero(hidden)
         truths.append(truth[rows, cols])
         genes.append(columns[cols])
         for k in names:
