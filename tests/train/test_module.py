@@ -14,7 +14,7 @@ from sagefm.datasets import synthetic_tissue
 from sagefm.errors import ConfigError
 from sagefm.nn import depth
 from sagefm.train.datamodule import slide_means_for
-from sagefm.train.module import PretrainingModule, masked_mse
+from sagefm.train.module import PretrainingModule, clip_norm, masked_mse
 
 CONFIGS = {
     "weighted, standardized": ModelConfig(),
@@ -277,3 +277,21 @@ def test_gradient_clipping_scales_the_global_norm_down_and_keeps_direction() -> 
     assert torch.linalg.vector_norm(
         torch.cat([p.grad.flatten() for p in params])
     ).item() == pytest.approx(1.0, rel=1e-4)
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.0, 3.0])
+def test_clip_norm_equals_torch_clipping(scale: float) -> None:
+    """`clip_norm` leaves the gradients exactly as torch's clip_grad_norm_ does, under, at and
+    over the limit (it only skips torch's multiply by 1)."""
+    torch.manual_seed(1)
+    params = [torch.nn.Parameter(torch.zeros(n)) for n in (7, 3, 11)]
+    grads = [torch.randn(p.shape) for p in params]
+    norm = torch.linalg.vector_norm(torch.cat(grads))
+    grads = [g * scale / norm for g in grads]
+    expected = [torch.nn.Parameter(torch.zeros(n)) for n in (7, 3, 11)]
+    for p, e, g in zip(params, expected, grads, strict=True):
+        p.grad, e.grad = g.clone(), g.clone()
+    clip_norm(params, 1.0)
+    torch.nn.utils.clip_grad_norm_(expected, 1.0, foreach=True)
+    for p, e in zip(params, expected, strict=True):
+        assert torch.equal(p.grad, e.grad)

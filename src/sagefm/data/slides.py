@@ -55,9 +55,10 @@ class PreparedSlide:
     def n_spots(self) -> int:
         return int(self.values.shape[0])
 
-    def visible_rows(self, rows: np.ndarray) -> np.ndarray:
-        """(len(rows), V) bool: observed and not hidden."""
-        visible = np.broadcast_to(self.observed, (len(rows), self.observed.size)).copy()
+    def visible_rows(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(len(rows), V) bool: observed and not hidden; written into ``out`` when given."""
+        visible = np.empty((len(rows), self.observed.size), bool) if out is None else out
+        visible[...] = self.observed
         if self.hidden is not None:
             visible &= ~self.hidden[rows].toarray()
         return visible

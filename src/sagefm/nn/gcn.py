@@ -16,7 +16,13 @@ from torch import nn
 from sagefm.config import ModelConfig
 from sagefm.nn import depth
 from sagefm.nn.inputs import InputScaling
-from sagefm.nn.layers import DenseGCNLayer, activation, mean_over_neighbours, output_activation
+from sagefm.nn.layers import (
+    DenseGCNLayer,
+    activation,
+    mean_over_neighbours,
+    output_activation,
+    project_rows,
+)
 
 
 class SageGCN(InputScaling):
@@ -363,7 +369,7 @@ class SageGCN(InputScaling):
         if adj is None:  # complete graph: project the mean input once per subgraph (see forward)
             projected = first(features[node_rows].mean(dim=1)).unsqueeze(1)  # (B, 1, h_0)
         else:
-            projected = first(features)[node_rows]  # (B, N, h_0)
+            projected = project_rows(first, features)[node_rows]  # (B, N, h_0)
         tap = (
             -1
             if self.embedding_head is None

@@ -24,8 +24,28 @@ from sagefm.nn.gcn import SageGCN
 
 
 def masked_mse(prediction: torch.Tensor, truth: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the ``target`` entries only (B, V) -> scalar."""
-    return (prediction - truth)[target].square().mean()
+    """Mean squared error over the ``target`` entries only (B, V) -> scalar (NaN with none).
+
+    Zeroing the other entries instead of selecting the targets gives the same value and
+    gradient without the boolean index's ``nonzero`` and gather (~1.5 ms per default step)."""
+    error = torch.where(target, prediction - truth, 0.0)
+    return error.square().sum() / target.sum()
+
+
+def clip_norm(parameters: list[torch.Tensor], max_norm: float) -> None:
+    """`torch.nn.utils.clip_grad_norm_` (foreach), without the multiply when it would be by 1.
+
+    torch always multiplies every gradient by ``min(1, max_norm / (norm + 1e-6))`` so that no
+    device has to report the norm to the host; a pass over 10M gradients (~3 ms per default CPU
+    step). On the CPU the norm is already on the host, so the multiply runs only when it clips."""
+    with_grad = [p for p in parameters if p.grad is not None]
+    if not with_grad:
+        return
+    grads = [p.grad for p in with_grad if p.grad is not None]  # (narrowed for mypy)
+    total = torch.nn.utils.get_total_norm(grads, foreach=True)
+    if with_grad[0].device.type == "cpu" and float(total) + 1e-6 <= max_norm:
+        return
+    torch.nn.utils.clip_grads_with_norm_(with_grad, max_norm, total, foreach=True)
 
 
 #: added to each gene's standard deviation (log1p units) before it divides: rarely detected
@@ -141,7 +161,7 @@ class PretrainingModule(L.LightningModule):
         if by_value or self.fp16_scaled:
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
             return
-        torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val, foreach=True)
+        clip_norm(list(self.parameters()), gradient_clip_val)
 
     def configure_optimizers(self) -> Any:
         train = self.config.train
