@@ -134,7 +134,7 @@ def run_benchmark(
                 model.network,
                 model.config,
                 batch_size=config.train.batch_size,
-                n_steps=4 if quick else 10,
+                n_steps=4 if quick else 30,
                 seed=seed,
                 block_size=centre_block_size or config.train.batch_size,
                 precision=run_precision,

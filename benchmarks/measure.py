@@ -129,8 +129,8 @@ def _training_steps(
         collate_s += time.perf_counter() - start
         start = time.perf_counter()
         flops += step(batch)
-        needed += needed_training_flops(collate.model_config, batch)
         step_s += time.perf_counter() - start
+        needed += needed_training_flops(collate.model_config, batch)  # not timed
         distinct += batch.values.shape[0]
     n = n_steps * batch_size
     return {
