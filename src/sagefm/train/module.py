@@ -38,14 +38,13 @@ def clip_norm(parameters: list[torch.Tensor], max_norm: float) -> None:
     torch always multiplies every gradient by ``min(1, max_norm / (norm + 1e-6))`` so that no
     device has to report the norm to the host; a pass over 10M gradients (~3 ms per default CPU
     step). On the CPU the norm is already on the host, so the multiply runs only when it clips."""
-    with_grad = [p for p in parameters if p.grad is not None]
-    if not with_grad:
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
         return
-    grads = [p.grad for p in with_grad if p.grad is not None]  # (narrowed for mypy)
     total = torch.nn.utils.get_total_norm(grads, foreach=True)
-    if with_grad[0].device.type == "cpu" and float(total) + 1e-6 <= max_norm:
+    if grads[0].device.type == "cpu" and float(total) + 1e-6 <= max_norm:
         return
-    torch.nn.utils.clip_grads_with_norm_(with_grad, max_norm, total, foreach=True)
+    torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, total, foreach=True)
 
 
 #: added to each gene's standard deviation (log1p units) before it divides: rarely detected
