@@ -137,19 +137,21 @@ def test_observed_gene_stats_count_only_slides_measuring_the_gene() -> None:
     assert (mean[10:] == 0).all() and (sd[10:] == 0).all()  # measured by no slide
 
 
-def test_cached_adjacency_is_each_subgraphs_own_and_the_cache_is_bounded(monkeypatch) -> None:
-    """The collator's per-slide adjacency cache gives every centre the adjacency computed from its
-    own subgraph's coordinates, and keeps at most `ADJACENCY_CACHE_SLIDES` slides."""
+def test_batch_adjacency_is_each_subgraphs_own_with_its_slides_kernel() -> None:
+    """Every centre of a batch that mixes slides gets the adjacency of its own subgraph, with its
+    own slide's kernel width (the slides differ here by a factor of 2 and 3)."""
+    import dataclasses
+
     from sagefm.data import batches
 
     _, slide = _prepared()
     config = ModelConfig(n_genes=12)
-    monkeypatch.setattr(batches, "ADJACENCY_CACHE_SLIDES", 2)
-    slides = [slide] * 3
+    slides = [dataclasses.replace(slide, bandwidth_um=slide.bandwidth_um * k) for k in (1, 2, 3)]
     collate = SubgraphCollator(slides, config, mask_fraction=0.3, seed=0)
-    spots = np.array([7, 0, 35, 7, 20])
+    spots = np.array([7, 7, 35, 0, 20, 35])
     batch = collate([(s % 3, int(p), 0) for s, p in enumerate(spots)])
     assert batch.adj is not None
-    expected = batches.subgraph_weights(slide, spots, config)
-    np.testing.assert_allclose(batch.adj.numpy(), expected.numpy(), rtol=1e-6, atol=1e-7)
-    assert len(collate._adjacency) == 2  # three slides visited, two kept
+    for b, p in enumerate(spots):
+        expected = batches.subgraph_weights(slides[b % 3], p[None], config)[0]
+        np.testing.assert_allclose(batch.adj[b].numpy(), expected.numpy(), rtol=1e-6, atol=1e-7)
+    assert not np.allclose(batch.adj[0].numpy(), batch.adj[1].numpy())  # same spot, other width
