@@ -95,6 +95,10 @@ class ModelConfig:
     #: (training only; 0 = none). It asks that layer to be a *linear* code of the centre's
     #: hidden genes, as PCA is, rather than one only the deeper layers can read.
     embedding_loss_weight: float = 0.0
+    #: weight of a GraphST-style contrast on the embedding layer (`sagefm.nn.contrast`; training
+    #: only, 0 = none): the centre's embedding must tell its own subgraph's summary from that of
+    #: a subgraph whose nodes were swapped for random spots of the same slide.
+    contrastive_loss_weight: float = 0.0
     #: centre each gene's z-score on the mean of the node's own slide (over the spots that show
     #: the gene, on the scale the network reads) instead of the training corpus's, and add that
     #: shift back to the head's output: a per-slide additive offset of a gene (batch, platform,
@@ -142,6 +146,20 @@ class ModelConfig:
         check_config(
             self.embedding_loss_weight >= 0,
             f"embedding_loss_weight must be >= 0, got {self.embedding_loss_weight}",
+        )
+        check_config(
+            self.contrastive_loss_weight >= 0,
+            f"contrastive_loss_weight must be >= 0, got {self.contrastive_loss_weight}",
+        )
+        check_config(
+            self.contrastive_loss_weight == 0
+            or (
+                self.edge_scheme == "weighted"
+                and self.layer_index(self.embedding_layer) < len(self.hidden_sizes) - 1
+            ),
+            "contrastive_loss_weight needs weighted edges and an embedding layer before the last "
+            "(the contrast summarises the layer's output at every node; the complete graph makes "
+            "every node alike, and the last layer is computed at the centre only)",
         )
         check_config(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
         check_config(

@@ -117,6 +117,13 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         f"default: the preset's, {ModelConfig.embedding_loss_weight:g} for 'default')",
     )
     p.add_argument(
+        "--contrastive-loss-weight",
+        type=float,
+        help="weight of a GraphST-style contrast on the embedding layer: a spot's own "
+        "neighbourhood against one of random spots of its slide (0 = none; default: the "
+        f"preset's, {ModelConfig.contrastive_loss_weight:g} for 'default')",
+    )
+    p.add_argument(
         "--depth-normalize",
         action=argparse.BooleanOptionalAction,
         help="feed each spot at a fixed library of its visible genes (default: the preset's, "
@@ -195,6 +202,7 @@ def config_from_args(args: argparse.Namespace) -> SageFMConfig:
         name: getattr(args, name)
         for name in (
             "embedding_loss_weight",
+            "contrastive_loss_weight",
             "slide_centering",
             "depth_normalize",
             "mask_indicator",

@@ -36,8 +36,8 @@ class SubgraphBatch:
     slide_index: torch.Tensor  # (B,) int64
     spot_index: torch.Tensor  # (B,) int64
     #: with a collator's ``slide_means``: (S, V) the means of the S slides in the batch; with
-    #: ``ModelConfig.slide_library_target``: (S,) their median libraries; with either, (U + B,)
-    #: int64 each node row's slide among them
+    #: ``ModelConfig.slide_library_target``: (S,) their median libraries; (U + B,) int64 each
+    #: node row's slide among them (also what the contrast corrupts within)
     slide_means: torch.Tensor | None = None
     slide_libraries: torch.Tensor | None = None
     row_slide: torch.Tensor | None = None
@@ -191,13 +191,11 @@ class SubgraphCollator:
 
     def _row_slides(
         self, spots: list[tuple[int, np.ndarray]], slide_ids: np.ndarray
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
         """(S, V) ``slide_means`` of the batch's S slides (None without them), (S,) their median
         libraries (None unless ``ModelConfig.slide_library_target``) and (U + B,) each row's
-        position among them (None without either); each is computed once per slide."""
+        position among them; each is computed once per slide."""
         by_library = self.model_config.slide_library_target
-        if self.slide_means is None and not by_library:
-            return None, None, None
         order = [s for s, _ in spots]
         for s in order:
             if self.slide_means is not None and s not in self._means:

@@ -9,12 +9,14 @@ a scatter over an edge list; `DenseGCNLayer` equals `torch_geometric.nn.GCNConv`
 from __future__ import annotations
 
 import itertools
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from sagefm.config import ModelConfig
 from sagefm.nn import depth
+from sagefm.nn.contrast import Discriminator, shuffle_within, summary
 from sagefm.nn.inputs import InputScaling
 from sagefm.nn.layers import (
     DenseGCNLayer,
@@ -23,6 +25,16 @@ from sagefm.nn.layers import (
     output_activation,
     project_rows,
 )
+
+
+class RowPredictions(NamedTuple):
+    """What `SageGCN.predict_rows` returns for B centres."""
+
+    prediction: torch.Tensor  #: (B, V) the head's
+    #: (B, V) the embedding head's, from the centre's embedding layer (embedding_loss_weight)
+    from_embedding: torch.Tensor | None = None
+    #: (B, 2) the contrast's discriminator logits, real then corrupted (contrastive_loss_weight)
+    contrast: torch.Tensor | None = None
 
 
 class SageGCN(InputScaling):
@@ -69,6 +81,10 @@ class SageGCN(InputScaling):
             nn.Linear(config.embedding_dim, config.n_genes)
             if config.embedding_loss_weight > 0
             else None
+        )
+        # The contrast's discriminator (ModelConfig.contrastive_loss_weight): training only.
+        self.discriminator = (
+            Discriminator(config.embedding_dim) if config.contrastive_loss_weight > 0 else None
         )
         # z-scores of the input (ModelConfig.standardize_input): fixed, saved with the weights.
         # The identity until `set_input_scaling` is called with the training data's statistics.
@@ -208,8 +224,9 @@ class SageGCN(InputScaling):
     def _encode(
         self, projected: torch.Tensor, adj: torch.Tensor | None, *, stop: int, tap: int = -1
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`encode` up to layer ``stop`` (>= 0), and the centre row of layer ``tap`` on the way
-        (None when ``tap`` is -1 or above ``stop``): both (B, h) from one pass."""
+        """`encode` up to layer ``stop`` (>= 0), (B, h), and the output of layer ``tap`` on the
+        way (None when ``tap`` is -1 or above ``stop``): (B, N, h) at every node below ``stop``,
+        (B, 1, h) the centre's at ``stop``. One pass."""
         h, tapped = projected, None
         for i, gcn in enumerate(self.gcn_layers[: stop + 1]):
             last = i == stop
@@ -221,7 +238,7 @@ class SageGCN(InputScaling):
                 h = gcn.propagate(adj, gcn.linear(h) if i > 0 else h)
             h = self.act(h)
             if i == tap:
-                tapped = h[:, 0, :]
+                tapped = h
             if not last:
                 h = self.dropout(h)
         return h[:, 0, :], tapped
@@ -348,7 +365,8 @@ class SageGCN(InputScaling):
         adj: torch.Tensor | None,
         slide_mean: torch.Tensor | None = None,
         slide_library: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        row_group: torch.Tensor | None = None,
+    ) -> RowPredictions:
         """`forward`'s prediction on one matrix of node rows (the training path): the same result,
         one projection.
 
@@ -356,25 +374,22 @@ class SageGCN(InputScaling):
         hidden) among them; node_rows: (B, N) rows into them, column 0 = the centre's row. All R
         rows go through the first layer in one matmul, shared by every subgraph that contains them.
         ``slide_mean`` (R, V): each row's slide's `slide_input_mean`, with ``slide_centering``;
-        ``slide_library`` (R,): its median library, with ``slide_library_target``.
-        Returns (prediction (B, V), the embedding head's prediction (B, V) from the centre's
-        embedding layer, or None without ``ModelConfig.embedding_loss_weight``).
+        ``slide_library`` (R,): its median library, with ``slide_library_target``; ``row_group``
+        (R,): each row's slide, within which the contrast corrupts (None: one group).
         """
         library = (
             self.visible_library(values, slide_library) if self.config.depth_normalize else None
         )
         values = self._depth_scaled(values, library)
         features = self._input_features(values, visible, slide_mean)  # (R, F), or more rows
-        first = self.first_layer.linear
+        first, rows = self.first_layer.linear, None
         if adj is None:  # complete graph: project the mean input once per subgraph (see forward)
             projected = first(features[node_rows].mean(dim=1)).unsqueeze(1)  # (B, 1, h_0)
         else:
-            projected = project_rows(first, features)[node_rows]  # (B, N, h_0)
-        tap = (
-            -1
-            if self.embedding_head is None
-            else self.config.layer_index(self.config.embedding_layer)
-        )
+            rows = project_rows(first, features)  # (R, h_0)
+            projected = rows[node_rows]  # (B, N, h_0)
+        tapping = self.embedding_head is not None or self.discriminator is not None
+        tap = self.config.layer_index(self.config.embedding_layer) if tapping else -1
         embedding, tapped = self._encode(
             projected, adj, stop=len(self.config.hidden_sizes) - 1, tap=tap
         )
@@ -389,11 +404,19 @@ class SageGCN(InputScaling):
         prediction = self.reconstruct(
             embedding, skip, library=centre_library, slide_mean=centre_mean
         )
-        if self.embedding_head is None or tapped is None:
-            return prediction, None
-        library = None if centre_library is None else centre_library.unsqueeze(-1)
-        from_embedding = self.embedding_head(tapped)
-        shift = self.output_shift(centre_mean)
-        if shift is not None:
-            from_embedding = from_embedding + shift
-        return prediction, self._output(from_embedding, library)
+        out = RowPredictions(prediction)
+        if self.embedding_head is not None and tapped is not None:
+            from_embedding = self.embedding_head(tapped[:, 0])
+            shift = self.output_shift(centre_mean)
+            if shift is not None:
+                from_embedding = from_embedding + shift
+            library = None if centre_library is None else centre_library.unsqueeze(-1)
+            out = out._replace(from_embedding=self._output(from_embedding, library))
+        if self.discriminator is not None and tapped is not None and rows is not None:
+            groups = centres.new_zeros(rows.shape[0]) if row_group is None else row_group
+            corrupted = rows[shuffle_within(groups)][node_rows]
+            fake = self._encode(corrupted, adj, stop=tap, tap=tap)[1]
+            assert fake is not None
+            contrast = self.discriminator(tapped[:, 0], fake[:, 0], summary(tapped))
+            out = out._replace(contrast=contrast)
+        return out

@@ -20,6 +20,7 @@ import torch
 from sagefm.config import SageFMConfig
 from sagefm.data.batches import SubgraphBatch
 from sagefm.errors import TrainingError
+from sagefm.nn.contrast import contrast_loss
 from sagefm.nn.gcn import SageGCN
 
 
@@ -86,28 +87,55 @@ class PretrainingModule(L.LightningModule):
     def loss(self, batch: SubgraphBatch, *, auxiliary: bool = True) -> torch.Tensor:
         """The objective on one batch: masked MSE on the hidden genes of `SageGCN.predict_rows`
         (the plain forward pass with every node row projected in one matmul), plus, with
-        ``auxiliary``, ``embedding_loss_weight`` times that of the embedding head when the model
-        has one. Validation leaves it out, so that val_loss is the same measure for every model."""
-        prediction, from_embedding = self.network.predict_rows(
+        ``auxiliary``, ``embedding_loss_weight`` times that of the embedding head and
+        ``contrastive_loss_weight`` times the contrast's (`sagefm.nn.contrast`) when the model
+        has them. Validation leaves them out, so that val_loss is the same measure for every
+        model."""
+        return self._weighted(self.loss_terms(batch, auxiliary=auxiliary))
+
+    def _weighted(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The sum of `loss_terms`, each auxiliary term times its weight."""
+        model = self.config.model
+        weights = {
+            "embedding": model.embedding_loss_weight,
+            "contrast": model.contrastive_loss_weight,
+        }
+        total = terms["masked_mse"]
+        for name, weight in weights.items():
+            if name in terms:
+                total = total + weight * terms[name]
+        return total
+
+    def loss_terms(
+        self, batch: SubgraphBatch, *, auxiliary: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """The unweighted terms of `loss`: "masked_mse", and with ``auxiliary`` "embedding" and
+        "contrast" where the model has them."""
+        out = self.network.predict_rows(
             batch.node_values,
             batch.node_visible,
             batch.node_rows,
             batch.adj,
             slide_mean=batch.row_slide_mean,
             slide_library=batch.row_slide_library,
+            row_group=batch.row_slide,
         )
-        loss = masked_mse(prediction, batch.centre_truth, batch.target)
-        if from_embedding is None or not auxiliary:
-            return loss
-        weight = self.config.model.embedding_loss_weight
-        return loss + weight * masked_mse(from_embedding, batch.centre_truth, batch.target)
+        terms = {"masked_mse": masked_mse(out.prediction, batch.centre_truth, batch.target)}
+        if auxiliary and out.from_embedding is not None:
+            terms["embedding"] = masked_mse(out.from_embedding, batch.centre_truth, batch.target)
+        if auxiliary and out.contrast is not None:
+            terms["contrast"] = contrast_loss(out.contrast)
+        return terms
 
     def _slides_of(self, batch: SubgraphBatch) -> list[str]:
         ids = sorted(set(batch.slide_index.tolist()))
         return [self.slide_names[i] if i < len(self.slide_names) else str(i) for i in ids]
 
     def training_step(self, batch: SubgraphBatch, batch_idx: int) -> torch.Tensor:
-        loss = self.loss(batch)
+        terms = self.loss_terms(batch)
+        loss = self._weighted(terms)
+        if "contrast" in terms:  # log 2 = 0.69: the discriminator cannot tell the pairs apart
+            self.log("train_contrast", terms["contrast"], on_step=True, on_epoch=True)
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"non-finite training loss ({loss.item()}) at global step {self.global_step}, epoch "
