@@ -65,11 +65,12 @@ def test_transfer_preset_and_flags_that_override_it() -> None:
     model = _pretrain_config("--preset", "transfer").model
     assert model == ModelConfig.transfer()
     assert model.embedding_loss_weight == 1.0 and model.depth_normalize and model.slide_centering
-    assert model.library_target == 100.0
+    assert model.library_target == 100.0 and model.contrastive_loss_weight == 1.0
     assert (
         dataclasses.replace(
             model,
             embedding_loss_weight=0.0,
+            contrastive_loss_weight=0.0,
             depth_normalize=False,
             slide_centering=False,
             library_target=ModelConfig.library_target,
@@ -77,9 +78,16 @@ def test_transfer_preset_and_flags_that_override_it() -> None:
         == ModelConfig()
     )
     overridden = _pretrain_config(
-        "--preset", "transfer", "--no-slide-centering", "--embedding-loss-weight", "0.5"
+        "--preset",
+        "transfer",
+        "--no-slide-centering",
+        "--embedding-loss-weight",
+        "0.5",
+        "--contrastive-loss-weight",
+        "0",
     ).model
     assert not overridden.slide_centering and overridden.embedding_loss_weight == 0.5
+    assert overridden.contrastive_loss_weight == 0.0
     assert overridden.depth_normalize  # still the preset's
 
 

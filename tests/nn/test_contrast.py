@@ -118,3 +118,29 @@ def test_contrast_needs_weighted_edges_and_an_early_embedding_layer() -> None:
     assert gcn.SageGCN(ModelConfig(n_genes=4, hidden_sizes=(8, 4))).discriminator is None
     net = gcn.SageGCN(ModelConfig(n_genes=4, hidden_sizes=(8, 4), contrastive_loss_weight=0.1))
     assert net.discriminator is not None
+
+
+def test_pretraining_with_the_contrast_logs_it_and_saves_a_loadable_model(tmp_path) -> None:
+    """Through the Trainer under bf16 autocast: the contrast's epoch means are logged and finite,
+    and the saved model (with its discriminator) loads and embeds."""
+    import numpy as np
+    import pandas as pd
+
+    from sagefm.config import SageFMConfig, TrainConfig
+    from sagefm.datasets import synthetic_tissue
+    from sagefm.model import SageFM
+    from sagefm.train.pretrain import pretrain
+
+    slides = synthetic_tissue(n_slides=2, grid_rows=6, grid_cols=6, n_genes=40, seed=3)
+    config = SageFMConfig(
+        model=ModelConfig(hidden_sizes=(16, 8, 8), contrastive_loss_weight=1.0),
+        train=TrainConfig(max_epochs=2, batch_size=16, accelerator="cpu", precision="bf16-mixed"),
+    )
+    pretrain(slides[:1], val_slides=slides[1:], output=tmp_path, config=config, progress=False)
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    per_epoch = metrics["train_contrast_epoch"].dropna().to_numpy()
+    assert per_epoch.size == 2 and np.isfinite(per_epoch).all() and (per_epoch > 0).all()
+    model = SageFM.load(tmp_path / "best")
+    assert model.network.discriminator is not None
+    embedding = model.embed(slides[1])
+    assert embedding.shape == (slides[1].n_obs, 16) and np.isfinite(embedding).all()

@@ -97,6 +97,7 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         choices=["default", "transfer", "reference"],
         default="default",
         help="'transfer': for use across patients and batches (--embedding-loss-weight 1 "
+        "--contrastive-loss-weight 1 "
         "--depth-normalize --library-target 100 --slide-centering --weight-decay 0); "
         "'reference': the authors' released code "
         "(complete graph, no mask indicator)",

@@ -135,7 +135,8 @@ class PretrainingModule(L.LightningModule):
         terms = self.loss_terms(batch)
         loss = self._weighted(terms)
         if "contrast" in terms:  # log 2 = 0.69: the discriminator cannot tell the pairs apart
-            self.log("train_contrast", terms["contrast"], on_step=True, on_epoch=True)
+            n_centres = batch.node_index.shape[0]
+            self.log("train_contrast", terms["contrast"], on_epoch=True, batch_size=n_centres)
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"non-finite training loss ({loss.item()}) at global step {self.global_step}, epoch "
