@@ -195,8 +195,9 @@ class ModelConfig:
     def transfer(cls, n_genes: int = 0) -> ModelConfig:
         """For use across patients and batches: the embedding-layer loss (weight 1), the
         contrast (weight 1), depth normalisation to 100 visible counts and slide centring on top
-        of the defaults; train it with `TrainConfig.transfer`. On DLPFC + her2st it beat the defaults on label transfer,
-        recovery, domains and phenotypes, and lost on perturbation (README, "Slide centring").
+        of the defaults; train it with `TrainConfig.transfer`. On DLPFC + her2st it beat the
+        defaults on label transfer, recovery, domains and phenotypes, and lost on perturbation
+        (README, "Slide centring").
         T = 100 with no weight decay gave the best domains of any model in two seeds (README,
         "Weight decay off and T = 100 in the transfer preset"), and the contrast (weight 1)
         raised them again and lowered the depth correlation, at the same validation loss

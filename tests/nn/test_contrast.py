@@ -144,3 +144,27 @@ def test_pretraining_with_the_contrast_logs_it_and_saves_a_loadable_model(tmp_pa
     assert model.network.discriminator is not None
     embedding = model.embed(slides[1])
     assert embedding.shape == (slides[1].n_obs, 16) and np.isfinite(embedding).all()
+
+
+def test_without_row_groups_the_contrast_permutes_the_real_rows_only(monkeypatch) -> None:
+    """Under bf16 autocast the first layer's rows are padded with zero rows; a batch without row
+    groups must still be corrupted with real rows only (one group of the R rows)."""
+    slides, n_genes = _slides()
+    plan = _plan(ModelConfig(contrastive_loss_weight=1.0), n_genes)
+    collate = SubgraphCollator(slides, plan.network.config, **DataConfig().masking(), seed=3)
+    batch = collate([(s, p, 0) for s in range(3) for p in range(0, 40, 5)])
+    seen: list[torch.Tensor] = []
+
+    def recorded(groups: torch.Tensor) -> torch.Tensor:
+        seen.append(groups)
+        return shuffle_within(groups)
+
+    monkeypatch.setattr(gcn, "shuffle_within", recorded)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = plan.network.predict_rows(
+            batch.node_values, batch.node_visible, batch.node_rows, batch.adj
+        )
+    n_rows = batch.node_values.shape[0]
+    assert n_rows % 64 != 0  # so that padding happens
+    assert len(seen) == 1 and seen[0].shape == (n_rows,) and not seen[0].any()
+    assert out.contrast is not None and torch.isfinite(out.contrast).all()

@@ -226,8 +226,8 @@ class SubgraphCollator:
         (B, N) node rows into them and the adjacency (None for the complete graph).
 
         The adjacency is computed for the batch's B subgraphs in one call (about 0.1 ms for 64),
-        each with its own slide's kernel width. A per-slide cache of whole-slide adjacencies did
-        not pay: a default batch draws from ~20 slides, more than any bounded cache keeps.
+        each with its own slide's kernel width. A cache of whole-slide adjacencies (8 slides) did
+        not pay: a default batch draws from ~20 slides, so it recomputed most of them per batch.
         """
         n_nodes = self.slides[0].neighbours.shape[1]
         node_index = np.empty((slide_ids.size, n_nodes), dtype=np.int64)

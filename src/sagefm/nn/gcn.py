@@ -413,7 +413,8 @@ class SageGCN(InputScaling):
             library = None if centre_library is None else centre_library.unsqueeze(-1)
             out = out._replace(from_embedding=self._output(from_embedding, library))
         if self.discriminator is not None and tapped is not None and rows is not None:
-            groups = centres.new_zeros(rows.shape[0]) if row_group is None else row_group
+            # the R real rows: under autocast ``rows`` may carry zero rows of padding after them
+            groups = centres.new_zeros(values.shape[0]) if row_group is None else row_group
             corrupted = rows[shuffle_within(groups)][node_rows]
             fake = self._encode(corrupted, adj, stop=tap, tap=tap)[1]
             assert fake is not None
