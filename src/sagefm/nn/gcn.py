@@ -415,9 +415,7 @@ class SageGCN(InputScaling):
         if self.discriminator is not None and tapped is not None and rows is not None:
             # the R real rows: under autocast ``rows`` may carry zero rows of padding after them
             groups = centres.new_zeros(values.shape[0]) if row_group is None else row_group
-            corrupted = rows[shuffle_within(groups)][node_rows]
-            fake = self._encode(corrupted, adj, stop=tap, tap=tap)[1]
-            assert fake is not None
-            contrast = self.discriminator(tapped[:, 0], fake[:, 0], summary(tapped))
+            fake = self.encode(rows[shuffle_within(groups)][node_rows], adj, layer=tap)  # (B, h)
+            contrast = self.discriminator(tapped[:, 0], fake, summary(tapped))
             out = out._replace(contrast=contrast)
         return out
