@@ -105,109 +105,6 @@ class SageGCN(InputScaling):
         """The GCN layers, typed (ModuleList indexing loses the element type)."""
         return [layer for layer in self.layers if isinstance(layer, DenseGCNLayer)]
 
-    def project(
-        self,
-        values: torch.Tensor,
-        visible: torch.Tensor | None = None,
-        *,
-        observed: torch.Tensor | None = None,
-        hidden: torch.Tensor | None = None,
-        library: torch.Tensor | None = None,
-        slide_mean: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The first layer's linear map of U node inputs -> (U, h_0), before propagation.
-
-        The map is linear and per node, so a spot is projected once and its row shared by every
-        subgraph that contains it. ``values`` (U, V), dense or sparse CSR: the visible values (0
-        where hidden), log1p counts; with depth normalisation they are first rescaled to a fixed
-        visible library (``library`` (U,), default `visible_library` of ``values``). Visibility is
-        either ``visible`` (U, V) dense 0/1, or sparse for the spots of
-        one slide: ``observed`` (V,) the slide's measured genes and ``hidden`` an optional (U, V)
-        CSR 0/1 of observed entries hidden in those spots. Then the visibility term is one vector
-        for the slide minus a sparse correction, so the dense (U, 2V) input is never built and the
-        value term costs nnz x h_0 instead of U x V x h_0 multiply-adds. ``slide_mean`` (V,):
-        the nodes' slide's `slide_input_mean`, needed with ``ModelConfig.slide_centering``.
-        """
-        return self._project_scaled(
-            self._depth_scaled(values, library),
-            visible,
-            observed=observed,
-            hidden=hidden,
-            slide_mean=slide_mean,
-        )
-
-    def _project_scaled(
-        self,
-        values: torch.Tensor,
-        visible: torch.Tensor | None = None,
-        *,
-        observed: torch.Tensor | None = None,
-        hidden: torch.Tensor | None = None,
-        slide_mean: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """`project` of values already on the input scale (see there); ``slide_mean`` may also
-        be one row per node (U, V) with dense ``visible``."""
-        if (visible is None) == (observed is None):
-            raise ValueError("pass either visible or observed (with an optional hidden)")
-        if slide_mean is not None and slide_mean.dim() > 1 and self.config.slide_centering:
-            assert visible is not None, "per-node slide means need dense visibility"
-            features = self._input_features(values, visible, slide_mean)
-            return self.first_layer.linear(features)[: values.shape[0]]
-        w_value, w_visible = self._input_weights(slide_mean=slide_mean)
-        if values.layout == torch.strided:
-            out = values @ w_value.T
-        else:
-            # Row-major (V, h_0) copies: sparse @ dense reads one dense row per non-zero, and rows
-            # of a transposed view are strided columns (~30x slower on CPU).
-            out = torch.sparse.mm(values, w_value.T.contiguous())
-        if w_visible is None:
-            return out
-        if visible is not None:
-            return out + visible @ w_visible.T
-        assert observed is not None  # checked above
-        out = out + w_visible @ observed.to(w_visible.dtype)
-        if hidden is not None:
-            out = out - torch.sparse.mm(hidden, w_visible.T.contiguous())
-        return out
-
-    def input_delta(
-        self,
-        genes: torch.Tensor,
-        values: torch.Tensor,
-        visible: torch.Tensor,
-        new_values: torch.Tensor,
-        new_visible: torch.Tensor,
-        *,
-        library: torch.Tensor | None = None,
-        slide_mean: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Change (..., h_0) of a node's first-layer projection when its input of gene ``genes``
-        goes from (``values``, ``visible``) to (``new_values``, ``new_visible``).
-
-        All arguments broadcast to one shape (...): ``genes`` int64 vocabulary positions, values
-        the shown values (0 where hidden), visibility 0/1. Clamping gene g to v is
-        ``new = (v, 1)``, hiding it ``new = (0, 0)``. The first layer is linear, so adding the
-        delta to `project`'s row equals projecting the changed input.
-
-        With depth normalisation, ``library`` (broadcasting likewise) is the node's visible
-        library *before* the change, and the change is made at that fixed library: the other genes'
-        normalised values and the node's size factor stay as they were (the exact change would
-        rescale every gene of the node; `forward` with ``library`` gives the same semantics).
-        ``slide_mean`` (V,): the nodes' slide's, with ``ModelConfig.slide_centering``.
-        """
-        if self.config.depth_normalize:
-            if library is None:
-                raise ValueError("this model normalises depth: pass the nodes' library")
-            target = self.config.library_target
-            values = depth.normalize_depth(values, library, target)
-            new_values = depth.normalize_depth(new_values, library, target)
-        w_value, w_visible = self._input_weights(genes.reshape(-1), slide_mean)  # (h_0, G)
-        out = (new_values - values).unsqueeze(-1) * w_value.T.reshape(*genes.shape, -1)
-        if w_visible is not None:
-            flag = (new_visible - visible).unsqueeze(-1)
-            out = out + flag * w_visible.T.reshape(*genes.shape, -1)
-        return out
-
     def encode(
         self, projected: torch.Tensor, adj: torch.Tensor | None, *, layer: int = -1
     ) -> torch.Tensor:
@@ -415,7 +312,22 @@ class SageGCN(InputScaling):
         if self.discriminator is not None and tapped is not None and rows is not None:
             # the R real rows: under autocast ``rows`` may carry zero rows of padding after them
             groups = centres.new_zeros(values.shape[0]) if row_group is None else row_group
-            fake = self.encode(rows[shuffle_within(groups)][node_rows], adj, layer=tap)  # (B, h)
-            contrast = self.discriminator(tapped[:, 0], fake, summary(tapped))
-            out = out._replace(contrast=contrast)
+            out = out._replace(contrast=self._contrast(rows, groups, node_rows, adj, tapped, tap))
         return out
+
+    def _contrast(
+        self,
+        rows: torch.Tensor,
+        groups: torch.Tensor,
+        node_rows: torch.Tensor,
+        adj: torch.Tensor | None,
+        tapped: torch.Tensor,
+        tap: int,
+    ) -> torch.Tensor:
+        """(B, 2) the discriminator's logits (`sagefm.nn.contrast`): the real centre embeddings
+        (``tapped`` (B, N, h), layer ``tap`` at every node) and those of the subgraphs whose
+        first-layer rows (``rows`` (R', h_0), R' >= R) were permuted within their ``groups``
+        (R,), both against the real subgraphs' summaries."""
+        assert self.discriminator is not None
+        fake = self.encode(rows[shuffle_within(groups)][node_rows], adj, layer=tap)  # (B, h)
+        return self.discriminator(tapped[:, 0], fake, summary(tapped))

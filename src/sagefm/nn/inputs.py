@@ -1,6 +1,7 @@
 """The network's input side: z-scores (corpus or slide centred), depth normalisation, the first
-layer's weights with the z-scores folded in, and the skip path's neighbour mean on that scale
-(`InputScaling`, a base of `SageGCN`)."""
+layer's weights with the z-scores folded in, its linear map of node inputs (`project`, dense or
+sparse) and how that map changes when one gene's input changes (`input_delta`), and the skip
+path's neighbour mean on that scale (`InputScaling`, a base of `SageGCN`)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ AUTOCAST_ROW_MULTIPLE = 64
 
 
 class InputScaling(nn.Module):
-    """How `SageGCN` turns node inputs into first-layer features; its ``input_mean`` and
-    ``input_scale`` buffers (with ``ModelConfig.standardize_input``) are saved with the weights."""
+    """How `SageGCN` turns node inputs into first-layer features and projections; its
+    ``input_mean`` and ``input_scale`` buffers (with ``ModelConfig.standardize_input``) are saved
+    with the weights."""
 
     config: ModelConfig
     layers: nn.ModuleList
@@ -133,6 +135,109 @@ class InputScaling(nn.Module):
     def first_layer(self) -> DenseGCNLayer:
         """The first GCN layer (the one that reads the node inputs)."""
         return cast(DenseGCNLayer, self.layers[0])
+
+    def project(
+        self,
+        values: torch.Tensor,
+        visible: torch.Tensor | None = None,
+        *,
+        observed: torch.Tensor | None = None,
+        hidden: torch.Tensor | None = None,
+        library: torch.Tensor | None = None,
+        slide_mean: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The first layer's linear map of U node inputs -> (U, h_0), before propagation.
+
+        The map is linear and per node, so a spot is projected once and its row shared by every
+        subgraph that contains it. ``values`` (U, V), dense or sparse CSR: the visible values (0
+        where hidden), log1p counts; with depth normalisation they are first rescaled to a fixed
+        visible library (``library`` (U,), default `visible_library` of ``values``). Visibility is
+        either ``visible`` (U, V) dense 0/1, or sparse for the spots of
+        one slide: ``observed`` (V,) the slide's measured genes and ``hidden`` an optional (U, V)
+        CSR 0/1 of observed entries hidden in those spots. Then the visibility term is one vector
+        for the slide minus a sparse correction, so the dense (U, 2V) input is never built and the
+        value term costs nnz x h_0 instead of U x V x h_0 multiply-adds. ``slide_mean`` (V,):
+        the nodes' slide's `slide_input_mean`, needed with ``ModelConfig.slide_centering``.
+        """
+        return self._project_scaled(
+            self._depth_scaled(values, library),
+            visible,
+            observed=observed,
+            hidden=hidden,
+            slide_mean=slide_mean,
+        )
+
+    def _project_scaled(
+        self,
+        values: torch.Tensor,
+        visible: torch.Tensor | None = None,
+        *,
+        observed: torch.Tensor | None = None,
+        hidden: torch.Tensor | None = None,
+        slide_mean: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`project` of values already on the input scale (see there); ``slide_mean`` may also
+        be one row per node (U, V) with dense ``visible``."""
+        if (visible is None) == (observed is None):
+            raise ValueError("pass either visible or observed (with an optional hidden)")
+        if slide_mean is not None and slide_mean.dim() > 1 and self.config.slide_centering:
+            assert visible is not None, "per-node slide means need dense visibility"
+            features = self._input_features(values, visible, slide_mean)
+            return self.first_layer.linear(features)[: values.shape[0]]
+        w_value, w_visible = self._input_weights(slide_mean=slide_mean)
+        if values.layout == torch.strided:
+            out = values @ w_value.T
+        else:
+            # Row-major (V, h_0) copies: sparse @ dense reads one dense row per non-zero, and rows
+            # of a transposed view are strided columns (~30x slower on CPU).
+            out = torch.sparse.mm(values, w_value.T.contiguous())
+        if w_visible is None:
+            return out
+        if visible is not None:
+            return out + visible @ w_visible.T
+        assert observed is not None  # checked above
+        out = out + w_visible @ observed.to(w_visible.dtype)
+        if hidden is not None:
+            out = out - torch.sparse.mm(hidden, w_visible.T.contiguous())
+        return out
+
+    def input_delta(
+        self,
+        genes: torch.Tensor,
+        values: torch.Tensor,
+        visible: torch.Tensor,
+        new_values: torch.Tensor,
+        new_visible: torch.Tensor,
+        *,
+        library: torch.Tensor | None = None,
+        slide_mean: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Change (..., h_0) of a node's first-layer projection when its input of gene ``genes``
+        goes from (``values``, ``visible``) to (``new_values``, ``new_visible``).
+
+        All arguments broadcast to one shape (...): ``genes`` int64 vocabulary positions, values
+        the shown values (0 where hidden), visibility 0/1. Clamping gene g to v is
+        ``new = (v, 1)``, hiding it ``new = (0, 0)``. The first layer is linear, so adding the
+        delta to `project`'s row equals projecting the changed input.
+
+        With depth normalisation, ``library`` (broadcasting likewise) is the node's visible
+        library *before* the change, and the change is made at that fixed library: the other genes'
+        normalised values and the node's size factor stay as they were (the exact change would
+        rescale every gene of the node; `forward` with ``library`` gives the same semantics).
+        ``slide_mean`` (V,): the nodes' slide's, with ``ModelConfig.slide_centering``.
+        """
+        if self.config.depth_normalize:
+            if library is None:
+                raise ValueError("this model normalises depth: pass the nodes' library")
+            target = self.config.library_target
+            values = depth.normalize_depth(values, library, target)
+            new_values = depth.normalize_depth(new_values, library, target)
+        w_value, w_visible = self._input_weights(genes.reshape(-1), slide_mean)  # (h_0, G)
+        out = (new_values - values).unsqueeze(-1) * w_value.T.reshape(*genes.shape, -1)
+        if w_visible is not None:
+            flag = (new_visible - visible).unsqueeze(-1)
+            out = out + flag * w_visible.T.reshape(*genes.shape, -1)
+        return out
 
     def _input_features(
         self, values: torch.Tensor, visible: torch.Tensor, slide_mean: torch.Tensor | None = None
