@@ -329,5 +329,6 @@ class SageGCN(InputScaling):
         first-layer rows (``rows`` (R', h_0), R' >= R) were permuted within their ``groups``
         (R,), both against the real subgraphs' summaries."""
         assert self.discriminator is not None
-        fake = self.encode(rows[shuffle_within(groups)][node_rows], adj, layer=tap)  # (B, h)
+        # index the B x N node rows through the permutation: no permuted copy of all R rows
+        fake = self.encode(rows[shuffle_within(groups)[node_rows]], adj, layer=tap)  # (B, h)
         return self.discriminator(tapped[:, 0], fake, summary(tapped))
