@@ -169,7 +169,7 @@ def training_benchmark(
     )
     plan = PretrainingModule(dataclasses.replace(config, model=model_config))
     plan.network.load_state_dict(network.state_dict())
-    optimizer = plan.configure_optimizers()["optimizer"]
+    optimizer = plan.build_optimizer()
 
     def our_step(batch: SubgraphBatch) -> float:
         _default_step(plan, optimizer, batch, precision)
@@ -385,7 +385,7 @@ def epoch_benchmark(
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, n_genes=n_genes))
     torch.manual_seed(0)
     plan = PretrainingModule(config, gene_stats=observed_gene_stats(slides, n_genes))
-    optimizer = plan.configure_optimizers()["optimizer"]
+    optimizer = plan.build_optimizer()
     loader = SubgraphDataModule(slides, [], config).train_dataloader()
     _reset_peak_rss()
     before = _rss_mb()

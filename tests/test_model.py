@@ -232,6 +232,10 @@ def test_input_scaling_is_the_training_data_and_survives_loading(trained) -> Non
     assert model.config.model.mask_indicator is False  # the default now
     del raw["model"]["mask_indicator"]
     assert SageFMConfig.from_dict(raw).model.mask_indicator is True
+    # ... and one without lr_schedule was trained (and adapts) on the only schedule then, plateau
+    assert raw["train"]["lr_schedule"] == "cosine"  # the default now
+    del raw["train"]["lr_schedule"]
+    assert SageFMConfig.from_dict(raw).train.lr_schedule == "plateau"
 
 
 def test_adapt_continues_from_the_model(trained, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ Activation = Literal["leaky_relu", "relu", "gelu"]
 EdgeScheme = Literal["weighted", "complete"]
 GraphNorm = Literal["symmetric", "row"]
 OutputActivation = Literal["relu", "softplus", "none"]
+LrSchedule = Literal["plateau", "cosine"]
 VocabularyRanking = Literal["mean", "per_slide"]
 
 
@@ -302,7 +303,11 @@ class TrainConfig:
     decoupled_weight_decay: bool = False
     batch_size: int = 64
     max_epochs: int = 20
-    #: ReduceLROnPlateau on the validation loss
+    #: "cosine": decay from ``learning_rate`` to 0 over the run's steps (the default since
+    #: 2026-12-05: stronger perturbation effects on both tuning sections in two seeds, README
+    #: "A cosine schedule"); "plateau": ReduceLROnPlateau on the validation loss
+    #: (``lr_patience``, ``lr_factor``), kept by `transfer` and `reference`
+    lr_schedule: LrSchedule = "cosine"
     lr_patience: int = 2
     lr_factor: float = 0.5
     #: stop when the validation loss has not improved for this many epochs (0 = never)
@@ -339,6 +344,10 @@ class TrainConfig:
         check_config(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
         check_config(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         check_config(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        check_config(
+            self.lr_schedule in get_args(LrSchedule),
+            f"lr_schedule must be one of {get_args(LrSchedule)}, got {self.lr_schedule!r}",
+        )
         check_config(self.max_epochs >= 1, f"max_epochs must be >= 1, got {self.max_epochs}")
         check_config(
             0.0 <= self.val_fraction < 1.0,
@@ -357,7 +366,12 @@ class TrainConfig:
         deep layers when the normalised values are small (T = 100: every dimension of layers
         1–4 constant after 6 epochs), and the head then reads a constant (README, "The deep
         layers die under Adam's coupled weight decay")."""
-        return cls(**{"weight_decay": 0.0, **changes})
+        return cls(**{"weight_decay": 0.0, "lr_schedule": "plateau", **changes})
+
+    @classmethod
+    def reference(cls, **changes: Any) -> TrainConfig:
+        """Training for `ModelConfig.reference`: the released code's ReduceLROnPlateau."""
+        return cls(**{"lr_schedule": "plateau", **changes})
 
 
 @dataclass(frozen=True)
@@ -388,10 +402,12 @@ class SageFMConfig:
             model.setdefault("mask_indicator", True)  # the default until 2026-12-04
             if "hidden_sizes" in model:
                 model["hidden_sizes"] = tuple(int(h) for h in model["hidden_sizes"])
+            train = dict(raw.get("train", {}))
+            train.setdefault("lr_schedule", "plateau")  # the only schedule until 2026-12-05
             return cls(
                 model=ModelConfig(**model),
                 data=DataConfig(**raw.get("data", {})),
-                train=TrainConfig(**raw.get("train", {})),
+                train=TrainConfig(**train),
             )
         except TypeError as exc:
             raise ConfigError(f"configuration has unknown or missing fields: {exc}") from exc

@@ -102,6 +102,16 @@ def test_weight_decay_is_the_presets_unless_given() -> None:
     assert _pretrain_config("--weight-decay", "0").train.weight_decay == 0.0
 
 
+def test_lr_schedule_is_the_presets_unless_given() -> None:
+    assert _pretrain_config().train.lr_schedule == TrainConfig.lr_schedule == "cosine"
+    assert _pretrain_config("--preset", "transfer").train.lr_schedule == "plateau"
+    reference = _pretrain_config("--preset", "reference").train
+    assert reference == TrainConfig.reference() and reference.lr_schedule == "plateau"
+    given = _pretrain_config("--preset", "transfer", "--lr-schedule", "cosine").train
+    assert given.lr_schedule == "cosine" and given.weight_decay == 0.0
+    assert _pretrain_config("--lr-schedule", "plateau").train.lr_schedule == "plateau"
+
+
 def test_decoupled_weight_decay_flag() -> None:
     assert _pretrain_config("--decoupled-weight-decay").train.decoupled_weight_decay
     assert not _pretrain_config().train.decoupled_weight_decay

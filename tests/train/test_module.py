@@ -227,7 +227,7 @@ def test_weight_decay_shrinks_weights_without_gradient_as_configured(decoupled: 
     plan = PretrainingModule(
         SageFMConfig(model=ModelConfig(n_genes=6, hidden_sizes=(4, 3)), train=train)
     )
-    optimizer = plan.configure_optimizers()["optimizer"]
+    optimizer = plan.build_optimizer()
     before = {n: p.detach().clone() for n, p in plan.named_parameters()}
     for p in plan.parameters():
         p.grad = torch.zeros_like(p)
@@ -250,7 +250,7 @@ def test_adam_is_fused_unless_an_fp16_scaler_must_unscale_first(
     plan = PretrainingModule(
         SageFMConfig(model=ModelConfig(n_genes=6, hidden_sizes=(4, 3)), train=train)
     )
-    group = plan.configure_optimizers()["optimizer"].param_groups[0]
+    group = plan.build_optimizer().param_groups[0]
     assert bool(group["fused"]) is fused and bool(group["foreach"]) is not fused
 
 
@@ -258,7 +258,7 @@ def test_gradient_clipping_scales_the_global_norm_down_and_keeps_direction() -> 
     """The hook the Trainer calls with ``gradient_clip_val``: a total norm of 10 becomes 1,
     every gradient scaled by the same factor; a norm already under the limit is untouched."""
     plan = PretrainingModule(SageFMConfig(model=ModelConfig(n_genes=6, hidden_sizes=(4, 3))))
-    optimizer = plan.configure_optimizers()["optimizer"]
+    optimizer = plan.build_optimizer()
     params = list(plan.parameters())
     torch.manual_seed(0)
     for p in params:

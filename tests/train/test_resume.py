@@ -1,5 +1,6 @@
 """A run stopped mid-epoch resumes from its last checkpoint and ends exactly as an uninterrupted one."""
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -29,23 +30,26 @@ def _slides() -> list:
     return synthetic_tissue(n_slides=4, grid_rows=8, grid_cols=8, n_genes=40, seed=0)
 
 
-def _run(output: Path, *, resume: bool = False) -> dict[str, np.ndarray]:
+def _run(output: Path, schedule: str, *, resume: bool = False) -> dict[str, np.ndarray]:
     slides = _slides()
     pretrain(
         slides[:3],
         val_slides=slides[3:],
         output=output,
-        config=CONFIG,
+        config=dataclasses.replace(
+            CONFIG, train=dataclasses.replace(CONFIG.train, lr_schedule=schedule)
+        ),
         progress=False,
         resume=resume,
     )
     return load_file(str(output / "last" / "model.safetensors"))
 
 
+@pytest.mark.parametrize("schedule", ["cosine", "plateau"])
 def test_killed_mid_epoch_run_resumes_to_the_same_weights(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, schedule: str
 ) -> None:
-    expected = _run(tmp_path / "straight")
+    expected = _run(tmp_path / "straight", schedule)
     steps_per_epoch = sum(a.n_obs for a in _slides()[:3]) // CONFIG.train.batch_size
     assert (
         steps_per_epoch < 17 < 2 * steps_per_epoch
@@ -62,7 +66,7 @@ def test_killed_mid_epoch_run_resumes_to_the_same_weights(
 
     monkeypatch.setattr(module.PretrainingModule, "training_step", dies_at_step_17)
     with pytest.raises(Killed):
-        _run(tmp_path / "killed")
+        _run(tmp_path / "killed", schedule)
     monkeypatch.setattr(module.PretrainingModule, "training_step", step)
 
     def counting(self, batch, batch_idx):  # type: ignore[no-untyped-def]
@@ -71,7 +75,7 @@ def test_killed_mid_epoch_run_resumes_to_the_same_weights(
 
     monkeypatch.setattr(module.PretrainingModule, "training_step", counting)
     calls.clear()
-    resumed = _run(tmp_path / "killed", resume=True)
+    resumed = _run(tmp_path / "killed", schedule, resume=True)
     assert calls == list(range(17, 2 * steps_per_epoch))  # only the rest of epoch 1 is trained
     assert expected.keys() == resumed.keys()
     for name, value in expected.items():

@@ -14,6 +14,7 @@ import anndata as ad
 from sagefm.config import (
     DataConfig,
     EdgeScheme,
+    LrSchedule,
     ModelConfig,
     SageFMConfig,
     TrainConfig,
@@ -187,6 +188,13 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         default=defaults.decoupled_weight_decay,
         help="AdamW-style weight decay, applied to the weights rather than added to the gradient",
     )
+    p.add_argument(
+        "--lr-schedule",
+        choices=get_args(LrSchedule),
+        help="cosine: decay the rate to 0 over --max-epochs; plateau: halve it when the "
+        "validation loss stalls (default: plateau for the 'transfer' and 'reference' presets, "
+        f"{defaults.lr_schedule} otherwise)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/resume/last.ckpt")
 
 
@@ -224,11 +232,14 @@ def config_from_args(args: argparse.Namespace) -> SageFMConfig:
         data = dataclasses.replace(data, neighbour_mask_fraction=0.0, whole_gene_mask_fraction=0.0)
     train = {name: getattr(args, name) for name in TRAIN_FLAGS}
     train["decoupled_weight_decay"] = args.decoupled_weight_decay
-    if args.weight_decay is not None:
-        train["weight_decay"] = args.weight_decay
+    for name in ("weight_decay", "lr_schedule"):  # the preset's unless given
+        if getattr(args, name) is not None:
+            train[name] = getattr(args, name)
     devices = str(train["devices"])
     train["devices"] = int(devices) if devices.isdigit() else devices
-    preset = TrainConfig.transfer if args.preset == "transfer" else TrainConfig
+    preset = {"transfer": TrainConfig.transfer, "reference": TrainConfig.reference}.get(
+        args.preset, TrainConfig
+    )
     return SageFMConfig(model=model, data=data, train=preset(**train))
 
 

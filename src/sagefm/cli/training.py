@@ -37,8 +37,6 @@ DEMO_HIDDEN_SIZES = (256, 256, 256)
 DEMO_WHOLE_GENE_MASK = 0.0
 #: ... with the embedding loss and depth normalisation (`ModelConfig`; see `cmd_demo`)
 DEMO_EMBEDDING_LOSS_WEIGHT = 1.0
-#: ... and without weight decay, as `TrainConfig.transfer` (see `cmd_demo`)
-DEMO_WEIGHT_DECAY = 0.0
 #: generated slides: all but the last two are trained on, the last validates, the other is scored
 DEMO_N_SLIDES = 5
 #: ``obs`` column of the synthetic slides' true domains (`sagefm.datasets.synthetic_tissue`)
@@ -123,7 +121,8 @@ def demo_slides(seed: int) -> tuple[list[ad.AnnData], list[ad.AnnData], ad.AnnDa
 
 def demo_config(max_epochs: int, seed: int) -> SageFMConfig:
     """The demo's settings: the defaults but for `DEMO_HIDDEN_SIZES`, `DEMO_WHOLE_GENE_MASK`,
-    `DEMO_EMBEDDING_LOSS_WEIGHT`, depth normalisation and `DEMO_WEIGHT_DECAY`."""
+    `DEMO_EMBEDDING_LOSS_WEIGHT`, depth normalisation, trained as `TrainConfig.transfer` (no
+    weight decay, the plateau schedule; see `cmd_demo`)."""
     return SageFMConfig(
         model=ModelConfig(
             hidden_sizes=DEMO_HIDDEN_SIZES,
@@ -131,7 +130,7 @@ def demo_config(max_epochs: int, seed: int) -> SageFMConfig:
             depth_normalize=True,
         ),
         data=DataConfig(whole_gene_mask_fraction=DEMO_WHOLE_GENE_MASK),
-        train=TrainConfig(max_epochs=max_epochs, seed=seed, weight_decay=DEMO_WEIGHT_DECAY),
+        train=TrainConfig.transfer(max_epochs=max_epochs, seed=seed),
     )
 
 
@@ -258,9 +257,11 @@ def cmd_demo(args: argparse.Namespace) -> None:
     0.763 / 0.515), so the demo stays at 10. Runs differ (CPU training is not bit-reproducible):
     a `sagefm demo` rerun of seed 0 gave RMSE 0.498 and ARI 0.585 (PCA 0.623). They are not the
     package defaults: on the mixed DLPFC + her2st corpus they break her2st patient transfer
-    (README, ablations). `DEMO_WEIGHT_DECAY` = 0 (seeds 0 / 1 / 2, 2026-12-05): ARI 0.673 / 0.722 /
+    (README, ablations). No weight decay (seeds 0 / 1 / 2, 2026-12-05): ARI 0.673 / 0.722 /
     0.734 against 0.455 / 0.576 / 0.713 with the default 1e-4, RMSE 0.499 / 0.495 / 0.313
-    against 0.499 / 0.493 / 0.318.
+    against 0.499 / 0.493 / 0.318. The plateau schedule, not the default cosine (session 21,
+    seeds 0 / 1 / 2): ARI 0.649 / 0.731 / 0.733 against 0.710 / 0.750 / 0.483, RMSE 0.499 /
+    0.495 / 0.319 against 0.497 / 0.492 / 0.308.
     """
     from sagefm.evaluation import masked_gene_recovery
     from sagefm.io.write import write_h5ad, write_text_atomic

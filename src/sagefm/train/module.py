@@ -10,6 +10,7 @@ one bf16 autocast runs. `SageGCN.project`'s sparse form stays the inference path
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -131,6 +132,23 @@ class PretrainingModule(L.LightningModule):
         ids = sorted(set(batch.slide_index.tolist()))
         return [self.slide_names[i] if i < len(self.slide_names) else str(i) for i in ids]
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """With ``lr_schedule="cosine"``, step ``g`` of the run's ``T`` steps uses
+        ``learning_rate * (1 + cos(pi * g / T)) / 2``.
+
+        A function of the trainer's step count, not a scheduler's own counter: Lightning saves a
+        mid-epoch checkpoint before it steps a per-step scheduler, so a resumed
+        ``CosineAnnealingLR`` ran one step behind and ended on other weights
+        (tests/train/test_resume.py)."""
+        train = self.config.train
+        if train.lr_schedule != "cosine":
+            return
+        share = self.trainer.global_step / max(1, int(self.trainer.estimated_stepping_batches))
+        rate = train.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(share, 1.0)))
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = rate
+
     def training_step(self, batch: SubgraphBatch, batch_idx: int) -> torch.Tensor:
         terms = self.loss_terms(batch)
         loss = self._weighted(terms)
@@ -191,7 +209,9 @@ class PretrainingModule(L.LightningModule):
             return
         clip_norm(list(self.parameters()), gradient_clip_val)
 
-    def configure_optimizers(self) -> Any:
+    def build_optimizer(self) -> torch.optim.Adam:
+        """Adam over every parameter, as `TrainConfig` sets it (no scheduler: benchmarks step it
+        without a trainer)."""
         train = self.config.train
         # fused: one kernel over all parameters, ~10x faster than the per-tensor loop on CPU
         # (the 10000 x 1024 input layer makes the optimizer step a visible share of a step).
@@ -199,7 +219,7 @@ class PretrainingModule(L.LightningModule):
         # which Lightning skips for fused optimizers. bf16 has no scaler; clipping is done in
         # ``configure_gradient_clipping`` below.
         fused = not self.fp16_scaled
-        optimizer = torch.optim.Adam(
+        return torch.optim.Adam(
             self.parameters(),
             lr=train.learning_rate,
             weight_decay=train.weight_decay,
@@ -207,6 +227,11 @@ class PretrainingModule(L.LightningModule):
             fused=fused,
             foreach=None if fused else True,
         )
+
+    def configure_optimizers(self) -> Any:
+        train, optimizer = self.config.train, self.build_optimizer()
+        if train.lr_schedule == "cosine":  # set before every step: `on_train_batch_start`
+            return optimizer
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=train.lr_factor, patience=train.lr_patience
         )
