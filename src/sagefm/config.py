@@ -304,9 +304,9 @@ class TrainConfig:
     batch_size: int = 64
     max_epochs: int = 20
     #: "cosine": decay from ``learning_rate`` to 0 over the run's steps (the default since
-    #: 2026-12-05: stronger perturbation effects on both tuning sections in two seeds, README
-    #: "A cosine schedule"); "plateau": ReduceLROnPlateau on the validation loss
-    #: (``lr_patience``, ``lr_factor``), kept by `transfer` and `reference`
+    #: 2026-12-05: stronger perturbation effects in three of four tuning measurements, two
+    #: slides by two seeds, README "A cosine schedule"); "plateau": ReduceLROnPlateau on the
+    #: validation loss (``lr_patience``, ``lr_factor``), kept by `transfer` and `reference`
     lr_schedule: LrSchedule = "cosine"
     lr_patience: int = 2
     lr_factor: float = 0.5
