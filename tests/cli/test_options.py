@@ -66,9 +66,11 @@ def test_transfer_preset_and_flags_that_override_it() -> None:
     assert model == ModelConfig.transfer()
     assert model.embedding_loss_weight == 1.0 and model.depth_normalize and model.slide_centering
     assert model.library_target == 100.0 and model.contrastive_loss_weight == 1.0
+    assert model.embedding_layer == 1 and model.embedding_dim == 512
     assert (
         dataclasses.replace(
             model,
+            embedding_layer=ModelConfig.embedding_layer,
             embedding_loss_weight=0.0,
             contrastive_loss_weight=0.0,
             depth_normalize=False,
@@ -85,8 +87,11 @@ def test_transfer_preset_and_flags_that_override_it() -> None:
         "0.5",
         "--contrastive-loss-weight",
         "0",
+        "--embedding-layer",
+        "0",
     ).model
     assert not overridden.slide_centering and overridden.embedding_loss_weight == 0.5
+    assert overridden.embedding_layer == 0 and _pretrain_config().model.embedding_layer == 0
     assert overridden.contrastive_loss_weight == 0.0
     assert overridden.depth_normalize  # still the preset's
 

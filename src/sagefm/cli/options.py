@@ -119,6 +119,13 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         f"default: the preset's, {ModelConfig.embedding_loss_weight:g} for 'default')",
     )
     p.add_argument(
+        "--embedding-layer",
+        type=int,
+        help="GCN layer whose centre-node output is the embedding, and where the embedding head "
+        "and the contrast read (0 = first; -1 = last; default: the preset's, 1 for 'transfer', "
+        f"{ModelConfig.embedding_layer} for 'default')",
+    )
+    p.add_argument(
         "--contrastive-loss-weight",
         type=float,
         help="weight of a GraphST-style contrast on the embedding layer: a spot's own "
@@ -210,6 +217,7 @@ def config_from_args(args: argparse.Namespace) -> SageFMConfig:
     given = {
         name: getattr(args, name)
         for name in (
+            "embedding_layer",
             "embedding_loss_weight",
             "contrastive_loss_weight",
             "slide_centering",
