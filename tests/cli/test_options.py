@@ -89,10 +89,13 @@ def test_transfer_preset_and_flags_that_override_it() -> None:
         "0",
         "--embedding-layer",
         "0",
+        "--dropout",
+        "0.2",
     ).model
     assert not overridden.slide_centering and overridden.embedding_loss_weight == 0.5
     assert overridden.embedding_layer == 0 and _pretrain_config().model.embedding_layer == 0
     assert overridden.contrastive_loss_weight == 0.0
+    assert overridden.dropout == 0.2 and _pretrain_config().model.dropout == ModelConfig.dropout
     assert overridden.depth_normalize  # still the preset's
 
 

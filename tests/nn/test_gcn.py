@@ -223,3 +223,24 @@ def test_encode_reads_any_layer_as_full_propagation_would(scheme: str) -> None:
     torch.testing.assert_close(net.encode(projected, adj), expected[-1], atol=1e-5, rtol=1e-5)
     with pytest.raises(ConfigError, match="GCN layer must be in"):
         net.encode(projected, adj, layer=3)
+
+
+def test_dropout_acts_between_layers_in_training_only() -> None:
+    """ModelConfig.dropout drops units of a layer's output on their way into the next layer, in
+    training mode only: the layer read as the embedding is returned whole, the layers after it see
+    the dropped units, and in eval mode (every `SageFM` use) nothing is dropped."""
+    torch.manual_seed(5)
+    config = ModelConfig(n_genes=6, hidden_sizes=(8, 8, 4), dropout=0.5)
+    net = SageGCN(config)
+    adj = subgraph_adjacency(torch.rand(3, 15, 2) * 300, scheme="weighted", bandwidth_um=100.0)
+    projected = torch.randn(3, 15, 8)
+    net.eval()
+    first, last = net.encode(projected, adj, layer=0), net.encode(projected, adj)
+    torch.testing.assert_close(net.encode(projected, adj), last)
+    net.train()
+    torch.testing.assert_close(net.encode(projected, adj, layer=0), first)
+    dropped = [net.encode(projected, adj) for _ in range(2)]
+    assert not torch.allclose(dropped[0], last) and not torch.allclose(dropped[0], dropped[1])
+    without = SageGCN(dataclasses.replace(config, dropout=0.0))
+    without.load_state_dict(net.state_dict())
+    torch.testing.assert_close(without.train().encode(projected, adj), last)

@@ -133,6 +133,12 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         f"preset's, {ModelConfig.contrastive_loss_weight:g} for 'default')",
     )
     p.add_argument(
+        "--dropout",
+        type=float,
+        help="dropout between GCN layers during training (default: the preset's, "
+        f"{ModelConfig.dropout:g} for 'default')",
+    )
+    p.add_argument(
         "--depth-normalize",
         action=argparse.BooleanOptionalAction,
         help="feed each spot at a fixed library of its visible genes (default: the preset's, "
@@ -220,6 +226,7 @@ def config_from_args(args: argparse.Namespace) -> SageFMConfig:
             "embedding_layer",
             "embedding_loss_weight",
             "contrastive_loss_weight",
+            "dropout",
             "slide_centering",
             "depth_normalize",
             "mask_indicator",
