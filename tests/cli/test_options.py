@@ -66,11 +66,12 @@ def test_transfer_preset_and_flags_that_override_it() -> None:
     assert model == ModelConfig.transfer()
     assert model.embedding_loss_weight == 1.0 and model.depth_normalize and model.slide_centering
     assert model.library_target == 100.0 and model.contrastive_loss_weight == 1.0
-    assert model.embedding_layer == 1 and model.embedding_dim == 512
+    assert model.embedding_layer == 1 and model.embedding_dim == 512 and model.dropout == 0.1
     assert (
         dataclasses.replace(
             model,
             embedding_layer=ModelConfig.embedding_layer,
+            dropout=ModelConfig.dropout,
             embedding_loss_weight=0.0,
             contrastive_loss_weight=0.0,
             depth_normalize=False,

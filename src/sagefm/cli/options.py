@@ -136,7 +136,8 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         "--dropout",
         type=float,
         help="dropout between GCN layers during training (default: the preset's, "
-        f"{ModelConfig.dropout:g} for 'default')",
+        f"{ModelConfig.transfer().dropout:g} for 'transfer', {ModelConfig.dropout:g} for "
+        "'default')",
     )
     p.add_argument(
         "--depth-normalize",
