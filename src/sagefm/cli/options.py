@@ -122,7 +122,8 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         "--embedding-layer",
         type=int,
         help="GCN layer whose centre-node output is the embedding, and where the embedding head "
-        "and the contrast read (0 = first; -1 = last; default: the preset's, 1 for 'transfer', "
+        "and the contrast read (0 = first; -1 = last; default: the preset's, "
+        f"{ModelConfig.transfer().embedding_layer} for 'transfer', "
         f"{ModelConfig.embedding_layer} for 'default')",
     )
     p.add_argument(
