@@ -8,6 +8,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
@@ -48,6 +49,18 @@ def test_pretraining_writes_everything(trained) -> None:
     assert run["seed"] == 3 and run["epochs_run"] == 2
     assert np.isfinite(result.best_val_loss) and result.peak_memory_mb > 0
     assert result.val_slides == ["synthetic_2"]
+
+
+def test_pretraining_times_each_epoch_without_its_validation(trained) -> None:
+    out, result, slides = trained
+    assert len(result.epoch_train_s) == 2 and min(result.epoch_train_s) > 0
+    assert json.loads((out / "run.json").read_text())["epoch_train_s"] == result.epoch_train_s
+    per_epoch = pd.read_csv(out / "metrics.csv").dropna(subset=["epoch_train_s"])
+    assert per_epoch["epoch_train_s"].tolist() == pytest.approx(result.epoch_train_s)
+    # every training spot is a centre once per epoch, in full batches of 32 (the last one dropped)
+    n_centres = sum(a.n_obs for a in slides[:2]) // 32 * 32
+    rate = per_epoch["train_subgraphs_per_s"].to_numpy()
+    assert rate == pytest.approx(n_centres / per_epoch["epoch_train_s"].to_numpy(), rel=1e-4)
 
 
 def test_load_embed_impute(trained) -> None:

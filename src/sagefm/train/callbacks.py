@@ -1,8 +1,10 @@
-"""Callbacks: export best/last weights as safetensors model directories (rank 0 only)."""
+"""Callbacks: export best/last weights as safetensors model directories (rank 0 only), and time
+each epoch's training."""
 
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +62,42 @@ class ExportModelDirs(L.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best_val_loss = float(state_dict["best_val_loss"])
         self.best_epoch = int(state_dict["best_epoch"])
+
+
+class EpochTimer(L.Callback):
+    """Each epoch's training wall time, validation excluded, and its subgraphs per second.
+
+    Logged per epoch (``epoch_train_s``, ``train_subgraphs_per_s`` in ``metrics.csv``) and kept
+    in ``epoch_train_s`` for ``run.json``: the throughput of real training, not an extrapolation
+    from a few steps. Lightning runs the epoch's validation before ``on_train_epoch_end``, so its
+    time is measured and taken out. Under DDP the figures are rank 0's (its share of the
+    epoch's subgraphs).
+    """
+
+    def __init__(self) -> None:
+        self.epoch_train_s: list[float] = []
+        self._started = self._validation_started = 0.0
+        self._validation_s = 0.0
+        self._subgraphs = 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started, self._validation_s, self._subgraphs = time.perf_counter(), 0.0, 0
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, _: int
+    ) -> None:
+        self._subgraphs += int(batch.node_index.shape[0])
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validation_started = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validation_s += time.perf_counter() - self._validation_started
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        seconds = time.perf_counter() - self._started - self._validation_s
+        self.epoch_train_s.append(seconds)
+        pl_module.log("epoch_train_s", seconds, on_epoch=True, rank_zero_only=True)
+        pl_module.log(
+            "train_subgraphs_per_s", self._subgraphs / seconds, on_epoch=True, rank_zero_only=True
+        )

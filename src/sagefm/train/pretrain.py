@@ -40,7 +40,7 @@ from sagefm.errors import InputDataError, OutputError
 from sagefm.io.write import write_text_atomic
 from sagefm.nn.gcn import SageGCN
 from sagefm.nn.inputs import network_scale
-from sagefm.train.callbacks import ExportModelDirs
+from sagefm.train.callbacks import EpochTimer, ExportModelDirs
 from sagefm.train.datamodule import SubgraphDataModule
 from sagefm.train.memory import reusing_freed_memory
 from sagefm.train.module import PretrainingModule
@@ -73,6 +73,8 @@ class PretrainResult:
     peak_memory_mb: float
     train_slides: list[str]
     val_slides: list[str]
+    #: each epoch's training wall time, validation excluded (`EpochTimer`); this run's epochs only
+    epoch_train_s: list[float] = dataclasses.field(default_factory=list)
 
 
 def split_validation(
@@ -360,7 +362,8 @@ def pretrain(
     # 2. callbacks: model directories, checkpoint on SIGTERM/SIGINT, resumable state
     exporter = ExportModelDirs(output, inputs.vocabulary)
     on_interrupt = CheckpointOnInterrupt(ckpt)
-    callbacks = [exporter, on_interrupt, *_checkpointing(output, config.train)]
+    timer = EpochTimer()
+    callbacks = [exporter, on_interrupt, timer, *_checkpointing(output, config.train)]
     # 3. trainer
     trainer = _trainer(config.train, output, callbacks, progress)
     # SIGTERM/SIGINT: checkpoint, then TrainingInterrupted; a resumed run keeps the earlier metrics
@@ -387,6 +390,7 @@ def pretrain(
         peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         train_slides=[s.name for s in inputs.train],
         val_slides=[s.name for s in inputs.val],
+        epoch_train_s=timer.epoch_train_s,
     )
     if trainer.is_global_zero:
         _write_run_record(result, config)
