@@ -160,6 +160,13 @@ AGREEMENT_CONFIGS = [
         slide_library_target=True,
         slide_centering=True,
     ),
+    ModelConfig(
+        hidden_sizes=(16, 8),
+        depth_normalize=True,
+        library_target=100.0,
+        slide_centering=True,
+        slide_output_target=True,
+    ),
 ]
 
 
@@ -179,6 +186,7 @@ AGREEMENT_CONFIGS = [
         "depth-100-slide-and-skip-centred",
         "depth-slide-library",
         "depth-slide-library-complete-slide-centred",
+        "depth-100-slide-centred-output-at-slide-library",
     ],
 )
 def test_every_fast_path_agrees_with_the_plain_forward(model_config: ModelConfig) -> None:

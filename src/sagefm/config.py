@@ -90,6 +90,13 @@ class ModelConfig:
     #: spot's depth), but lost on patient and section transfer and on domains (README, "Each
     #: slide's median library, and the deep layers that die"; "Weight decay off and T = 100").
     slide_library_target: bool = False
+    #: predict at each slide's median visible library while the input stays at
+    #: ``library_target``: the head's scale, its restoring to the centre's depth and, with
+    #: ``slide_centering``, its slide shift (the slide's mean share of each gene at that library).
+    #: At T = 100 the head's scale is nearly linear in a gene's share, so an additive slide
+    #: shift cannot turn a gene off in one slide, and the deepest spots scale every small share
+    #: by L / 100 (README, "Each slide's median library in the transfer preset").
+    slide_output_target: bool = False
     #: the GCN layer `SageFM.embed` reads at the centre by default (an index into hidden_sizes,
     #: -1 = the last, which the head reads). The first keeps more of the tissue: on DLPFC and
     #: her2st it beat the last on domains, label transfer and region phenotypes (README, ablations).
@@ -141,6 +148,15 @@ class ModelConfig:
         check_config(
             self.depth_normalize or not self.slide_library_target,
             "slide_library_target sets the target of depth normalisation: it needs depth_normalize",
+        )
+        check_config(
+            self.depth_normalize or not self.slide_output_target,
+            "slide_output_target sets the library the head predicts at: it needs depth_normalize",
+        )
+        check_config(
+            not (self.slide_library_target and self.slide_output_target),
+            "slide_library_target already predicts at each slide's median library: drop "
+            "slide_output_target",
         )
         check_config(
             self.standardize_input or not self.slide_centering,

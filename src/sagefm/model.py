@@ -206,7 +206,11 @@ class SageFM:
                 centre_library = library[chunk.node_index[:, 0]]
                 prediction[chunk.spots] = (
                     network.reconstruct(
-                        emb, skip, library=centre_library, slide_mean=chunk.slide_mean
+                        emb,
+                        skip,
+                        library=centre_library,
+                        slide_mean=chunk.slide_mean,
+                        slide_library=chunk.slide_library,
                     )
                     .float()
                     .cpu()

@@ -186,3 +186,13 @@ def test_slide_library_target_flag() -> None:
     assert _pretrain_config(*flags).model.slide_library_target
     with pytest.raises(ConfigError, match="needs depth_normalize"):
         _pretrain_config("--no-depth-normalize", "--slide-library-target")
+
+
+def test_slide_output_target_flag() -> None:
+    assert not _pretrain_config().model.slide_output_target
+    given = _pretrain_config("--preset", "transfer", "--slide-output-target").model
+    assert given.slide_output_target and given.library_target == 100.0  # the input's stays
+    with pytest.raises(ConfigError, match="needs depth_normalize"):
+        _pretrain_config("--no-depth-normalize", "--slide-output-target")
+    with pytest.raises(ConfigError, match="drop slide_output_target"):
+        _pretrain_config("--depth-normalize", "--slide-library-target", "--slide-output-target")

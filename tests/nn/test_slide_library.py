@@ -1,5 +1,6 @@
 """`ModelConfig.slide_library_target`: depth normalisation brings each spot to its own slide's
-median visible library (`PreparedSlide.median_library`) instead of one fixed target."""
+median visible library (`PreparedSlide.median_library`) instead of one fixed target; and
+`ModelConfig.slide_output_target`: only the head predicts at that library."""
 
 import dataclasses
 import math
@@ -120,3 +121,62 @@ def test_pretraining_with_each_slides_median_library(tmp_path) -> None:
     model = sagefm.load(result.best_dir)
     assert model.config.model.slide_library_target
     assert np.isfinite(model.embed(slides[1])).all()
+
+
+def _head_only(config: ModelConfig, input_mean: torch.Tensor, head_bias: torch.Tensor) -> SageGCN:
+    """A network whose head reads nothing (zero weights, no skip path): its output is the bias
+    plus the slide shift."""
+    network = SageGCN(config)
+    network.input_mean.copy_(input_mean)
+    with torch.no_grad():
+        network.head.weight.zero_()
+        network.head.bias.copy_(head_bias)
+    return network
+
+
+def test_the_head_predicts_at_the_slides_median_library_by_hand() -> None:
+    """Input at T = 100, head at the slide's median M: with the bias at the corpus means the
+    head starts at the slide's mean share restored to the spot's library L, as a head at T does;
+    what the head adds is then added at M, not at T. A gene the slide shows 1 count of per
+    1,000 (mean 0.0953 at T = 100), a slide of median M = 2,000, a spot of L = 20,000."""
+    common = dict(
+        n_genes=2,
+        hidden_sizes=(4, 3),
+        depth_normalize=True,
+        library_target=100.0,
+        slide_centering=True,
+        spatial_skip=False,
+    )
+    at_m = ModelConfig(**common, slide_output_target=True)
+    at_t = ModelConfig(**common)
+    slide_mean = torch.log1p(torch.tensor([0.1, 5.0]))  # shares 0.1% and 5% at T = 100
+    corpus = torch.log1p(torch.tensor([1.0, 5.0]))  # the corpus shows the first gene at 1%
+    library, median = torch.tensor([20_000.0]), 2_000.0
+    embedding = torch.zeros(1, 3)
+    for added in (0.0, 0.5):
+        bias = corpus + added
+        by_m = _head_only(at_m, corpus, bias).reconstruct(
+            embedding, library=library, slide_mean=slide_mean, slide_library=median
+        )
+        by_t = _head_only(at_t, corpus, bias).reconstruct(
+            embedding, library=library, slide_mean=slide_mean
+        )
+        share = torch.tensor([0.001, 0.05])
+        at_median = torch.log1p(share * median) + added  # the head's output at M
+        expected_m = torch.log1p(torch.expm1(at_median) * 20_000.0 / median)
+        expected_t = torch.log1p(torch.expm1(torch.log1p(share * 100.0) + added) * 200.0)
+        torch.testing.assert_close(by_m[0], expected_m)
+        torch.testing.assert_close(by_t[0], expected_t)
+        if added == 0.0:  # both start at the slide's share: 20 and 1,000 counts
+            torch.testing.assert_close(by_m, by_t)
+            torch.testing.assert_close(by_m[0], torch.log1p(torch.tensor([20.0, 1000.0])))
+    # the same 0.5 added to the rare gene: 39 counts at M (2 at M: e^0.5 x 3 - 1, times 10),
+    # 163 at T (0.1 at T: e^0.5 x 1.1 - 1, times 200)
+    assert float(torch.expm1(by_m[0, 0])) == pytest.approx(39.46, rel=0.01)
+    assert float(torch.expm1(by_t[0, 0])) == pytest.approx(162.7, rel=0.01)
+    with pytest.raises(ValueError, match="median library"):
+        _head_only(at_m, corpus, corpus).reconstruct(
+            embedding, library=library, slide_mean=slide_mean
+        )
+    with pytest.raises(ConfigError, match="drop slide_output_target"):
+        ModelConfig(depth_normalize=True, slide_library_target=True, slide_output_target=True)

@@ -41,6 +41,14 @@ CONFIGS = {
     "weighted, slide-centred, depth at each slide's median library": ModelConfig(
         depth_normalize=True, slide_library_target=True, slide_centering=True
     ),
+    "weighted, slide-centred, depth at 100, predicted at each slide's median library": (
+        ModelConfig(
+            depth_normalize=True,
+            library_target=100.0,
+            slide_centering=True,
+            slide_output_target=True,
+        )
+    ),
 }
 
 
@@ -105,7 +113,8 @@ def test_training_loss_has_the_plain_forward_gradients(name: str, whole_gene: fl
     batch = collate(items)
     assert batch.target.any() and (batch.visible == 0).any()
     assert (batch.slide_means is not None) == plan.network.config.slide_centering
-    assert (batch.slide_libraries is not None) == plan.network.config.slide_library_target
+    by_slide = plan.network.config.slide_library_target or plan.network.config.slide_output_target
+    assert (batch.slide_libraries is not None) == by_slide
     fast_loss = plan.loss(batch)
     plain_loss = _plain_loss(plan, batch)
     torch.testing.assert_close(fast_loss, plain_loss, rtol=1e-6, atol=1e-7)
@@ -211,6 +220,43 @@ def test_embedding_loss_reads_the_embedding_layer_linearly(
     for late in untouched:  # after the embedding layer: no gradient from the second loss
         assert grads[f"network.{late}"].abs().max() < 1e-7, late
     assert _plan(ModelConfig(), n_genes).network.embedding_head is None
+
+
+def test_the_embedding_head_predicts_at_the_heads_library() -> None:
+    """With ``slide_output_target`` the embedding head is shifted and restored as the head is:
+    with both heads' weights zero and the same bias, their predictions agree (the slide's mean
+    share of each gene at its median library, restored at the centre's)."""
+    slides, n_genes = _slides()
+    model = ModelConfig(
+        embedding_loss_weight=1.0,
+        depth_normalize=True,
+        library_target=100.0,
+        slide_centering=True,
+        slide_output_target=True,
+        spatial_skip=False,
+    )
+    net = _plan(model, n_genes).network
+    assert net.embedding_head is not None
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.embedding_head.weight.zero_()
+        net.embedding_head.bias.copy_(net.head.bias)
+    collate = SubgraphCollator(
+        slides, net.config, **DataConfig().masking(), seed=3, slide_means=slide_means_for(model)
+    )
+    batch = collate([(s, p, 0) for s in range(3) for p in range(0, 40, 5)])
+    assert batch.slide_libraries is not None and batch.slide_libraries.unique().numel() == 3
+    out = net.predict_rows(
+        batch.node_values,
+        batch.node_visible,
+        batch.node_rows,
+        batch.adj,
+        slide_mean=batch.row_slide_mean,
+        slide_library=batch.row_slide_library,
+    )
+    assert out.from_embedding is not None
+    torch.testing.assert_close(out.from_embedding, out.prediction)
+    assert out.prediction.std(dim=0).max() > 0.1  # the spots' depths and slides differ
 
 
 def test_embedding_loss_weight_is_validated() -> None:

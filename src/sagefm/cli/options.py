@@ -159,6 +159,12 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         "--library-target (default: the preset's, ModelConfig.slide_library_target)",
     )
     p.add_argument(
+        "--slide-output-target",
+        action=argparse.BooleanOptionalAction,
+        help="predict at each slide's median visible library while the input stays at "
+        "--library-target (default: the preset's, ModelConfig.slide_output_target)",
+    )
+    p.add_argument(
         "--slide-centering",
         action=argparse.BooleanOptionalAction,
         help="centre each gene's input on its own slide's mean and add that mean back to the "
@@ -235,6 +241,7 @@ def config_from_args(args: argparse.Namespace) -> SageFMConfig:
             "skip_centring",
             "library_target",
             "slide_library_target",
+            "slide_output_target",
         )
         if getattr(args, name) is not None
     }

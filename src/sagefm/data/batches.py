@@ -36,7 +36,8 @@ class SubgraphBatch:
     slide_index: torch.Tensor  # (B,) int64
     spot_index: torch.Tensor  # (B,) int64
     #: with a collator's ``slide_means``: (S, V) the means of the S slides in the batch; with
-    #: ``ModelConfig.slide_library_target``: (S,) their median libraries; (U + B,) int64 each
+    #: ``ModelConfig.slide_library_target`` or ``slide_output_target``: (S,) their median
+    #: libraries; (U + B,) int64 each
     #: node row's slide among them (also what the contrast corrupts within)
     slide_means: torch.Tensor | None = None
     slide_libraries: torch.Tensor | None = None
@@ -128,7 +129,7 @@ class SubgraphCollator:
     from other genes (see `DataConfig.whole_gene_mask_fraction`).
     With ``slide_means`` (a slide's (V,) per-gene statistic: `SageGCN`'s slide centring), each
     batch carries those of its slides and each row's slide, and likewise the slides' median
-    libraries with ``ModelConfig.slide_library_target``.
+    libraries with ``ModelConfig.slide_library_target`` or ``slide_output_target``.
     """
 
     def __init__(
@@ -193,9 +194,9 @@ class SubgraphCollator:
         self, spots: list[tuple[int, np.ndarray]], slide_ids: np.ndarray
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
         """(S, V) ``slide_means`` of the batch's S slides (None without them), (S,) their median
-        libraries (None unless ``ModelConfig.slide_library_target``) and (U + B,) each row's
-        position among them; each is computed once per slide."""
-        by_library = self.model_config.slide_library_target
+        libraries (None unless ``ModelConfig.slide_library_target`` or ``slide_output_target``)
+        and (U + B,) each row's position among them; each is computed once per slide."""
+        by_library = self.model_config.slide_library_target or self.model_config.slide_output_target
         order = [s for s, _ in spots]
         for s in order:
             if self.slide_means is not None and s not in self._means:

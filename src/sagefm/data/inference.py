@@ -72,8 +72,8 @@ class InferenceChunk:
     #: ``ModelConfig.slide_centering``; None otherwise
     slide_mean: torch.Tensor | None = None
     #: the slide's `PreparedSlide.median_library`, for a network with
-    #: ``ModelConfig.slide_library_target`` (the ``slide_library`` of
-    #: `SageGCN.visible_library`); None otherwise
+    #: ``ModelConfig.slide_library_target`` or ``slide_output_target`` (the ``slide_library``
+    #: of `SageGCN.visible_library` and `SageGCN.reconstruct`); None otherwise
     slide_library: float | None = None
 
     def projection_inputs(self) -> dict[str, torch.Tensor]:
@@ -111,7 +111,7 @@ def inference_chunks(
     """The subgraphs centred on ``spots`` (default every spot) in chunks of ``chunk_size``
     spatially adjacent centres; every centre comes exactly once. ``slide_mean`` (V,): the
     slide's centre for a slide-centring network, carried by every chunk, as is the slide's median
-    library for a network with ``ModelConfig.slide_library_target``."""
+    library for a network with ``ModelConfig.slide_library_target`` or ``slide_output_target``."""
     if chunk_size < 1:
         raise InputDataError(f"chunk_size must be >= 1, got {chunk_size}")
     centres = np.arange(slide.n_spots) if spots is None else np.asarray(spots, dtype=np.int64)

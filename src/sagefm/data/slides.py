@@ -92,8 +92,10 @@ class PreparedSlide:
 
 def slide_library(slide: PreparedSlide, config: ModelConfig) -> float | None:
     """The ``slide_library`` a network built with ``config`` takes for ``slide``: its
-    `PreparedSlide.median_library` with ``ModelConfig.slide_library_target``, else None."""
-    return slide.median_library() if config.slide_library_target else None
+    `PreparedSlide.median_library` with ``ModelConfig.slide_library_target`` or
+    ``slide_output_target``, else None."""
+    by_library = config.slide_library_target or config.slide_output_target
+    return slide.median_library() if by_library else None
 
 
 def observed_gene_stats(

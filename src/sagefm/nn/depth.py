@@ -63,11 +63,13 @@ def normalize_depth_rows(
 
 
 def restore_depth(
-    prediction: torch.Tensor, library: torch.Tensor, target: float = LIBRARY_TARGET
+    prediction: torch.Tensor,
+    library: float | torch.Tensor,
+    target: float | torch.Tensor = LIBRARY_TARGET,
 ) -> torch.Tensor:
     """Log1p counts at ``library`` from predictions at ``target`` counts (the inverse of
-    `normalize_depth`); ``library`` broadcasts against ``prediction``, which must be >= 0 (the
-    output activation guarantees it, see `ModelConfig.depth_normalize`)."""
+    `normalize_depth`); ``library`` and ``target`` broadcast against ``prediction``, which must
+    be >= 0 (the output activation guarantees it, see `ModelConfig.depth_normalize`)."""
     scale = library / target
     return torch.log1p(torch.expm1(prediction.clamp(max=_MAX_LOG_VALUE)) * scale)
 

@@ -148,6 +148,7 @@ class SageGCN(InputScaling):
         genes: torch.Tensor | None = None,
         library: torch.Tensor | None = None,
         slide_mean: torch.Tensor | None = None,
+        slide_library: float | torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Centre genes from centre embeddings (..., h_last), on the model's expression scale
         (log1p counts, or log-normalised values with ``DataConfig.normalized_input``).
@@ -160,10 +161,14 @@ class SageGCN(InputScaling):
         library and ``library`` (``embedding.shape[:-1]``), the centre's visible library, maps the
         prediction back to the centre's depth. With ``ModelConfig.slide_centering`` the head
         adds the centres' slide's `output_shift` of ``slide_mean`` ((V,), or (..., V) rows
-        without ``genes``).
+        without ``genes``). With ``ModelConfig.slide_output_target`` the head predicts at the
+        centres' ``slide_library`` (their slide's median library: a float for one slide, or
+        ``embedding.shape[:-1]`` without ``genes``) instead of ``library_target``.
         """
         skip_weight: torch.Tensor | None = self.skip_weight
-        shift = self.output_shift(slide_mean)
+        if isinstance(slide_library, torch.Tensor) and genes is None:
+            slide_library = slide_library.unsqueeze(-1)  # (..., 1) against (..., V)
+        shift = self.output_shift(slide_mean, slide_library)
         if genes is None:
             out = self.head(embedding)
         else:
@@ -178,17 +183,27 @@ class SageGCN(InputScaling):
             out = out + skip_weight * neighbour_mean
         if library is not None and genes is None:
             library = library.unsqueeze(-1)  # (..., 1) against (..., V)
-        return self._output(out, library)
+        return self._output(out, library, slide_library)
 
-    def _output(self, out: torch.Tensor, library: torch.Tensor | None) -> torch.Tensor:
+    def _output(
+        self,
+        out: torch.Tensor,
+        library: torch.Tensor | None,
+        slide_library: float | torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """A head's raw output on the expression scale: the output activation, then, with depth
-        normalisation, the centres' ``library`` (broadcasting against ``out``) restored."""
+        normalisation, the centres' ``library`` (broadcasting against ``out``) restored from the
+        head's library (``library_target``, or ``slide_library`` with ``slide_output_target``)."""
         out = self.out_act(out)
         if not self.config.depth_normalize:
             return out
         if library is None:
             raise ValueError("this model normalises depth: pass the centres' library")
-        return depth.restore_depth(out, library, self.config.library_target)
+        if not self.config.slide_output_target:
+            return depth.restore_depth(out, library, self.config.library_target)
+        if slide_library is None:
+            raise ValueError("this model predicts at each slide's median library: pass it")
+        return depth.restore_depth(out, library, slide_library)
 
     def forward(
         self,
@@ -214,16 +229,17 @@ class SageGCN(InputScaling):
         normalisation (default: `visible_library` of the values; a perturbation at fixed library
         passes them). ``slide_mean`` (U, V), each spot's slide's `slide_input_mean`, with
         ``slide_centering``; ``slide_library`` (U,), its slide's median library, with
-        ``slide_library_target``. Returns (prediction (B, V), embedding (B, h_last)).
+        ``slide_library_target`` or ``slide_output_target``. Returns (prediction (B, V),
+        embedding (B, h_last)).
         """
         centres = node_index[:, 0]
         centre_mean = None if slide_mean is None else slide_mean[centres]
+        centre_slide_library = None if slide_library is None else slide_library[centres]
         if self.config.depth_normalize:
             if library is None:
                 library = self.visible_library(values, slide_library)
             if centre_library is None:
-                at = None if slide_library is None else slide_library[centres]
-                centre_library = self.visible_library(centre_values, at)
+                centre_library = self.visible_library(centre_values, centre_slide_library)
         values = self._depth_scaled(values, library)
         centre_values = self._depth_scaled(centre_values, centre_library)
         if adj is None:
@@ -250,7 +266,11 @@ class SageGCN(InputScaling):
             else None
         )
         prediction = self.reconstruct(
-            embedding, skip, library=centre_library, slide_mean=centre_mean
+            embedding,
+            skip,
+            library=centre_library,
+            slide_mean=centre_mean,
+            slide_library=centre_slide_library,
         )
         return prediction, embedding
 
@@ -271,7 +291,8 @@ class SageGCN(InputScaling):
         hidden) among them; node_rows: (B, N) rows into them, column 0 = the centre's row. All R
         rows go through the first layer in one matmul, shared by every subgraph that contains them.
         ``slide_mean`` (R, V): each row's slide's `slide_input_mean`, with ``slide_centering``;
-        ``slide_library`` (R,): its median library, with ``slide_library_target``; ``row_group``
+        ``slide_library`` (R,): its median library, with ``slide_library_target`` or
+        ``slide_output_target``; ``row_group``
         (R,): each row's slide, within which the contrast corrupts (None: one group).
         """
         library = (
@@ -293,22 +314,24 @@ class SageGCN(InputScaling):
         centres = node_rows[:, 0]
         centre_library = None if library is None else library[centres]
         centre_mean = None if slide_mean is None else slide_mean[centres]
+        at = None if slide_library is None else slide_library[centres]
         skip = (
             mean_over_neighbours(values, visible, node_rows, self.skip_centre(centre_mean))
             if self.skip_weight is not None
             else None
         )
         prediction = self.reconstruct(
-            embedding, skip, library=centre_library, slide_mean=centre_mean
+            embedding, skip, library=centre_library, slide_mean=centre_mean, slide_library=at
         )
         out = RowPredictions(prediction)
         if self.embedding_head is not None and tapped is not None:
+            at = None if at is None else at.unsqueeze(-1)  # (B, 1) against (B, V)
             from_embedding = self.embedding_head(tapped[:, 0])
-            shift = self.output_shift(centre_mean)
+            shift = self.output_shift(centre_mean, at)
             if shift is not None:
                 from_embedding = from_embedding + shift
             library = None if centre_library is None else centre_library.unsqueeze(-1)
-            out = out._replace(from_embedding=self._output(from_embedding, library))
+            out = out._replace(from_embedding=self._output(from_embedding, library, at))
         if self.discriminator is not None and tapped is not None and rows is not None:
             # the R real rows: under autocast ``rows`` may carry zero rows of padding after them
             groups = centres.new_zeros(values.shape[0]) if row_group is None else row_group

@@ -70,13 +70,23 @@ class InputScaling(nn.Module):
             raise ValueError("this model centres each slide on its own means: pass slide_mean")
         return torch.where(torch.isnan(slide_mean), self.input_mean, slide_mean)
 
-    def output_shift(self, slide_mean: torch.Tensor | None) -> torch.Tensor | None:
+    def output_shift(
+        self, slide_mean: torch.Tensor | None, slide_library: float | torch.Tensor | None = None
+    ) -> torch.Tensor | None:
         """(..., V) what the head adds back with ``ModelConfig.slide_centering``: the slide's
         departure from the corpus mean (0 where the slide does not show the gene); None
-        otherwise."""
+        otherwise. With ``ModelConfig.slide_output_target`` the slide's means are first brought
+        from ``library_target`` to its median library ``slide_library`` (broadcasting against
+        them), so that with the head's bias at the corpus means the head starts at the slide's
+        mean share of each gene at the library it predicts at."""
         if not self.config.slide_centering:
             return None
-        return self.centre_of(slide_mean) - self.input_mean
+        centre = self.centre_of(slide_mean)
+        if self.config.slide_output_target:
+            if slide_library is None:
+                raise ValueError("this model predicts at each slide's median library: pass it")
+            centre = depth.restore_depth(centre, slide_library, self.config.library_target)
+        return centre - self.input_mean
 
     def skip_centre(self, slide_mean: torch.Tensor | None) -> torch.Tensor | None:
         """(..., V) what the skip path measures a neighbour mean from with

@@ -188,6 +188,7 @@ def clamp_predictions(
                     genes=rec[sk][None, :, None],
                     library=centre_library[sb][:, None, None],
                     slide_mean=chunk.slide_mean,
+                    slide_library=chunk.slide_library,
                 )
                 .cpu()
                 .numpy()

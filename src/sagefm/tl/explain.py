@@ -118,6 +118,7 @@ def _predict_target(
         genes=torch.tensor(target),
         library=centre_library,
         slide_mean=slide_mean,
+        slide_library=chunk.slide_library,
     )
 
 
