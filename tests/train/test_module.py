@@ -224,8 +224,8 @@ def test_embedding_loss_reads_the_embedding_layer_linearly(
 
 def test_the_embedding_head_predicts_at_the_heads_library() -> None:
     """With ``slide_output_target`` the embedding head is shifted and restored as the head is:
-    with both heads' weights zero and the same bias, their predictions agree (the slide's mean
-    share of each gene at its median library, restored at the centre's)."""
+    with both heads' weights zero and the same bias, their losses agree (both predict the
+    slide's mean share of each gene at its median library, restored at the centre's)."""
     slides, n_genes = _slides()
     model = ModelConfig(
         embedding_loss_weight=1.0,
@@ -235,7 +235,8 @@ def test_the_embedding_head_predicts_at_the_heads_library() -> None:
         slide_output_target=True,
         spatial_skip=False,
     )
-    net = _plan(model, n_genes).network
+    plan = _plan(model, n_genes)
+    net = plan.network
     assert net.embedding_head is not None
     with torch.no_grad():
         net.head.weight.zero_()
@@ -246,17 +247,13 @@ def test_the_embedding_head_predicts_at_the_heads_library() -> None:
     )
     batch = collate([(s, p, 0) for s in range(3) for p in range(0, 40, 5)])
     assert batch.slide_libraries is not None and batch.slide_libraries.unique().numel() == 3
-    out = net.predict_rows(
-        batch.node_values,
-        batch.node_visible,
-        batch.node_rows,
-        batch.adj,
-        slide_mean=batch.row_slide_mean,
-        slide_library=batch.row_slide_library,
-    )
-    assert out.from_embedding is not None
-    torch.testing.assert_close(out.from_embedding, out.prediction)
-    assert out.prediction.std(dim=0).max() > 0.1  # the spots' depths and slides differ
+    terms = plan.loss_terms(batch)
+    assert terms["masked_mse"] > 0.01
+    torch.testing.assert_close(terms["embedding"], terms["masked_mse"])
+    # and not by chance: another bias gives another loss
+    with torch.no_grad():
+        net.embedding_head.bias.add_(0.1)
+    assert not torch.isclose(plan.loss_terms(batch)["embedding"], terms["masked_mse"])
 
 
 def test_embedding_loss_weight_is_validated() -> None:
