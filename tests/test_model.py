@@ -63,6 +63,20 @@ def test_pretraining_times_each_epoch_without_its_validation(trained) -> None:
     assert rate == pytest.approx(n_centres / per_epoch["epoch_train_s"].to_numpy(), rel=1e-4)
 
 
+def test_each_epoch_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    slides = small_slides(seed=1)
+    config = SageFMConfig(model=SMALL, train=TrainConfig(max_epochs=2, batch_size=32, seed=3))
+    with caplog.at_level("INFO", logger="sagefm.train.callbacks"):
+        result = sagefm.pretrain(
+            slides[:2], val_slides=slides[2:], output=tmp_path, config=config, progress=False
+        )
+    lines = [r.getMessage() for r in caplog.records if r.name == "sagefm.train.callbacks"]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    val_loss = pd.read_csv(tmp_path / "metrics.csv").dropna(subset=["val_loss"])["val_loss"]
+    assert all(f"validation loss {v:.5f}" in line for v, line in zip(val_loss, lines, strict=True))
+    assert f"{result.epoch_train_s[1]:.1f} s of training" in lines[1]
+
+
 def test_load_embed_impute(trained) -> None:
     out, _, slides = trained
     model = sagefm.load(out)  # a training output directory resolves to best/

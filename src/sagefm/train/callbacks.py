@@ -3,6 +3,7 @@ each epoch's training."""
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from pathlib import Path
@@ -13,6 +14,8 @@ import lightning as L
 from sagefm.data.vocabulary import GeneVocabulary
 from sagefm.io.checkpoint import save_model_dir
 from sagefm.train.module import PretrainingModule
+
+logger = logging.getLogger(__name__)
 
 
 class ExportModelDirs(L.Callback):
@@ -71,7 +74,8 @@ class EpochTimer(L.Callback):
     in ``epoch_train_s`` for ``run.json``: the throughput of real training, not an extrapolation
     from a few steps. Lightning runs the epoch's validation before ``on_train_epoch_end``, so its
     time is measured and taken out. Under DDP the figures are rank 0's (its share of the
-    epoch's subgraphs).
+    epoch's subgraphs). Each epoch is also logged (INFO), with its validation loss: without a
+    progress bar it is the only sign of progress.
     """
 
     def __init__(self) -> None:
@@ -98,6 +102,15 @@ class EpochTimer(L.Callback):
         seconds = time.perf_counter() - self._started - self._validation_s
         self.epoch_train_s.append(seconds)
         pl_module.log("epoch_train_s", seconds, on_epoch=True, rank_zero_only=True)
-        pl_module.log(
-            "train_subgraphs_per_s", self._subgraphs / seconds, on_epoch=True, rank_zero_only=True
-        )
+        rate = self._subgraphs / seconds
+        pl_module.log("train_subgraphs_per_s", rate, on_epoch=True, rank_zero_only=True)
+        if trainer.is_global_zero:
+            val_loss = trainer.callback_metrics.get("val_loss")
+            logger.info(
+                "epoch %d/%d: %.1f s of training (%.0f subgraphs/s)%s",
+                trainer.current_epoch + 1,
+                trainer.max_epochs,
+                seconds,
+                rate,
+                "" if val_loss is None else f", validation loss {float(val_loss):.5f}",
+            )
