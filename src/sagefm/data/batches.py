@@ -37,8 +37,8 @@ class SubgraphBatch:
     spot_index: torch.Tensor  # (B,) int64
     #: with a collator's ``slide_means``: (S, V) the means of the S slides in the batch; with
     #: ``ModelConfig.slide_library_target`` or ``slide_output_target``: (S,) their median
-    #: libraries; (U + B,) int64 each
-    #: node row's slide among them (also what the contrast corrupts within)
+    #: libraries; (U + B,) int64 each node row's slide among them (also what the contrast
+    #: corrupts within)
     slide_means: torch.Tensor | None = None
     slide_libraries: torch.Tensor | None = None
     row_slide: torch.Tensor | None = None

@@ -292,8 +292,8 @@ class SageGCN(InputScaling):
         rows go through the first layer in one matmul, shared by every subgraph that contains them.
         ``slide_mean`` (R, V): each row's slide's `slide_input_mean`, with ``slide_centering``;
         ``slide_library`` (R,): its median library, with ``slide_library_target`` or
-        ``slide_output_target``; ``row_group``
-        (R,): each row's slide, within which the contrast corrupts (None: one group).
+        ``slide_output_target``; ``row_group`` (R,): each row's slide, within which the contrast
+        corrupts (None: one group).
         """
         library = (
             self.visible_library(values, slide_library) if self.config.depth_normalize else None
