@@ -195,6 +195,12 @@ class ModelConfig:
         """
         return self.mask_indicator or self.standardize_input
 
+    @property
+    def uses_slide_library(self) -> bool:
+        """The network reads each slide's median library: for its input's depth target
+        (``slide_library_target``) or its head's (``slide_output_target``)."""
+        return self.slide_library_target or self.slide_output_target
+
     def layer_index(self, layer: int, *, name: str = "GCN layer") -> int:
         """The non-negative position of GCN layer ``layer`` (negative counts from the end);
         `ConfigError` naming ``name`` when the network has no such layer."""

@@ -92,10 +92,8 @@ class PreparedSlide:
 
 def slide_library(slide: PreparedSlide, config: ModelConfig) -> float | None:
     """The ``slide_library`` a network built with ``config`` takes for ``slide``: its
-    `PreparedSlide.median_library` with ``ModelConfig.slide_library_target`` or
-    ``slide_output_target``, else None."""
-    by_library = config.slide_library_target or config.slide_output_target
-    return slide.median_library() if by_library else None
+    `PreparedSlide.median_library` when ``ModelConfig.uses_slide_library``, else None."""
+    return slide.median_library() if config.uses_slide_library else None
 
 
 def observed_gene_stats(
