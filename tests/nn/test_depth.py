@@ -143,3 +143,53 @@ def test_depth_setting_is_saved_and_old_configs_load_without_it() -> None:
     assert not ModelConfig.reference().depth_normalize
     with pytest.raises(ConfigError, match="output_activation"):
         dataclasses.replace(ModelConfig(), depth_normalize=True, output_activation="none")
+
+
+def _relative_depth_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Six spots of two slides (median libraries e^4 and e^7). Dimension 0 of the embedding is
+    log depth relative to the slide's median, dimension 1 is orthogonal to it."""
+    log_depth = torch.tensor([3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
+    median = torch.exp(torch.tensor([4.0, 4.0, 4.0, 7.0, 7.0, 7.0]))
+    relative = log_depth - torch.log(median)  # -1, 0, 1, -1, 0, 1
+    z = torch.stack([relative, torch.tensor([1.0, -2.0, 1.0, -1.0, 2.0, -1.0])], 1)
+    return z, torch.exp(log_depth), median
+
+
+def test_the_depth_adversary_reads_depth_relative_to_the_slide() -> None:
+    """With the batch as the only moments (decay 0), the ridge read-out finds dimension 0 and the
+    penalty is its squared correlation with relative depth: 1 (less a ridge's worth), at any
+    scale or offset of the embedding. Dimension 1 alone reads nothing: 0."""
+    z, library, median = _relative_depth_inputs()
+    adversary = depth.DepthAdversary(2, decay=0.0, ridge=1e-6)
+    torch.testing.assert_close(adversary(z, library, median), torch.tensor(1.0))
+    torch.testing.assert_close(adversary(7 * z + 3, library, median), torch.tensor(1.0))
+    orthogonal = z[:, 1:].expand(6, 2).clone()
+    torch.testing.assert_close(adversary(orthogonal, library, median), torch.tensor(0.0))
+    # the slides' levels (log depth 3..8, not relative) are not what it reads
+    levels = torch.log(library).unsqueeze(-1).expand(6, 2).clone()
+    assert adversary(levels, library, median) < 0.8
+
+
+def test_the_depth_adversary_keeps_running_moments_and_charges_the_embedding_alone() -> None:
+    """Training mode decays the batch into the moments (eval mode leaves them); the read-out is
+    solved from them without gradient, so the embedding's gradient is that of the squared
+    correlation along fixed weights."""
+    z, library, median = _relative_depth_inputs()
+    adversary = depth.DepthAdversary(2, decay=0.5, ridge=0.0)
+    adversary(z, library, median)
+    zs = (z - z.mean(0)) / ((z - z.mean(0)).square().mean(0).sqrt() + 1e-4)
+    d = torch.log(library / median)
+    torch.testing.assert_close(adversary.moment_zz, 0.5 * zs.T @ zs / 6)
+    torch.testing.assert_close(adversary.moment_zd, 0.5 * zs.T @ d / 6)
+    adversary.eval()
+    before = adversary.moment_zz.clone()
+    noisy = (z + torch.randn(6, 2, generator=torch.Generator().manual_seed(0))).requires_grad_()
+    adversary(noisy, library, median).backward()
+    assert torch.equal(adversary.moment_zz, before)
+    weights = torch.linalg.solve(adversary.moment_zz, adversary.moment_zd)
+    fixed = noisy.detach().clone().requires_grad_()
+    centred = fixed - fixed.mean(0)
+    read = centred / (centred.square().mean(0).sqrt() + 1e-4) @ weights
+    expected = (read * d).mean().square() / (read.square().mean() * d.square().mean())
+    (grad,) = torch.autograd.grad(expected, fixed)
+    torch.testing.assert_close(noisy.grad, grad)

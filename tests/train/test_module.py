@@ -337,3 +337,42 @@ def test_clip_norm_equals_torch_clipping(scale: float) -> None:
     torch.nn.utils.clip_grad_norm_(expected, 1.0, foreach=True)
     for p, e in zip(params, expected, strict=True):
         assert torch.equal(p.grad, e.grad)
+
+
+def test_depth_adversary_reads_the_centres_embedding_layer() -> None:
+    """With ``depth_adversary_weight`` batches carry each slide's median library and the training
+    loss adds that multiple of `depth.DepthAdversary` of the centres' embedding-layer rows (as
+    `SageGCN.encode` gives them), their visible libraries and their slides' medians; validation
+    keeps the plain loss. The penalty reaches the layers up to the embedding, not those after
+    it or the head."""
+    slides, n_genes = _slides()
+    model = ModelConfig(depth_adversary_weight=0.5, embedding_layer=1, depth_normalize=True)
+    plan = _plan(model, n_genes)
+    net = plan.network
+    adversary = net.depth_adversary
+    assert adversary is not None
+    adversary.eval()  # fixed moments, so that every loss below reads the same weights
+    with torch.no_grad():
+        adversary.moment_zz.copy_(torch.eye(12))
+        adversary.moment_zd.copy_(torch.linspace(-1, 1, 12))
+    collate = SubgraphCollator(slides, net.config, **DataConfig().masking(), seed=3)
+    batch = collate([(s, p, 0) for s in range(3) for p in range(0, 40, 5)])
+    assert batch.slide_libraries is not None and batch.row_slide is not None
+    projected = net.project(batch.values, batch.visible)[batch.node_index]
+    centre = net.project(batch.centre_values, batch.centre_visible)
+    projected = torch.cat([centre.unsqueeze(1), projected[:, 1:]], dim=1)
+    embedding = net.encode(projected, batch.adj, layer=1)  # (B, 12)
+    library = depth.visible_library(batch.centre_values)
+    median = batch.slide_libraries[batch.row_slide[batch.n_spots :]]
+    penalty = adversary(embedding, library, median)
+    assert penalty > 1e-3
+    plain = _plain_loss(plan, batch)
+    torch.testing.assert_close(plan.loss(batch), plain + 0.5 * penalty, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(plan.loss(batch, auxiliary=False), plain, rtol=1e-6, atol=1e-7)
+    grads = _gradients(plan, plan.loss(batch) - plan.loss(batch, auxiliary=False))
+    assert grads["network.layers.0.linear.weight"].abs().max() > 1e-6
+    for late in ("layers.2.linear.weight", "head.weight"):
+        assert grads[f"network.{late}"].abs().max() < 1e-9, late
+    assert _plan(ModelConfig(), n_genes).network.depth_adversary is None
+    with pytest.raises(ConfigError, match="depth_adversary_weight"):
+        ModelConfig(depth_adversary_weight=-1.0)

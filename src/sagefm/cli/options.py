@@ -165,6 +165,19 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         "--library-target (default: the preset's, ModelConfig.slide_output_target)",
     )
     p.add_argument(
+        "--depth-adversary-weight",
+        type=float,
+        help="weight of a linear probe of within-slide log depth from the embedding, trained "
+        "against the encoder, which must hide depth from it "
+        f"(0 = none; default: the preset's, {ModelConfig.depth_adversary_weight:g})",
+    )
+    p.add_argument(
+        "--output-activation",
+        choices=("relu", "softplus"),
+        help="the head's output activation; softplus makes the head a log rate that depth and "
+        "slide shifts multiply (default: the preset's, ModelConfig.output_activation)",
+    )
+    p.add_argument(
         "--slide-centering",
         action=argparse.BooleanOptionalAction,
         help="centre each gene's input on its own slide's mean and add that mean back to the "
@@ -234,6 +247,7 @@ def config_from_args(args: argparse.Namespace) -> SageFMConfig:
             "embedding_layer",
             "embedding_loss_weight",
             "contrastive_loss_weight",
+            "depth_adversary_weight",
             "dropout",
             "slide_centering",
             "depth_normalize",
@@ -242,6 +256,7 @@ def config_from_args(args: argparse.Namespace) -> SageFMConfig:
             "library_target",
             "slide_library_target",
             "slide_output_target",
+            "output_activation",
         )
         if getattr(args, name) is not None
     }

@@ -12,7 +12,7 @@ from torch import nn
 
 from sagefm.config import ModelConfig
 from sagefm.nn import depth
-from sagefm.nn.layers import DenseGCNLayer, mean_over_neighbours
+from sagefm.nn.layers import DenseGCNLayer, inverse_output_activation, mean_over_neighbours
 
 #: under autocast, first-layer inputs have a multiple of this many rows (see `_input_features`)
 AUTOCAST_ROW_MULTIPLE = 64
@@ -74,8 +74,9 @@ class InputScaling(nn.Module):
         self, slide_mean: torch.Tensor | None, slide_library: float | torch.Tensor | None = None
     ) -> torch.Tensor | None:
         """(..., V) what the head adds back with ``ModelConfig.slide_centering``: the slide's
-        departure from the corpus mean (0 where the slide does not show the gene); None
-        otherwise. With ``ModelConfig.slide_output_target`` the slide's means are first brought
+        departure from the corpus mean (0 where the slide does not show the gene), on the scale
+        of the head's raw output (`inverse_output_activation`: a log ratio of rates with
+        softplus); None otherwise. With ``ModelConfig.slide_output_target`` the slide's means are first brought
         from ``library_target`` to its median library ``slide_library`` (broadcasting against
         them), so that with the head's bias at the corpus means the head starts at the slide's
         mean share of each gene at the library it predicts at."""
@@ -86,7 +87,8 @@ class InputScaling(nn.Module):
             if slide_library is None:
                 raise ValueError("this model predicts at each slide's median library: pass it")
             centre = depth.restore_depth(centre, slide_library, self.config.library_target)
-        return centre - self.input_mean
+        inverse = inverse_output_activation
+        return inverse(self.config, centre) - inverse(self.config, self.input_mean)
 
     def skip_centre(self, slide_mean: torch.Tensor | None) -> torch.Tensor | None:
         """(..., V) what the skip path measures a neighbour mean from with

@@ -48,6 +48,22 @@ def output_activation(config: ModelConfig) -> nn.Module:
     return nn.Identity()
 
 
+#: the smallest value `inverse_output_activation` inverts for softplus (log1p scale): a gene with
+#: mean 0 starts at softplus(log(expm1(1e-4))) = 1e-4 rather than at -inf
+_SOFTPLUS_FLOOR = 1e-4
+
+
+def inverse_output_activation(config: ModelConfig, value: torch.Tensor) -> torch.Tensor:
+    """The head's raw output that the output activation maps to ``value`` (any shape): the
+    identity for relu (on values >= 0) and none; ``log(expm1(value))`` for softplus, floored at
+    `_SOFTPLUS_FLOOR`. With softplus and depth normalisation, ``expm1(softplus(z)) = exp(z)``: the
+    head predicts a log rate and the centre's depth and its slide's shift act on it multiplicatively,
+    as in scVI; levels and shifts are therefore set on that log scale."""
+    if config.output_activation != "softplus":
+        return value
+    return torch.log(torch.expm1(value.clamp(min=_SOFTPLUS_FLOOR)))
+
+
 def mean_over_neighbours(
     values: torch.Tensor,
     visible: torch.Tensor,
