@@ -109,10 +109,6 @@ class ModelConfig:
     #: only, 0 = none): the centre's embedding must tell its own subgraph's summary from that of
     #: a subgraph whose nodes were swapped for random spots of the same slide.
     contrastive_loss_weight: float = 0.0
-    #: weight of a linear probe of each centre's within-slide log depth from the embedding layer,
-    #: trained against the encoder by gradient reversal (`sagefm.nn.depth.DepthAdversary`;
-    #: training only, 0 = none): the embedding should not carry sequencing depth.
-    depth_adversary_weight: float = 0.0
     #: centre each gene's z-score on the mean of the node's own slide (over the spots that show
     #: the gene, on the scale the network reads) instead of the training corpus's, and add that
     #: shift back to the head's output: a per-slide additive offset of a gene (batch, platform,
@@ -175,10 +171,6 @@ class ModelConfig:
             f"contrastive_loss_weight must be >= 0, got {self.contrastive_loss_weight}",
         )
         check_config(
-            self.depth_adversary_weight >= 0,
-            f"depth_adversary_weight must be >= 0, got {self.depth_adversary_weight}",
-        )
-        check_config(
             self.contrastive_loss_weight == 0
             or (
                 self.edge_scheme == "weighted"
@@ -208,13 +200,6 @@ class ModelConfig:
         """The network reads each slide's median library: for its input's depth target
         (``slide_library_target``) or its head's (``slide_output_target``)."""
         return self.slide_library_target or self.slide_output_target
-
-    @property
-    def trains_on_slide_library(self) -> bool:
-        """Training batches carry each slide's median library: the network reads it
-        (`uses_slide_library`), or the depth probe measures depth against it
-        (``depth_adversary_weight``)."""
-        return self.uses_slide_library or self.depth_adversary_weight > 0
 
     def layer_index(self, layer: int, *, name: str = "GCN layer") -> int:
         """The non-negative position of GCN layer ``layer`` (negative counts from the end);

@@ -202,9 +202,3 @@ def test_output_activation_flag() -> None:
     assert _pretrain_config().model.output_activation == "relu"
     given = _pretrain_config("--preset", "transfer", "--output-activation", "softplus").model
     assert given.output_activation == "softplus" and given.library_target == 100.0
-
-
-def test_depth_adversary_weight_flag() -> None:
-    assert _pretrain_config().model.depth_adversary_weight == 0.0
-    given = _pretrain_config("--preset", "transfer", "--depth-adversary-weight", "2").model
-    assert given.depth_adversary_weight == 2.0 and given.contrastive_loss_weight == 1.0

@@ -165,13 +165,6 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         "--library-target (default: the preset's, ModelConfig.slide_output_target)",
     )
     p.add_argument(
-        "--depth-adversary-weight",
-        type=float,
-        help="weight of a linear probe of within-slide log depth from the embedding, trained "
-        "against the encoder, which must hide depth from it "
-        f"(0 = none; default: the preset's, {ModelConfig.depth_adversary_weight:g})",
-    )
-    p.add_argument(
         "--output-activation",
         choices=("relu", "softplus"),
         help="the head's output activation; softplus makes the head a log rate that depth and "
@@ -247,7 +240,6 @@ def config_from_args(args: argparse.Namespace) -> SageFMConfig:
             "embedding_layer",
             "embedding_loss_weight",
             "contrastive_loss_weight",
-            "depth_adversary_weight",
             "dropout",
             "slide_centering",
             "depth_normalize",

@@ -196,7 +196,7 @@ class SubgraphCollator:
         """(S, V) ``slide_means`` of the batch's S slides (None without them), (S,) their median
         libraries (None unless ``ModelConfig.slide_library_target`` or ``slide_output_target``)
         and (U + B,) each row's position among them; each is computed once per slide."""
-        by_library = self.model_config.trains_on_slide_library
+        by_library = self.model_config.uses_slide_library
         order = [s for s, _ in spots]
         for s in order:
             if self.slide_means is not None and s not in self._means:

@@ -15,7 +15,6 @@ the same scale and `restore_depth` maps back to log1p counts with the centre's v
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 #: counts per node after normalisation (log1p of counts per 10k)
 LIBRARY_TARGET = 1e4
@@ -80,60 +79,3 @@ def _csr_rows(values: torch.Tensor) -> torch.Tensor:
     crow = values.crow_indices()
     counts = crow[1:] - crow[:-1]
     return torch.repeat_interleave(torch.arange(values.shape[0], device=values.device), counts)
-
-
-class DepthAdversary(nn.Module):
-    """The squared correlation between each centre's log depth, relative to its slide's median,
-    and the embedding's best linear read-out of it: the encoder's penalty with
-    `ModelConfig.depth_adversary_weight`, so that the embedding does not carry depth.
-
-    The read-out is a ridge regression of depth on the standardised embedding, solved each step
-    from running (exponentially decayed, ``decay`` per training batch) second moments, with the
-    embedding detached: it tracks the direction that reads depth best over the last few
-    thousand spots, and the encoder is charged the batch's squared correlation along it, so it
-    must clear depth from every linear read-out, which bounds each principal component's
-    correlation with depth. A learned probe did not work: with its gradient reversed (DANN) the
-    encoder inflated its error 150-fold within 10 steps; trained by Adam at the network's
-    learning rate it never learned to read depth in 200 steps. The penalty is scale-free, in
-    [0, 1]. Depth is relative to the slide's median (the slides' own depth differences are the
-    slide centring's business).
-    """
-
-    def __init__(self, width: int, decay: float = 0.99, ridge: float = 1e-2) -> None:
-        super().__init__()
-        self.decay, self.ridge = decay, ridge
-        self.register_buffer("moment_zz", torch.zeros(width, width))  # E[z zᵀ], decayed
-        self.register_buffer("moment_zd", torch.zeros(width))  # E[z d]
-        self.moment_zz: torch.Tensor
-        self.moment_zd: torch.Tensor
-
-    def forward(
-        self, embedding: torch.Tensor, library: torch.Tensor, slide_library: torch.Tensor
-    ) -> torch.Tensor:
-        """() the penalty from ``embedding`` (B, h), visible ``library`` (B,) counts and
-        ``slide_library`` (B,) the median library of each row's slide. In training mode the
-        running moments take in the batch first. In fp32 under autocast too: the moments
-        accumulate over thousands of steps."""
-        with torch.autocast(embedding.device.type, enabled=False):
-            return self._penalty(embedding.float(), library.float(), slide_library.float())
-
-    def _penalty(
-        self, embedding: torch.Tensor, library: torch.Tensor, slide_library: torch.Tensor
-    ) -> torch.Tensor:
-        z = embedding
-        z = z - z.mean(dim=0)
-        z = z / (z.square().mean(dim=0, keepdim=True).sqrt() + 1e-4)  # unit variance per dim
-        d = torch.log(library.clamp(min=1.0) / slide_library.clamp(min=1.0))
-        d = d - d.mean()
-        with torch.no_grad():
-            if self.training:
-                n = z.shape[0]
-                self.moment_zz.lerp_(z.T @ z / n, 1 - self.decay)
-                self.moment_zd.lerp_(z.T @ d / n, 1 - self.decay)
-            shrink = self.ridge * self.moment_zz.diagonal().mean().clamp(min=1e-8)
-            eye = torch.eye(z.shape[1], device=z.device)
-            weights = torch.linalg.solve(self.moment_zz + shrink * eye, self.moment_zd)
-        read = z @ weights  # (B,) centred, as z is
-        covariance = (read * d).mean()
-        scale = read.square().mean() * d.square().mean()
-        return covariance.square() / scale.clamp(min=1e-12)

@@ -36,9 +36,6 @@ class RowPredictions(NamedTuple):
     from_embedding: torch.Tensor | None = None
     #: (B, 2) the contrast's discriminator logits, real then corrupted (contrastive_loss_weight)
     contrast: torch.Tensor | None = None
-    #: () the squared correlation of the centres' depth with the embedding's best linear read-out
-    #: of it (`sagefm.nn.depth.DepthAdversary`; depth_adversary_weight)
-    depth_correlation: torch.Tensor | None = None
 
 
 class SageGCN(InputScaling):
@@ -89,12 +86,6 @@ class SageGCN(InputScaling):
         # The contrast's discriminator (ModelConfig.contrastive_loss_weight): training only.
         self.discriminator = (
             Discriminator(config.embedding_dim) if config.contrastive_loss_weight > 0 else None
-        )
-        # The depth probe (ModelConfig.depth_adversary_weight): training only.
-        self.depth_adversary = (
-            depth.DepthAdversary(config.embedding_dim)
-            if config.depth_adversary_weight > 0
-            else None
         )
         # z-scores of the input (ModelConfig.standardize_input): fixed, saved with the weights.
         # The identity until `set_input_scaling` is called with the training data's statistics.
@@ -302,17 +293,13 @@ class SageGCN(InputScaling):
         hidden) among them; node_rows: (B, N) rows into them, column 0 = the centre's row. All R
         rows go through the first layer in one matmul, shared by every subgraph that contains them.
         ``slide_mean`` (R, V): each row's slide's `slide_input_mean`, with ``slide_centering``;
-        ``slide_library`` (R,): its median library, with ``slide_library_target``,
-        ``slide_output_target`` or ``depth_adversary_weight``; ``row_group`` (R,): each row's slide, within which the contrast
+        ``slide_library`` (R,): its median library, with ``slide_library_target`` or
+        ``slide_output_target``; ``row_group`` (R,): each row's slide, within which the contrast
         corrupts (None: one group).
         """
         library = (
             self.visible_library(values, slide_library) if self.config.depth_normalize else None
         )
-        centres = node_rows[:, 0]
-        probing = self.depth_adversary is not None
-        # the centres' counts as seen: the visible library, not `library`'s slide-target variant
-        centre_depth = depth.visible_library(values[centres]) if probing else None
         values = self._depth_scaled(values, library)
         features = self._input_features(values, visible, slide_mean)  # (R, F), or more rows
         first, rows = self.first_layer.linear, None
@@ -321,11 +308,12 @@ class SageGCN(InputScaling):
         else:
             rows = project_rows(first, features)  # (R, h_0)
             projected = rows[node_rows]  # (B, N, h_0)
-        tapping = self.embedding_head is not None or self.discriminator is not None or probing
+        tapping = self.embedding_head is not None or self.discriminator is not None
         tap = self.config.layer_index(self.config.embedding_layer) if tapping else -1
         embedding, tapped = self._encode(
             projected, adj, stop=len(self.config.hidden_sizes) - 1, tap=tap
         )
+        centres = node_rows[:, 0]
         centre_library = None if library is None else library[centres]
         centre_mean = None if slide_mean is None else slide_mean[centres]
         at = None if slide_library is None else slide_library[centres]
@@ -346,11 +334,6 @@ class SageGCN(InputScaling):
                 from_embedding = from_embedding + shift
             library = None if centre_library is None else centre_library.unsqueeze(-1)
             out = out._replace(from_embedding=self._output(from_embedding, library, at))
-        if self.depth_adversary is not None and centre_depth is not None and tapped is not None:
-            if slide_library is None:
-                raise ValueError("this model probes depth: pass each row's slide_library")
-            correlation = self.depth_adversary(tapped[:, 0], centre_depth, slide_library[centres])
-            out = out._replace(depth_correlation=correlation)
         if self.discriminator is not None and tapped is not None and rows is not None:
             # the R real rows: under autocast ``rows`` may carry zero rows of padding after them
             groups = centres.new_zeros(values.shape[0]) if row_group is None else row_group

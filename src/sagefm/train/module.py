@@ -89,9 +89,8 @@ class PretrainingModule(L.LightningModule):
         """The objective on one batch: masked MSE on the hidden genes of `SageGCN.predict_rows`
         (the plain forward pass with every node row projected in one matmul), plus, with
         ``auxiliary``, ``embedding_loss_weight`` times that of the embedding head and
-        ``contrastive_loss_weight`` times the contrast's (`sagefm.nn.contrast`) and
-        ``depth_adversary_weight`` times the depth probe's (`sagefm.nn.depth.DepthAdversary`)
-        when the model has them. Validation leaves them out, so that val_loss is the same measure for every
+        ``contrastive_loss_weight`` times the contrast's (`sagefm.nn.contrast`) when the model
+        has them. Validation leaves them out, so that val_loss is the same measure for every
         model."""
         return self._weighted(self.loss_terms(batch, auxiliary=auxiliary))
 
@@ -101,7 +100,6 @@ class PretrainingModule(L.LightningModule):
         weights = {
             "embedding": model.embedding_loss_weight,
             "contrast": model.contrastive_loss_weight,
-            "depth": model.depth_adversary_weight,
         }
         total = terms["masked_mse"]
         for name, weight in weights.items():
@@ -112,8 +110,8 @@ class PretrainingModule(L.LightningModule):
     def loss_terms(
         self, batch: SubgraphBatch, *, auxiliary: bool = True
     ) -> dict[str, torch.Tensor]:
-        """The unweighted terms of `loss`: "masked_mse", and with ``auxiliary`` "embedding",
-        "contrast" and "depth" where the model has them."""
+        """The unweighted terms of `loss`: "masked_mse", and with ``auxiliary`` "embedding" and
+        "contrast" where the model has them."""
         out = self.network.predict_rows(
             batch.node_values,
             batch.node_visible,
@@ -128,8 +126,6 @@ class PretrainingModule(L.LightningModule):
             terms["embedding"] = masked_mse(out.from_embedding, batch.centre_truth, batch.target)
         if auxiliary and out.contrast is not None:
             terms["contrast"] = contrast_loss(out.contrast)
-        if auxiliary and out.depth_correlation is not None:
-            terms["depth"] = out.depth_correlation
         return terms
 
     def _slides_of(self, batch: SubgraphBatch) -> list[str]:
@@ -156,12 +152,9 @@ class PretrainingModule(L.LightningModule):
     def training_step(self, batch: SubgraphBatch, batch_idx: int) -> torch.Tensor:
         terms = self.loss_terms(batch)
         loss = self._weighted(terms)
-        # train_contrast at log 2 = 0.69: the discriminator cannot tell the pairs apart;
-        # train_depth_correlation: squared, of depth with its best linear read-out
-        for term, name in (("contrast", "train_contrast"), ("depth", "train_depth_correlation")):
-            if term in terms:
-                n_centres = batch.node_index.shape[0]
-                self.log(name, terms[term], on_epoch=True, batch_size=n_centres)
+        if "contrast" in terms:  # log 2 = 0.69: the discriminator cannot tell the pairs apart
+            n_centres = batch.node_index.shape[0]
+            self.log("train_contrast", terms["contrast"], on_epoch=True, batch_size=n_centres)
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"non-finite training loss ({loss.item()}) at global step {self.global_step}, epoch "
