@@ -76,10 +76,10 @@ class InputScaling(nn.Module):
         """(..., V) what the head adds back with ``ModelConfig.slide_centering``: the slide's
         departure from the corpus mean (0 where the slide does not show the gene), on the scale
         of the head's raw output (`inverse_output_activation`: a log ratio of rates with
-        softplus); None otherwise. With ``ModelConfig.slide_output_target`` the slide's means are first brought
-        from ``library_target`` to its median library ``slide_library`` (broadcasting against
-        them), so that with the head's bias at the corpus means the head starts at the slide's
-        mean share of each gene at the library it predicts at."""
+        softplus); None otherwise. With ``ModelConfig.slide_output_target`` the slide's means
+        are first brought from ``library_target`` to its median library ``slide_library``
+        (broadcasting against them), so that with the head's bias at the corpus means the head
+        starts at the slide's mean share of each gene at the library it predicts at."""
         if not self.config.slide_centering:
             return None
         centre = self.centre_of(slide_mean)

@@ -55,10 +55,10 @@ _SOFTPLUS_FLOOR = 1e-4
 
 def inverse_output_activation(config: ModelConfig, value: torch.Tensor) -> torch.Tensor:
     """The head's raw output that the output activation maps to ``value`` (any shape): the
-    identity for relu (on values >= 0) and none; ``log(expm1(value))`` for softplus, floored at
-    `_SOFTPLUS_FLOOR`. With softplus and depth normalisation, ``expm1(softplus(z)) = exp(z)``: the
-    head predicts a log rate and the centre's depth and its slide's shift act on it multiplicatively,
-    as in scVI; levels and shifts are therefore set on that log scale."""
+    identity for relu (on values >= 0) and none; ``log(expm1(value))`` for softplus, floored
+    at `_SOFTPLUS_FLOOR`. With softplus and depth normalisation ``expm1(softplus(z)) = exp(z)``:
+    the head predicts a log rate, which the centre's depth and its slide's shift multiply, as
+    in scVI; levels and shifts are therefore set on that log scale."""
     if config.output_activation != "softplus":
         return value
     return torch.log(torch.expm1(value.clamp(min=_SOFTPLUS_FLOOR)))
