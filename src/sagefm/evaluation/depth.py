@@ -107,9 +107,7 @@ def depth_rows(
 
 def depth_text(table: pd.DataFrame) -> str:
     """The report's paragraph: max |r| per section and representation, and the bar's verdict."""
-    wide = table.pivot_table(index=["section", "split"], columns="method", values="max", sort=False)
-    wide.columns = [f"max abs r {LABELS[m]}" for m in wide.columns]
-    worst = table.groupby("method", sort=False)["max"].max()
+    wide, worst = _per_section(table, "max", "max abs r")
     passed = "meets" if worst.get("sagefm", np.inf) <= DEPTH_BAR else "does not meet"
     return "\n\n".join(
         [
@@ -135,15 +133,20 @@ def _within_text(table: pd.DataFrame) -> list[str]:
     """The within-domain paragraph and table, where the rows have them."""
     if "max_within_domains" not in table or table["max_within_domains"].isna().all():
         return []
-    scored = table.dropna(subset=["max_within_domains"])
-    wide = scored.pivot_table(
-        index=["section", "split"], columns="method", values="max_within_domains", sort=False
-    )
-    wide.columns = [f"within domains {LABELS[m]}" for m in wide.columns]
-    worst = scored.groupby("method", sort=False)["max_within_domains"].max()
+    wide, worst = _per_section(table, "max_within_domains", "within domains")
     return [
         "Within the annotated domains (each PC and log library centred on its domain's mean, "
         "labelled spots): depth's variation that the tissue's domains do not explain. SAGE-FM "
         f"worst {worst.get('sagefm', float('nan')):.3f}.",
         markdown_table(wide.reset_index()),
     ]
+
+
+def _per_section(table: pd.DataFrame, column: str, prefix: str) -> tuple[pd.DataFrame, pd.Series]:
+    """``column`` per section (rows) and representation (columns headed ``prefix`` and its
+    label; representations without it are left out), and each representation's worst."""
+    wide = table.pivot_table(
+        index=["section", "split"], columns="method", values=column, sort=False
+    )
+    wide.columns = [f"{prefix} {LABELS[m]}" for m in wide.columns]
+    return wide, table.groupby("method", sort=False)[column].max()
