@@ -35,6 +35,7 @@ LABELS = {
     "neighbour_mean": "neighbour mean",
     "scaled_gene_mean": "gene mean at the spot's depth",
     "scaled_neighbour_mean": "neighbour mean at the spot's depth",
+    "low_rank": "low-rank completion at the spot's depth",
     "annotation": "annotation (one-hot)",
 }
 
