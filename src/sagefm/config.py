@@ -48,10 +48,6 @@ class ModelConfig:
     #: Gaussian kernel bandwidth for "weighted" edges, micrometres; None = the slide's median
     #: nearest-neighbour distance (so ring-1 neighbours weigh exp(-1/2) on any platform).
     edge_bandwidth_um: float | None = None
-    #: weight of each node's edge to itself in "weighted" edges (GCNConv's unit self-loop: 1).
-    #: Larger keeps more of a spot's own expression through the layers: at 1 the centre is about
-    #: 16% of its layer-1 mix on a Visium lattice (ring-1 neighbours 0.61 each, ring-2 0.22).
-    self_loop_weight: float = 1.0
     #: append a visible/hidden flag per gene to the input (V more input features). Off by default:
     #: with z-scored input the flags did not lower the validation loss on DLPFC + her2st, and they
     #: double the first layer's work, which bounds training speed (README, "Speed and scale").
@@ -185,12 +181,6 @@ class ModelConfig:
             "every node alike, and the last layer is computed at the centre only)",
         )
         check_config(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
-        check_config(
-            self.self_loop_weight > 0
-            and (self.self_loop_weight == 1 or self.edge_scheme == "weighted"),
-            f"self_loop_weight must be > 0, and 1 unless edges are weighted, got "
-            f"{self.self_loop_weight} with {self.edge_scheme!r} edges",
-        )
         check_config(
             self.edge_bandwidth_um is None or self.edge_bandwidth_um > 0,
             f"edge_bandwidth_um must be > 0, got {self.edge_bandwidth_um}",

@@ -202,9 +202,3 @@ def test_output_activation_flag() -> None:
     assert _pretrain_config().model.output_activation == "relu"
     given = _pretrain_config("--preset", "transfer", "--output-activation", "softplus").model
     assert given.output_activation == "softplus" and given.library_target == 100.0
-
-
-def test_self_loop_weight_flag() -> None:
-    assert _pretrain_config().model.self_loop_weight == 1.0
-    given = _pretrain_config("--preset", "transfer", "--self-loop-weight", "4").model
-    assert given.self_loop_weight == 4.0 and given.dropout == 0.1  # the preset's otherwise

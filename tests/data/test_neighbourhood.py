@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from sagefm.config import ModelConfig
 from sagefm.data.neighbourhood import build_neighbourhoods, subgraph_adjacency
-from sagefm.errors import ConfigError, InputDataError
+from sagefm.errors import InputDataError
 from sagefm.io.lattice import median_spacing
 
 
@@ -161,20 +160,3 @@ def test_binned_scale_neighbourhoods_warn_and_spot_scale_do_not(
     # square rings: 4 at 8, 4 at 8√2, 4 at 16 and 2 of the 8 at 8√5 µm
     assert neighbourhood_reach_um(bins, nb) == pytest.approx(8.0 * np.sqrt(5), abs=1e-6)
     assert "aggregate_to_spots" in caplog.text
-
-
-def test_self_loop_weight_sets_the_diagonal_before_normalisation() -> None:
-    # two nodes one bandwidth apart: edge exp(-1/2), self-loops 3; row normalisation by hand
-    coords = torch.tensor([[[0.0, 0.0], [100.0, 0.0]]])
-    adj = subgraph_adjacency(
-        coords, scheme="weighted", bandwidth_um=100.0, norm="row", self_loop=3.0
-    )
-    edge = float(np.exp(-0.5))
-    expected = torch.tensor([[3.0, edge], [edge, 3.0]]) / (3.0 + edge)
-    torch.testing.assert_close(adj[0], expected)
-    # the default is GCNConv's unit self-loop
-    plain = subgraph_adjacency(coords, scheme="weighted", bandwidth_um=100.0, norm="row")
-    torch.testing.assert_close(plain[0, 0, 0], torch.tensor(1.0 / (1.0 + edge)))
-    # the complete graph's shortcuts assume identical nodes: no other self-loop there
-    with pytest.raises(ConfigError, match="self_loop_weight"):
-        ModelConfig(edge_scheme="complete", self_loop_weight=2.0)

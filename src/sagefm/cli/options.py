@@ -141,13 +141,6 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         "'default')",
     )
     p.add_argument(
-        "--self-loop-weight",
-        type=float,
-        help="weight of each spot's edge to itself in weighted subgraphs, before normalisation "
-        f"(default {ModelConfig.self_loop_weight:g}, GCNConv's; larger keeps more of the spot's "
-        "own expression)",
-    )
-    p.add_argument(
         "--depth-normalize",
         action=argparse.BooleanOptionalAction,
         help="feed each spot at a fixed library of its visible genes (default: the preset's, "
@@ -248,7 +241,6 @@ def config_from_args(args: argparse.Namespace) -> SageFMConfig:
             "embedding_loss_weight",
             "contrastive_loss_weight",
             "dropout",
-            "self_loop_weight",
             "slide_centering",
             "depth_normalize",
             "mask_indicator",

@@ -111,7 +111,6 @@ def subgraph_weights(
         scheme="weighted",
         bandwidth_um=model_config.edge_bandwidth_um or slide.bandwidth_um,
         norm=model_config.graph_norm,
-        self_loop=model_config.self_loop_weight,
     )
 
 
@@ -254,7 +253,6 @@ class SubgraphCollator:
                 scheme="weighted",
                 bandwidth_um=torch.from_numpy(sigma),
                 norm=self.model_config.graph_norm,
-                self_loop=self.model_config.self_loop_weight,
             )
             if weighted
             else None

@@ -139,7 +139,6 @@ def subgraph_adjacency(
     scheme: EdgeScheme,
     bandwidth_um: torch.Tensor | float,
     norm: GraphNorm = "symmetric",
-    self_loop: float = 1.0,
 ) -> torch.Tensor:
     """Normalised adjacency (B, N, N) of B subgraphs from node coordinates (B, N, 2) in µm.
 
@@ -147,8 +146,7 @@ def subgraph_adjacency(
     ``bandwidth_um`` (scalar or (B,)); the diagonal is exp(0) = 1, i.e. unit self-loops as in
     GCNConv. A Gaussian (not 1/d) because it is finite at d = 0, smooth, and with σ = the lattice
     spacing it weighs ring-1 neighbours exp(-1/2) ≈ 0.61 and ring-2 ones ≈ 0.2, keeping aggregation
-    local while every node still sees the whole subgraph. ``self_loop`` replaces the diagonal's 1
-    (`ModelConfig.self_loop_weight`), before normalisation.
+    local while every node still sees the whole subgraph.
     ``"complete"``: all ones (the reference code's unweighted fully connected graph with self-loops).
     ``norm="symmetric"``: D^-1/2 A D^-1/2 (Kipf & Welling / GCNConv); ``"row"``: D^-1 A (a weighted mean).
     """
@@ -164,8 +162,6 @@ def subgraph_adjacency(
         sigma = sigma.reshape(-1, 1, 1) if sigma.ndim else sigma
         sq_dist = torch.cdist(node_coords_um, node_coords_um).square()
         adj = torch.exp(-sq_dist / (2.0 * sigma**2))
-        if self_loop != 1.0:
-            adj = adj + (self_loop - 1.0) * torch.eye(nodes, dtype=adj.dtype, device=adj.device)
     degree = adj.sum(dim=-1)  # (B, N), >= 1 because of the self-loop
     if norm == "row":
         return adj / degree.unsqueeze(-1)
