@@ -75,15 +75,21 @@ def random_observed_mask(
     return mask
 
 
+def _visible_mean(shown: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(n_genes,) each gene's mean over its visible entries: ``shown`` (n_spots, n_genes) is 0
+    where hidden, ``counts`` (n_genes,) the visible entries of each gene (0 for a gene with none)."""
+    return np.divide(shown.sum(axis=0), counts, out=np.zeros(shown.shape[1]), where=counts > 0)
+
+
 def baseline_predictions(
     truth: np.ndarray, mask: np.ndarray, neighbours: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Every baseline (n_spots, n_genes) from the visible entries only (``mask`` = hidden).
 
-    ``truth`` is log1p counts. The scaled baselines and ``low_rank`` bring each spot to the median library first
-    and back to its own after: a spot's library is its visible counts divided by the share of
-    the given genes it shows, so a spot with 30% hidden counts about its full library, as
-    `sagefm.data.slides.PreparedSlide.median_library` does.
+    ``truth`` is log1p counts. The scaled baselines and ``low_rank`` bring each spot to the
+    median library first and back to its own after: a spot's library is its visible counts
+    divided by the share of the given genes it shows, so a spot with 30% hidden counts about its
+    full library, as `sagefm.data.slides.PreparedSlide.median_library` does.
     """
     visible = ~mask
     shown = np.where(visible, truth, 0.0)
@@ -94,9 +100,7 @@ def baseline_predictions(
     def means(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(n_genes,) each gene's mean over its visible entries of ``values`` (0 where hidden),
         and (n_spots, n_genes) its mean over the visible neighbours (the gene mean if none)."""
-        gene = np.divide(
-            values.sum(axis=0), counts, out=np.zeros(values.shape[1]), where=counts > 0
-        )
+        gene = _visible_mean(values, counts)
         nb = np.where(nb_count > 0, (operator @ values) / np.maximum(nb_count, 1), gene[None, :])
         return gene, nb
 
@@ -134,9 +138,7 @@ def low_rank_completion(
     entries with it, clipped at 0 (values are log1p-scale). Returns the last fit at every entry.
     Hidden entries of ``values`` are never read.
     """
-    counts = visible.sum(axis=0)
-    shown = np.where(visible, values, 0.0)
-    gene = np.divide(shown.sum(axis=0), counts, out=np.zeros(values.shape[1]), where=counts > 0)
+    gene = _visible_mean(np.where(visible, values, 0.0), visible.sum(axis=0))
     fill = np.where(visible, values, gene[None, :])
     rank = min(rank, min(values.shape) - 1)
     fit = fill
@@ -309,7 +311,9 @@ def recovery_section(run: EvaluationRun, data: dict[str, list[ad.AnnData]]) -> t
             f"{c.mask_fraction:.0%} of each spot's vocabulary genes hidden (from the model and from the "
             f"baselines), {c.rounds} round(s) with seed {run.seed}; RMSE on log1p counts over all hidden "
             "entries. Per-gene Pearson r pools each gene's hidden entries; p-values BH-corrected "
-            "(FDR 5%).",
+            f"(FDR 5%). The low-rank completion is a rank-{LOW_RANK} hard-impute of the slide's "
+            "visible entries at its median library (`low_rank_completion`), restored at each "
+            "spot's depth.",
             markdown_table(shown),
             verdict(means, higher_is_better=False, metric="mean RMSE")
             + f" SAGE-FM is best on {n_wins} of {len(table)} slides.",
