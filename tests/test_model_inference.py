@@ -167,6 +167,13 @@ AGREEMENT_CONFIGS = [
         slide_centering=True,
         slide_output_target=True,
     ),
+    ModelConfig(
+        hidden_sizes=(16, 8, 16),
+        depth_normalize=True,
+        library_target=100.0,
+        slide_centering=True,
+        centre_residual=True,
+    ),
 ]
 
 
@@ -187,6 +194,7 @@ AGREEMENT_CONFIGS = [
         "depth-slide-library",
         "depth-slide-library-complete-slide-centred",
         "depth-100-slide-centred-output-at-slide-library",
+        "depth-100-slide-centred-centre-residual",
     ],
 )
 def test_every_fast_path_agrees_with_the_plain_forward(model_config: ModelConfig) -> None:

@@ -56,6 +56,11 @@ class ModelConfig:
     #: output: a full-rank spatial path beside the 1024-d bottleneck, so the GCN learns corrections
     #: to spatial smoothing rather than having to re-derive it through a low-rank map.
     spatial_skip: bool = True
+    #: add a learned per-unit multiple (starting at 0) of the centre's own first-layer activation,
+    #: before any neighbour is mixed in, to the last layer's output that the head reads: the spot's
+    #: own expression reaches the head past five rounds of neighbourhood averaging. Needs weighted
+    #: edges and equal first and last widths.
+    centre_residual: bool = False
     #: the skip path reads each gene's neighbour mean as its departure from the value the input
     #: subtracts (the z-scores' mean: the corpus's, or the slide's with slide_centering; 0 for raw
     #: input), and 0 where no neighbour shows the gene. Uncentred (the default), a gene hidden in
@@ -132,6 +137,13 @@ class ModelConfig:
         )
         check_config(
             self.graph_norm in ("symmetric", "row"), f"unknown graph_norm {self.graph_norm!r}"
+        )
+        check_config(
+            not self.centre_residual
+            or (self.edge_scheme == "weighted" and self.hidden_sizes[0] == self.hidden_sizes[-1]),
+            "centre_residual needs weighted edges (the complete graph's shortcut never projects "
+            "the centre alone) and equal first and last hidden sizes, got "
+            f"{self.edge_scheme!r} and {self.hidden_sizes}",
         )
         check_config(
             self.output_activation in ("relu", "softplus", "none"),

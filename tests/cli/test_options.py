@@ -202,3 +202,9 @@ def test_output_activation_flag() -> None:
     assert _pretrain_config().model.output_activation == "relu"
     given = _pretrain_config("--preset", "transfer", "--output-activation", "softplus").model
     assert given.output_activation == "softplus" and given.library_target == 100.0
+
+
+def test_centre_residual_flag() -> None:
+    assert not _pretrain_config().model.centre_residual
+    given = _pretrain_config("--preset", "transfer", "--centre-residual").model
+    assert given.centre_residual and given.dropout == 0.1  # the preset's otherwise

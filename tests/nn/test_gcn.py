@@ -244,3 +244,26 @@ def test_dropout_acts_between_layers_in_training_only() -> None:
     without = SageGCN(dataclasses.replace(config, dropout=0.0))
     without.load_state_dict(net.state_dict())
     torch.testing.assert_close(without.train().encode(projected, adj), last)
+
+
+def test_centre_residual_adds_the_gated_own_first_layer_activation() -> None:
+    """The last layer gains gate * act(centre's projection + first bias), and nothing else moves."""
+    torch.manual_seed(5)
+    config = ModelConfig(n_genes=6, hidden_sizes=(8, 4, 8), centre_residual=True)
+    net = SageGCN(config).eval()
+    assert net.centre_gate is not None and (net.centre_gate == 0).all()  # starts as the plain GCN
+    projected = torch.randn(3, 15, 8)
+    adj = subgraph_adjacency(
+        _subgraph_coords().expand(3, 15, 2), scheme="weighted", bandwidth_um=100.0
+    )
+    plain = net.encode(projected, adj)
+    first_layer = net.encode(projected, adj, layer=0)
+    with torch.no_grad():
+        net.centre_gate.normal_()
+    own = torch.nn.functional.leaky_relu(projected[:, 0] + net.gcn_layers[0].bias, 0.01)
+    torch.testing.assert_close(net.encode(projected, adj), plain + net.centre_gate * own)
+    torch.testing.assert_close(net.encode(projected, adj, layer=0), first_layer)  # earlier layers
+    with pytest.raises(ConfigError, match="centre_residual"):
+        ModelConfig(hidden_sizes=(8, 4, 6), centre_residual=True)
+    with pytest.raises(ConfigError, match="centre_residual"):
+        ModelConfig(edge_scheme="complete", centre_residual=True)

@@ -183,6 +183,12 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         "input; default: the preset's, ModelConfig.mask_indicator)",
     )
     p.add_argument(
+        "--centre-residual",
+        action=argparse.BooleanOptionalAction,
+        help="add the centre's own first-layer activation, gated per unit, to the last layer "
+        "(default: off, ModelConfig.centre_residual)",
+    )
+    p.add_argument(
         "--skip-centring",
         action=argparse.BooleanOptionalAction,
         help="feed the skip path each gene's neighbour mean as a departure from the input's "
@@ -244,6 +250,7 @@ def config_from_args(args: argparse.Namespace) -> SageFMConfig:
             "slide_centering",
             "depth_normalize",
             "mask_indicator",
+            "centre_residual",
             "skip_centring",
             "library_target",
             "slide_library_target",

@@ -77,6 +77,11 @@ class SageGCN(InputScaling):
         self.skip_weight = (
             nn.Parameter(torch.zeros(config.n_genes)) if config.spatial_skip else None
         )
+        # Per-unit weight of the centre's own first-layer activation added to the last layer
+        # (ModelConfig.centre_residual); starts at 0, as the skip path does.
+        self.centre_gate = (
+            nn.Parameter(torch.zeros(config.hidden_sizes[-1])) if config.centre_residual else None
+        )
         # A linear head on the embedding layer (ModelConfig.embedding_loss_weight): training only.
         self.embedding_head = (
             nn.Linear(config.embedding_dim, config.n_genes)
@@ -125,7 +130,8 @@ class SageGCN(InputScaling):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`encode` up to layer ``stop`` (>= 0), (B, h), and the output of layer ``tap`` on the
         way (None when ``tap`` is -1 or above ``stop``): (B, N, h) at every node below ``stop``,
-        (B, 1, h) the centre's at ``stop``. One pass."""
+        (B, 1, h) the centre's at ``stop``. One pass. With ``centre_residual`` the last layer adds
+        its gate times the centre's own first-layer activation (node 0 of ``projected``)."""
         h, tapped = projected, None
         for i, gcn in enumerate(self.gcn_layers[: stop + 1]):
             last = i == stop
@@ -136,6 +142,9 @@ class SageGCN(InputScaling):
             else:
                 h = gcn.propagate(adj, gcn.linear(h) if i > 0 else h)
             h = self.act(h)
+            if last and self.centre_gate is not None and i == len(self.config.hidden_sizes) - 1:
+                own = self.act(projected[:, :1] + self.gcn_layers[0].bias)  # (B, 1, h_0)
+                h = h + self.centre_gate * own
             if i == tap:
                 tapped = h
             if not last:
