@@ -41,8 +41,19 @@ def depth_correlations(
     With ``domains`` (n,) int codes (-1: unlabelled, left out), both are centred on each
     domain's mean first: the correlation of depth's variation *within* the domains, which the
     tissue's own depth differences between domains do not explain."""
+    return _pc_correlations(_top_pcs(features, n_pcs, seed), log_library, domains)
+
+
+def _top_pcs(features: np.ndarray, n_pcs: int, seed: int) -> np.ndarray:
+    """(n, min(n_pcs, n, d)) the top principal components of ``features`` (n, d)."""
     n_pcs = min(n_pcs, *features.shape)
-    pcs = PCA(n_components=n_pcs, random_state=seed).fit_transform(features.astype(np.float64))
+    return PCA(n_components=n_pcs, random_state=seed).fit_transform(features.astype(np.float64))
+
+
+def _pc_correlations(
+    pcs: np.ndarray, log_library: np.ndarray, domains: np.ndarray | None = None
+) -> np.ndarray:
+    """`depth_correlations` from the PCs (n, k) already taken."""
     if domains is None:
         centred = pcs - pcs.mean(axis=0)
         depth = log_library - log_library.mean()
@@ -52,7 +63,7 @@ def depth_correlations(
         depth = _centred_within(log_library[known, None], domains[known])[:, 0]
     norms = np.linalg.norm(centred, axis=0) * np.linalg.norm(depth)
     covariance = np.abs(centred.T @ depth)
-    return np.divide(covariance, norms, out=np.zeros(n_pcs), where=norms > 0)
+    return np.divide(covariance, norms, out=np.zeros(pcs.shape[1]), where=norms > 0)
 
 
 def _centred_within(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -94,12 +105,13 @@ def depth_rows(
     rows: list[dict[str, object]] = []
     codes = None if truth is None else pd.Categorical(truth).codes
     for method, rep, depth in scored:
-        r = depth_correlations(rep, depth, seed=seed)
+        pcs = _top_pcs(rep, N_DEPTH_PCS, seed)  # once for both correlations
+        r = _pc_correlations(pcs, depth)
         row: dict[str, object] = {"section": section, "split": split, "method": method}
         row |= {f"pc{i + 1}": float(v) for i, v in enumerate(r)}
         row["max"] = float(r.max())
         if codes is not None and method != "annotation":  # the labels are constant within
-            within = depth_correlations(rep, depth, seed=seed, domains=codes)
+            within = _pc_correlations(pcs, depth, codes)
             row["max_within_domains"] = float(within.max())
         rows.append(row)
     return rows

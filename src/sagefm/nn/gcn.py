@@ -142,7 +142,7 @@ class SageGCN(InputScaling):
             else:
                 h = gcn.propagate(adj, gcn.linear(h) if i > 0 else h)
             h = self.act(h)
-            if last and self.centre_gate is not None and i == len(self.config.hidden_sizes) - 1:
+            if self.centre_gate is not None and i == len(self.config.hidden_sizes) - 1:
                 own = self.act(projected[:, :1] + self.gcn_layers[0].bias)  # (B, 1, h_0)
                 h = h + self.centre_gate * own
             if i == tap:
