@@ -2,13 +2,17 @@
 
 import dataclasses
 
+import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
 from sagefm.config import ModelConfig
+from sagefm.data.slides import PreparedSlide
 from sagefm.errors import ConfigError
 from sagefm.nn.gcn import SageGCN
 from sagefm.nn.inputs import slide_input_mean
+from sagefm.train.datamodule import slide_mean
 
 N_GENES = 12
 
@@ -58,6 +62,49 @@ def test_slide_input_mean_averages_the_spots_that_show_each_gene() -> None:
     assert torch.isnan(mean[2])  # no spot shows it
     sparse = slide_input_mean(values.to_sparse_csr(), visible.sum(dim=0), ModelConfig(n_genes=3))
     torch.testing.assert_close(sparse, mean, equal_nan=True)
+
+
+@pytest.mark.parametrize("slide_library_target", [False, True])
+def test_hidden_entries_leave_the_slide_mean_where_training_puts_it(
+    slide_library_target: bool,
+) -> None:
+    """Training takes the slide mean over whole slides. 40 spots with c_i counts of each of 10
+    observed genes (so every spot reads log1p(T / 10) at its whole library, T the target or the
+    slide's median library), a random 30% of each
+    spot's entries hidden: each spot's library is estimated as its shown one over the share of
+    genes it shows, so the mean is the whole slide's, not log1p(T / 7)."""
+    rng = np.random.default_rng(0)
+    n_spots, observed = 40, np.r_[np.ones(10, bool), False]
+    counts = np.outer(rng.integers(1, 50, n_spots), observed.astype(float))
+    hidden = np.zeros(counts.shape, bool)
+    for row in hidden:
+        row[rng.permutation(10)[:3]] = True
+    config = ModelConfig(
+        n_genes=11,
+        depth_normalize=True,
+        library_target=100.0,
+        slide_centering=True,
+        slide_library_target=slide_library_target,
+    )
+
+    def mean(mask: np.ndarray | None) -> np.ndarray:
+        slide = PreparedSlide(
+            name="hand",
+            values=sp.csr_matrix(np.log1p(counts).astype(np.float32)),
+            observed=observed,
+            hidden=None if mask is None else sp.csr_matrix(mask),
+            neighbours=np.arange(n_spots)[:, None],
+            coords_um=np.zeros((n_spots, 2), np.float32),
+            bandwidth_um=1.0,
+        )
+        return slide_mean(slide, config)
+
+    whole = mean(None)
+    # a library of T = 100 counts over 10 genes, or of the median spot's 10 c_i
+    target = np.median(counts.sum(axis=1)) if slide_library_target else 100.0
+    np.testing.assert_allclose(whole[:10], np.log1p(target / 10), rtol=1e-5)
+    np.testing.assert_allclose(mean(hidden), whole, rtol=1e-5)  # NaN for the unobserved gene too
+    assert np.isnan(whole[10])
 
 
 def test_a_per_gene_shift_of_a_whole_slide_leaves_the_embedding_unchanged() -> None:

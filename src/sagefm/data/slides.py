@@ -63,21 +63,27 @@ class PreparedSlide:
             visible &= ~self.hidden[rows].toarray()
         return visible
 
+    def shown_share(self) -> np.ndarray:
+        """(n_spots,) float64, the share of the slide's observed genes each spot shows: 1 without
+        hidden entries, 0.7 for a spot with a random 30% of its genes hidden."""
+        if self.hidden is None:
+            return np.ones(self.n_spots)
+        hidden = self.hidden.multiply(self.observed[None, :])
+        n_hidden = np.asarray(hidden.sum(axis=1), dtype=np.float64).ravel()
+        return 1.0 - n_hidden / max(int(self.observed.sum()), 1)
+
     def median_library(self) -> float:
         """The median visible library of the slide's spots (counts, ``Σ expm1(values)`` over the
-        genes each spot shows), each spot's divided by the share of the slide's observed genes it
-        shows: a spot with a random 30% of its genes hidden (imputation tests) then counts about
-        its full library, as in training, and nothing is read from the hidden values. The target
-        of ``ModelConfig.slide_library_target``; 1.0 for a slide without counts."""
+        genes each spot shows), each spot's divided by its `shown_share`: a spot with a random
+        30% of its genes hidden (imputation tests) then counts about its full library, as in
+        training, and nothing is read from the hidden values. The target of
+        ``ModelConfig.slide_library_target``; 1.0 for a slide without counts."""
         counts = self.values.copy()
         counts.data = np.expm1(counts.data)
-        shown_share = np.ones(self.n_spots)
         if self.hidden is not None:
             hidden = sp.csr_matrix(self.hidden.multiply(self.observed[None, :]), dtype=np.float32)
             counts = counts - counts.multiply(hidden)
-            n_hidden = np.asarray(hidden.sum(axis=1)).ravel()
-            shown_share = 1.0 - n_hidden / max(int(self.observed.sum()), 1)
-        library = np.asarray(counts.sum(axis=1)).ravel() / np.maximum(shown_share, 1e-12)
+        library = np.asarray(counts.sum(axis=1)).ravel() / np.maximum(self.shown_share(), 1e-12)
         median = float(np.median(library)) if library.size else 0.0
         return median if median > 0 else 1.0
 

@@ -293,15 +293,22 @@ class InputScaling(nn.Module):
 
 
 def depth_library(
-    values: torch.Tensor, config: ModelConfig, slide_library: float | torch.Tensor | None = None
+    values: torch.Tensor,
+    config: ModelConfig,
+    slide_library: float | torch.Tensor | None = None,
+    shown_share: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(n,) each row's size factor for depth normalisation at ``config.library_target`` (T):
-    its visible library L = ``Σ_g expm1(values)`` over (n, V) shown log1p values (dense or CSR).
+    its visible library L = ``Σ_g expm1(values)`` over (n, V) shown log1p values (dense or CSR),
+    divided by ``shown_share`` (n,) where given (`PreparedSlide.shown_share`: the row's whole
+    library estimated from the genes it shows).
 
     With ``config.slide_library_target`` it is L · T / M, M = ``slide_library`` (the rows'
     slide's `PreparedSlide.median_library`, a number or (n,)): normalising to T then reads the
     row at M counts, and restoring maps back to L, so `sagefm.nn.depth` keeps one target."""
     library = depth.visible_library(values)
+    if shown_share is not None:
+        library = library / shown_share.to(library.dtype).clamp(min=1e-12)
     if not config.slide_library_target:
         return library
     if slide_library is None:
@@ -310,15 +317,18 @@ def depth_library(
 
 
 def network_scale(
-    values: torch.Tensor, config: ModelConfig, slide_library: float | torch.Tensor | None = None
+    values: torch.Tensor,
+    config: ModelConfig,
+    slide_library: float | torch.Tensor | None = None,
+    shown_share: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(n, V) shown log1p values (dense or CSR, 0 where not shown) on the scale the network reads:
     with ``config.depth_normalize``, each row normalised by its `depth_library` (``slide_library``
-    as there); unchanged otherwise. The slide means, the starting statistics and
-    `InputScaling` (rows holding all V genes) all read values through it."""
+    and ``shown_share`` as there); unchanged otherwise. The slide means, the starting statistics
+    and `InputScaling` (rows holding all V genes) all read values through it."""
     if not config.depth_normalize:
         return values
-    library = depth_library(values, config, slide_library)
+    library = depth_library(values, config, slide_library, shown_share)
     return depth.normalize_depth_rows(values, library, config.library_target)
 
 
@@ -327,13 +337,19 @@ def slide_input_mean(
     visible_spots: torch.Tensor,
     config: ModelConfig,
     slide_library: float | None = None,
+    shown_share: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(V,) each gene's mean over the spots of one slide that show it, on the scale the network
-    reads (`network_scale`, ``slide_library`` as there): the ``slide_mean`` of
-    ``ModelConfig.slide_centering``. ``values`` (n, V) the shown log1p values (dense or CSR, 0
-    where not shown), ``visible_spots`` (V,) how many spots show each gene; NaN where none does.
+    reads (`network_scale`, ``slide_library`` and ``shown_share`` as there): the ``slide_mean``
+    of ``ModelConfig.slide_centering``. ``values`` (n, V) the shown log1p values (dense or CSR,
+    0 where not shown), ``visible_spots`` (V,) how many spots show each gene; NaN where none does.
+
+    Training takes it over whole slides (nothing hidden, each spot at its whole library), so a
+    slide with hidden entries passes each spot's ``shown_share``: without it a spot hiding 30%
+    of its genes reads 1/0.7 deeper, every gene's mean rises, and the head, which adds the mean
+    back, overshoots (README, "The slide mean of a slide with hidden entries").
     """
-    values = network_scale(values, config, slide_library)
+    values = network_scale(values, config, slide_library, shown_share)
     if values.layout == torch.strided:
         total = values.sum(dim=0)
     else:

@@ -25,11 +25,13 @@ from sagefm.nn.inputs import slide_input_mean
 
 def slide_mean(slide: PreparedSlide, config: ModelConfig) -> np.ndarray:
     """(V,) float32 `slide_input_mean` of a slide's shown values (NaN for genes no spot shows):
-    the per-slide centre of ``ModelConfig.slide_centering``, in training and at inference."""
-    shown, _ = sparse_inputs(slide)
+    the per-slide centre of ``ModelConfig.slide_centering``, in training and at inference. Each
+    spot is read at its whole library, estimated from the genes it shows when some are hidden."""
+    shown, hidden = sparse_inputs(slide)
     visible = torch.from_numpy(slide.visible_spots())
     library = slide_library(slide, config)
-    return slide_input_mean(csr_tensor(shown), visible, config, library).numpy()
+    share = None if hidden is None else torch.from_numpy(slide.shown_share())
+    return slide_input_mean(csr_tensor(shown), visible, config, library, share).numpy()
 
 
 def centring_mean(slide: PreparedSlide, config: ModelConfig) -> np.ndarray | None:
