@@ -61,7 +61,8 @@ class ModelConfig:
     #: own expression reaches the head past five rounds of neighbourhood averaging. Needs weighted
     #: edges and equal first and last widths. Off in every preset: in `transfer` it lowered the
     #: masked-gene RMSE of all 12 shared slides (mean 0.377 -> 0.370) and cost 0.08 of DLPFC
-    #: domain ARI (README, "A low-rank completion of each slide").
+    #: domain ARI (README, "A low-rank completion of each slide"); with slide_library_target as
+    #: well it is the best imputer (README, "The slide mean of a slide with hidden entries").
     centre_residual: bool = False
     #: the skip path reads each gene's neighbour mean as its departure from the value the input
     #: subtracts (the z-scores' mean: the corpus's, or the slide's with slide_centering; 0 for raw
