@@ -70,9 +70,9 @@ def test_hidden_entries_leave_the_slide_mean_where_training_puts_it(
 ) -> None:
     """Training takes the slide mean over whole slides. 40 spots with c_i counts of each of 10
     observed genes (so every spot reads log1p(T / 10) at its whole library, T the target or the
-    slide's median library), a random 30% of each
-    spot's entries hidden: each spot's library is estimated as its shown one over the share of
-    genes it shows, so the mean is the whole slide's, not log1p(T / 7)."""
+    slide's median library) and a random 30% of each spot's entries hidden: each spot's library
+    is estimated as its shown one over the share of genes it shows, so the mean is the whole
+    slide's, not log1p(T / 7)."""
     rng = np.random.default_rng(0)
     n_spots, observed = 40, np.r_[np.ones(10, bool), False]
     counts = np.outer(rng.integers(1, 50, n_spots), observed.astype(float))
