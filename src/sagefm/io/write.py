@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -68,8 +71,9 @@ def write_text_atomic(path: Path, text: str) -> Path:
 def staged_directory(directory: Path) -> Iterator[Path]:
     """Yield an empty staging folder beside ``directory``; on success rename it to ``directory``.
 
-    An existing ``directory`` is kept until the new one is in place, and an exception inside the
-    block removes the staging folder, so readers only ever see a complete old or new directory.
+    An existing ``directory`` is kept until the new one is in place (`_swap_into_place`), and an
+    exception inside the block removes the staging folder, so readers only ever see a complete old
+    or new directory.
     """
     directory = Path(directory)
     try:
@@ -88,10 +92,39 @@ def staged_directory(directory: Path) -> Iterator[Path]:
         raise
 
 
+#: ``renameat2`` arguments (linux/fcntl.h, linux/fs.h): paths relative to the working directory,
+#: and swap the two paths in one step
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2`` with ``RENAME_EXCHANGE``,
+    glibc >= 2.28). False where the platform, C library or file system cannot; raises `OSError`
+    on any other failure."""
+    if not sys.platform.startswith("linux"):
+        return False
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(a), None, str(b))
+
+
 def _swap_into_place(staging: Path, directory: Path) -> None:
-    """Rename ``staging`` to ``directory``; an existing directory is kept until the new one is in place."""
+    """Rename ``staging`` to ``directory``. An existing directory is swapped with it in one step
+    where the system can (so ``directory`` exists at every instant, even if the process is killed),
+    else moved aside first (then a kill between the two renames leaves it only under
+    ``.{name}.old-*``); either way the old one is deleted afterwards."""
     if not directory.exists():
         os.replace(staging, directory)
+        return
+    if _exchange(staging, directory):
+        shutil.rmtree(staging, ignore_errors=True)  # it now holds the old directory
         return
     retired = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))
     retired.rmdir()
