@@ -32,16 +32,6 @@ from sagefm.errors import InputDataError
 DEFAULT_CHUNK_SIZE = 256
 
 
-def sparse_inputs(slide: PreparedSlide) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
-    """The slide's visible values (n, V) CSR and its hidden observed entries (n, V) CSR 0/1 or None."""
-    if slide.hidden is None:
-        return slide.values, None
-    hidden = sp.csr_matrix(slide.hidden.multiply(slide.observed[None, :]), dtype=np.float32)
-    shown = sp.csr_matrix(slide.values - slide.values.multiply(hidden))
-    shown.eliminate_zeros()
-    return shown, hidden
-
-
 def csr_tensor(matrix: sp.csr_matrix) -> torch.Tensor:
     """A scipy CSR matrix as a torch sparse CSR float32 tensor (shares no memory with it)."""
     matrix = sp.csr_matrix(matrix, dtype=np.float32)
@@ -115,7 +105,7 @@ def inference_chunks(
     if chunk_size < 1:
         raise InputDataError(f"chunk_size must be >= 1, got {chunk_size}")
     centres = np.arange(slide.n_spots) if spots is None else np.asarray(spots, dtype=np.int64)
-    shown, hidden = sparse_inputs(slide)
+    shown, hidden = slide.sparse_inputs()
     tiles = spatial_tiles(slide.coords_um[centres], slide.bandwidth_um, chunk_size)
     order = np.argsort(tiles, kind="stable")
     weighted = model_config.edge_scheme == "weighted"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -63,12 +64,30 @@ class PreparedSlide:
             visible &= ~self.hidden[rows].toarray()
         return visible
 
+    @functools.cached_property
+    def hidden_observed(self) -> sp.csr_matrix | None:
+        """(n_spots, V) CSR float32 0/1, the observed entries ``hidden`` hides; None without
+        hidden entries. Taken once per slide."""
+        if self.hidden is None:
+            return None
+        return sp.csr_matrix(self.hidden.multiply(self.observed[None, :]), dtype=np.float32)
+
+    def sparse_inputs(self) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
+        """The visible values (n_spots, V) CSR (``values`` itself without hidden entries: do not
+        modify it) and `hidden_observed`."""
+        hidden = self.hidden_observed
+        if hidden is None:
+            return self.values, None
+        shown = sp.csr_matrix(self.values - self.values.multiply(hidden))
+        shown.eliminate_zeros()
+        return shown, hidden
+
     def shown_share(self) -> np.ndarray:
         """(n_spots,) float64, the share of the slide's observed genes each spot shows: 1 without
         hidden entries, 0.7 for a spot with a random 30% of its genes hidden."""
-        if self.hidden is None:
+        hidden = self.hidden_observed
+        if hidden is None:
             return np.ones(self.n_spots)
-        hidden = self.hidden.multiply(self.observed[None, :])
         n_hidden = np.asarray(hidden.sum(axis=1), dtype=np.float64).ravel()
         return 1.0 - n_hidden / max(int(self.observed.sum()), 1)
 
@@ -78,11 +97,8 @@ class PreparedSlide:
         30% of its genes hidden (imputation tests) then counts about its full library, as in
         training, and nothing is read from the hidden values. The target of
         ``ModelConfig.slide_library_target``; 1.0 for a slide without counts."""
-        counts = self.values.copy()
+        counts = self.sparse_inputs()[0].copy()
         counts.data = np.expm1(counts.data)
-        if self.hidden is not None:
-            hidden = sp.csr_matrix(self.hidden.multiply(self.observed[None, :]), dtype=np.float32)
-            counts = counts - counts.multiply(hidden)
         library = np.asarray(counts.sum(axis=1)).ravel() / np.maximum(self.shown_share(), 1e-12)
         median = float(np.median(library)) if library.size else 0.0
         return median if median > 0 else 1.0
@@ -90,9 +106,9 @@ class PreparedSlide:
     def visible_spots(self) -> np.ndarray:
         """(V,) int64, how many spots show each gene (observed and not hidden)."""
         count = np.where(self.observed, self.n_spots, 0).astype(np.int64)
-        if self.hidden is not None:
-            hidden = self.hidden.multiply(self.observed[None, :])
-            count -= np.asarray(hidden.sum(axis=0), dtype=np.int64).ravel()
+        hidden = self.hidden_observed
+        if hidden is not None:
+            count -= np.asarray(hidden.sum(axis=0, dtype=np.int64)).ravel()
         return count
 
 

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from sagefm.config import ModelConfig, SageFMConfig
 from sagefm.data.batches import SubgraphCollator
-from sagefm.data.inference import csr_tensor, sparse_inputs
+from sagefm.data.inference import csr_tensor
 from sagefm.data.sampling import CentreDataset, CentreItems, CentreSampler
 from sagefm.data.slides import PreparedSlide, slide_library
 from sagefm.nn.inputs import slide_input_mean
@@ -27,7 +27,7 @@ def slide_mean(slide: PreparedSlide, config: ModelConfig) -> np.ndarray:
     """(V,) float32 `slide_input_mean` of a slide's shown values (NaN for genes no spot shows):
     the per-slide centre of ``ModelConfig.slide_centering``, in training and at inference. Each
     spot is read at its whole library, estimated from the genes it shows when some are hidden."""
-    shown, hidden = sparse_inputs(slide)
+    shown, hidden = slide.sparse_inputs()
     visible = torch.from_numpy(slide.visible_spots())
     library = slide_library(slide, config)
     share = None if hidden is None else torch.from_numpy(slide.shown_share())
