@@ -105,12 +105,6 @@ class ModelConfig:
     #: shift cannot turn a gene off in one slide, and the deepest spots scale every small share
     #: by L / 100 (README, "Each slide's median library in the transfer preset").
     slide_output_target: bool = False
-    #: normalise each node at its visible library divided by the share of its slide's observed
-    #: genes it shows (`PreparedSlide.shown_share`), an estimate of its whole library, instead of
-    #: the visible library itself: in training every node hides about 30% of its genes, and a
-    #: node read at its visible library then reads 1/0.7 deeper than the same node with nothing
-    #: hidden (embeddings, perturbation). Also the library the head's prediction is restored at.
-    whole_library: bool = False
     #: the GCN layer `SageFM.embed` reads at the centre by default (an index into hidden_sizes,
     #: -1 = the last, which the head reads). The first keeps more of the tissue: on DLPFC and
     #: her2st it beat the last on domains, label transfer and region phenotypes (README, ablations).
@@ -173,10 +167,6 @@ class ModelConfig:
         check_config(
             self.depth_normalize or not self.slide_output_target,
             "slide_output_target sets the library the head predicts at: it needs depth_normalize",
-        )
-        check_config(
-            self.depth_normalize or not self.whole_library,
-            "whole_library sets the library of depth normalisation: it needs depth_normalize",
         )
         check_config(
             not (self.slide_library_target and self.slide_output_target),

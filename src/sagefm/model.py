@@ -190,9 +190,7 @@ class SageFM:
         )
         for chunk in chunks:
             inputs = chunk.projection_inputs()
-            library = network.visible_library(
-                inputs["values"], chunk.slide_library, chunk.shown_share
-            )  # (U,)
+            library = network.visible_library(inputs["values"], chunk.slide_library)  # (U,)
             projected = network.project(**inputs, library=library)  # (U, h_0)
             emb = network.encode(projected[chunk.node_index], chunk.adj, layer=stop)  # (b, d)
             embedding[chunk.spots] = emb.float().cpu().numpy()

@@ -8,9 +8,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from sagefm.config import DataConfig, ModelConfig, SageFMConfig
-from sagefm.data.batches import SubgraphCollator
-from sagefm.data.slides import prepare_slide
+from sagefm.config import ModelConfig, SageFMConfig
 from sagefm.data.vocabulary import GeneVocabulary
 from sagefm.datasets import synthetic_tissue
 from sagefm.errors import ConfigError
@@ -123,50 +121,6 @@ def test_hidden_genes_do_not_enter_the_size_factor(depth_normalize: bool) -> Non
     np.testing.assert_allclose(after, before, atol=1e-5)
     # the same change visible does change the prediction (so the check above can fail)
     assert not np.allclose(model.impute(changed, mask * False), model.impute(adata, mask * False))
-
-
-def test_whole_library_reads_a_spot_hiding_genes_at_its_whole_depth() -> None:
-    """``ModelConfig.whole_library``: a spot showing 7 of its 10 equal genes is read at its whole
-    library (the visible one over the share shown), so at the same depth as with all 10 shown;
-    without the option it is read at its visible library, 1/0.7 deeper."""
-    full = torch.log1p(torch.full((1, 10), 5.0))  # 10 genes of 5 counts: a library of 50
-    shown = full.clone()
-    shown[0, :3] = 0.0  # 3 hidden: a visible library of 35
-    share = torch.tensor([0.7])
-    config = ModelConfig(n_genes=10, hidden_sizes=(4,), depth_normalize=True, library_target=10)
-    whole = SageGCN(dataclasses.replace(config, whole_library=True))
-    visible_only = SageGCN(config)
-    torch.testing.assert_close(whole.visible_library(shown, None, share), torch.tensor([50.0]))
-    torch.testing.assert_close(whole.visible_library(full), torch.tensor([50.0]))
-    torch.testing.assert_close(
-        visible_only.visible_library(shown, None, share), torch.tensor([35.0])
-    )
-    # the shown genes reach the first layer as they do with nothing hidden: 5 counts per 10 x 10/50
-    library = whole.visible_library(shown, None, share)
-    read = whole._depth_scaled(shown, library)
-    torch.testing.assert_close(read[0, 3:], whole._depth_scaled(full, None)[0, 3:])
-    with pytest.raises(ConfigError, match="whole_library"):
-        ModelConfig(whole_library=True)
-
-
-def test_batches_carry_the_share_of_genes_each_row_shows() -> None:
-    """The collator's ``node_share`` (with ``whole_library``) is each row's shown genes over its
-    slide's observed ones, after the centre and neighbour masks."""
-    adata = _counts_slide(seed=3)
-    adata = adata[:, : adata.n_vars - 4].copy()  # the vocabulary has 4 genes the slide lacks
-    genes = [*adata.var_names, "ABSENT1", "ABSENT2", "ABSENT3", "ABSENT4"]
-    vocab = GeneVocabulary.from_genes(genes)
-    slide, _ = prepare_slide(adata, vocab, DataConfig())
-    config = ModelConfig(n_genes=len(vocab), depth_normalize=True, whole_library=True)
-    collate = SubgraphCollator([slide], config, mask_fraction=0.3, neighbour_mask_fraction=0.3)
-    batch = collate([(0, i, 0) for i in range(20)])
-    assert batch.node_share is not None
-    expected = batch.node_visible.sum(dim=1) / adata.n_vars
-    torch.testing.assert_close(batch.node_share, expected)
-    centre_share = batch.centre_shown_share
-    assert centre_share is not None and float(centre_share.max()) < 0.75  # 30% of each hidden
-    plain = SubgraphCollator([slide], ModelConfig(n_genes=len(vocab)), mask_fraction=0.3)
-    assert plain([(0, 0, 0)]).node_share is None
 
 
 def test_network_needs_the_library_where_it_cannot_compute_it() -> None:

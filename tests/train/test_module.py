@@ -41,9 +41,6 @@ CONFIGS = {
     "weighted, slide-centred, depth at each slide's median library": ModelConfig(
         depth_normalize=True, slide_library_target=True, slide_centering=True
     ),
-    "weighted, slide-centred, depth at each slide's median and whole library": ModelConfig(
-        depth_normalize=True, slide_library_target=True, slide_centering=True, whole_library=True
-    ),
     "weighted, slide-centred, depth at 100, predicted at each slide's median library": (
         ModelConfig(
             depth_normalize=True,
@@ -93,8 +90,6 @@ def _plain_loss(plan: PretrainingModule, batch: SubgraphBatch) -> torch.Tensor:
         batch.adj,
         slide_mean=None if means is None else means[: batch.n_spots],
         slide_library=None if libraries is None else libraries[: batch.n_spots],
-        shown_share=batch.shown_share,
-        centre_shown_share=batch.centre_shown_share,
     )
     return masked_mse(prediction, batch.centre_truth, batch.target)
 

@@ -165,13 +165,6 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         "--library-target (default: the preset's, ModelConfig.slide_output_target)",
     )
     p.add_argument(
-        "--whole-library",
-        action=argparse.BooleanOptionalAction,
-        help="depth-normalise each spot at its visible library over the share of its genes it "
-        "shows, so a spot hiding genes reads as deep as the whole spot (default: the preset's, "
-        "ModelConfig.whole_library)",
-    )
-    p.add_argument(
         "--output-activation",
         choices=("relu", "softplus"),
         help="the head's output activation; softplus makes the head a log rate that depth and "
@@ -262,7 +255,6 @@ def config_from_args(args: argparse.Namespace) -> SageFMConfig:
             "library_target",
             "slide_library_target",
             "slide_output_target",
-            "whole_library",
             "output_activation",
         )
         if getattr(args, name) is not None

@@ -42,9 +42,6 @@ class SubgraphBatch:
     slide_means: torch.Tensor | None = None
     slide_libraries: torch.Tensor | None = None
     row_slide: torch.Tensor | None = None
-    #: with ``ModelConfig.whole_library``: (U + B,) float32, the share of its slide's observed
-    #: genes each node row shows (the ``shown_share`` of `SageGCN.predict_rows`)
-    node_share: torch.Tensor | None = None
 
     @property
     def n_spots(self) -> int:
@@ -66,16 +63,6 @@ class SubgraphBatch:
         if self.slide_libraries is None or self.row_slide is None:
             return None
         return self.slide_libraries[self.row_slide]
-
-    @property
-    def shown_share(self) -> torch.Tensor | None:
-        """(U,) the distinct spots' `node_share` (the ``shown_share`` of `SageGCN.forward`)."""
-        return None if self.node_share is None else self.node_share[: self.n_spots]
-
-    @property
-    def centre_shown_share(self) -> torch.Tensor | None:
-        """(B,) the centres' `node_share` as seen (their masked genes hidden)."""
-        return None if self.node_share is None else self.node_share[self.n_spots :]
 
     @property
     def values(self) -> torch.Tensor:
@@ -189,7 +176,6 @@ class SubgraphCollator:
             visible[n_spots:] &= ~target
         np.multiply(values, visible, out=values)
         means, libraries, row_slide = self._row_slides(spots, slide_ids)
-        share = self._shares(spots, centres, visible) if self.model_config.whole_library else None
         return SubgraphBatch(
             node_values=torch.from_numpy(values),
             node_visible=torch.from_numpy(visible.astype(np.float32)),
@@ -202,19 +188,7 @@ class SubgraphCollator:
             slide_means=means,
             slide_libraries=libraries,
             row_slide=row_slide,
-            node_share=share,
         )
-
-    def _shares(
-        self, spots: list[tuple[int, np.ndarray]], centres: np.ndarray, visible: np.ndarray
-    ) -> torch.Tensor:
-        """(U + B,) float32, the share of its slide's observed genes each row of ``visible``
-        (U + B, V) shows: the spots in ``spots`` order, then the centres (rows ``centres``)."""
-        observed = np.concatenate(
-            [np.full(rows.size, self.slides[s].observed.sum()) for s, rows in spots]
-        )
-        observed = np.concatenate([observed, observed[centres]])
-        return torch.from_numpy((visible.sum(axis=1) / np.maximum(observed, 1)).astype(np.float32))
 
     def _row_slides(
         self, spots: list[tuple[int, np.ndarray]], slide_ids: np.ndarray

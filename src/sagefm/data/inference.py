@@ -65,9 +65,6 @@ class InferenceChunk:
     #: ``ModelConfig.slide_library_target`` or ``slide_output_target`` (the ``slide_library``
     #: of `SageGCN.visible_library` and `SageGCN.reconstruct`); None otherwise
     slide_library: float | None = None
-    #: (U,) the share of the slide's observed genes each spot shows (`PreparedSlide.shown_share`,
-    #: the ``shown_share`` of `SageGCN.visible_library`); None when nothing is hidden
-    shown_share: torch.Tensor | None = None
 
     def projection_inputs(self) -> dict[str, torch.Tensor]:
         """Keyword arguments of `SageGCN.project` for the U distinct spots (sparse)."""
@@ -115,7 +112,6 @@ def inference_chunks(
     device = torch.device(device)
     mean = None if slide_mean is None else torch.from_numpy(slide_mean).to(device)
     library = slide_library(slide, model_config)
-    share = None if hidden is None else torch.from_numpy(slide.shown_share()).float().to(device)
     starts = range(0, centres.size, chunk_size)
     for start in tqdm(starts, desc="spots", unit="chunk", disable=not progress):
         positions = order[start : start + chunk_size]
@@ -132,5 +128,4 @@ def inference_chunks(
             device=device,
             slide_mean=mean,
             slide_library=library,
-            shown_share=None if share is None else share[rows],
         )

@@ -229,8 +229,6 @@ class SageGCN(InputScaling):
         centre_library: torch.Tensor | None = None,
         slide_mean: torch.Tensor | None = None,
         slide_library: torch.Tensor | None = None,
-        shown_share: torch.Tensor | None = None,
-        centre_shown_share: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Predict the centres' genes: the plain forward pass (training; the reference of every
         inference shortcut).
@@ -242,9 +240,7 @@ class SageGCN(InputScaling):
         normalisation (default: `visible_library` of the values; a perturbation at fixed library
         passes them). ``slide_mean`` (U, V), each spot's slide's `slide_input_mean`, with
         ``slide_centering``; ``slide_library`` (U,), its slide's median library, with
-        ``slide_library_target`` or ``slide_output_target``; ``shown_share`` (U,) and
-        ``centre_shown_share`` (B,), the share of their slide's observed genes the spots and the
-        centres as seen show, with ``whole_library`` (None: all). Returns (prediction (B, V),
+        ``slide_library_target`` or ``slide_output_target``. Returns (prediction (B, V),
         embedding (B, h_last)).
         """
         centres = node_index[:, 0]
@@ -252,11 +248,9 @@ class SageGCN(InputScaling):
         centre_slide_library = None if slide_library is None else slide_library[centres]
         if self.config.depth_normalize:
             if library is None:
-                library = self.visible_library(values, slide_library, shown_share)
+                library = self.visible_library(values, slide_library)
             if centre_library is None:
-                centre_library = self.visible_library(
-                    centre_values, centre_slide_library, centre_shown_share
-                )
+                centre_library = self.visible_library(centre_values, centre_slide_library)
         values = self._depth_scaled(values, library)
         centre_values = self._depth_scaled(centre_values, centre_library)
         if adj is None:
@@ -300,7 +294,6 @@ class SageGCN(InputScaling):
         slide_mean: torch.Tensor | None = None,
         slide_library: torch.Tensor | None = None,
         row_group: torch.Tensor | None = None,
-        shown_share: torch.Tensor | None = None,
     ) -> RowPredictions:
         """`forward`'s prediction on one matrix of node rows (the training path): the same result,
         one projection.
@@ -311,13 +304,10 @@ class SageGCN(InputScaling):
         ``slide_mean`` (R, V): each row's slide's `slide_input_mean`, with ``slide_centering``;
         ``slide_library`` (R,): its median library, with ``slide_library_target`` or
         ``slide_output_target``; ``row_group`` (R,): each row's slide, within which the contrast
-        corrupts (None: one group); ``shown_share`` (R,): the share of its slide's observed genes
-        each row shows, with ``whole_library``.
+        corrupts (None: one group).
         """
         library = (
-            self.visible_library(values, slide_library, shown_share)
-            if self.config.depth_normalize
-            else None
+            self.visible_library(values, slide_library) if self.config.depth_normalize else None
         )
         values = self._depth_scaled(values, library)
         features = self._input_features(values, visible, slide_mean)  # (R, F), or more rows

@@ -124,18 +124,12 @@ class InputScaling(nn.Module):
         return mean_over_neighbours(scaled, visible, node_index, centre, counted)
 
     def visible_library(
-        self,
-        values: torch.Tensor,
-        slide_library: float | torch.Tensor | None = None,
-        shown_share: torch.Tensor | None = None,
+        self, values: torch.Tensor, slide_library: float | torch.Tensor | None = None
     ) -> torch.Tensor:
         """(U,) the ``library`` the methods here take: `depth_library` of (U, V) shown log1p
         values (dense or sparse CSR) and, with ``ModelConfig.slide_library_target``, the nodes'
-        slide's median library; with ``ModelConfig.whole_library`` divided by ``shown_share``
-        (U,), the share of their slide's observed genes the nodes show (None: all of them).
-        Needed with ``ModelConfig.depth_normalize``, ignored otherwise."""
-        share = shown_share if self.config.whole_library else None
-        return depth_library(values, self.config, slide_library, share)
+        slide's median library. Needed with ``ModelConfig.depth_normalize``, ignored otherwise."""
+        return depth_library(values, self.config, slide_library)
 
     def _depth_scaled(self, values: torch.Tensor, library: torch.Tensor | None) -> torch.Tensor:
         """Shown values (U, G) on the network's input scale: depth-normalised by the rows'

@@ -158,9 +158,7 @@ def clamp_predictions(
     (tests/tl/test_perturb.py).
     """
     inputs = chunk.projection_inputs()
-    library = network.visible_library(
-        inputs["values"], chunk.slide_library, chunk.shown_share
-    )  # (U,)
+    library = network.visible_library(inputs["values"], chunk.slide_library)  # (U,)
     clamps = _Clamps.of(
         network, chunk, ligands, receptors, clamp_values, hide_receptor_in_neighbours, library
     )

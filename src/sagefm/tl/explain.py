@@ -92,9 +92,7 @@ def _predict_target(
     the adjacency and the slide's statistics."""
     b, n, v = values.shape
     flat = values.reshape(b * n, v)
-    share = chunk.shown_share
-    share = None if share is None else share[chunk.node_index].reshape(b * n)
-    library = network.visible_library(flat, chunk.slide_library, share)  # (b N,)
+    library = network.visible_library(flat, chunk.slide_library)  # (b N,)
     slide_mean = chunk.slide_mean
     projected = network.project(
         flat, visible.reshape(b * n, v), library=library, slide_mean=slide_mean

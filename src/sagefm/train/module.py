@@ -120,7 +120,6 @@ class PretrainingModule(L.LightningModule):
             slide_mean=batch.row_slide_mean,
             slide_library=batch.row_slide_library,
             row_group=batch.row_slide,
-            shown_share=batch.node_share,
         )
         terms = {"masked_mse": masked_mse(out.prediction, batch.centre_truth, batch.target)}
         if auxiliary and out.from_embedding is not None:
