@@ -287,6 +287,11 @@ class DataConfig:
     #: in-silico perturbation and unmeasured-gene imputation need. 0 = the reference protocol.
     #: The price: a little accuracy on genes hidden in single spots (tests/tl/test_perturb.py).
     whole_gene_mask_fraction: float = 0.5
+    #: share of training batches shown a random gene panel: every spot of the batch keeps only a
+    #: random `PANEL_SHARES` share of the vocabulary, the rest unobserved (neither input nor
+    #: target). Targeted panels (the prostate slides: 310 of 5,000 genes) show a model a small
+    #: part of what pretraining slides do (1,783 for DLPFC, 4,890 for her2st). Training only.
+    panel_batch_fraction: float = 0.0
     #: Vocabulary rule: genes measured in at least this share of training slides ...
     min_slide_fraction: float = 0.5
     #: ... ranked by mean within-slide variance of log1p counts, at most this many.
@@ -303,6 +308,7 @@ class DataConfig:
             "mask_fraction": self.mask_fraction,
             "neighbour_mask_fraction": self.neighbour_mask_fraction,
             "whole_gene_mask_fraction": self.whole_gene_mask_fraction,
+            "panel_batch_fraction": self.panel_batch_fraction,
         }
 
     def __post_init__(self) -> None:
@@ -318,6 +324,10 @@ class DataConfig:
         check_config(
             0.0 <= self.whole_gene_mask_fraction <= 1.0,
             f"whole_gene_mask_fraction must be in [0, 1], got {self.whole_gene_mask_fraction}",
+        )
+        check_config(
+            0.0 <= self.panel_batch_fraction <= 1.0,
+            f"panel_batch_fraction must be in [0, 1], got {self.panel_batch_fraction}",
         )
         check_config(
             0.0 < self.min_slide_fraction <= 1.0,

@@ -27,6 +27,20 @@ def test_cli_masking_options(argv: list[str], neighbours: float, whole_genes: fl
     assert config.data.neighbour_mask_fraction == neighbours
     assert config.data.whole_gene_mask_fraction == whole_genes
     assert config.model.standardize_input == ("reference" not in argv)
+    assert config.data.panel_batch_fraction == 0.0
+
+
+def test_panel_batches_train_only() -> None:
+    """``--panel-batch-fraction`` reaches the training batches; validation sees whole panels."""
+    from sagefm.train.datamodule import SubgraphDataModule
+
+    config = _pretrain_config("--panel-batch-fraction", "0.25")
+    assert config.data.panel_batch_fraction == 0.25
+    module = SubgraphDataModule([], [], config)
+    assert module.train_collate.panel_batch_fraction == 0.25
+    assert module.val_collate.panel_batch_fraction == 0.0
+    with pytest.raises(ConfigError, match="panel_batch_fraction"):
+        DataConfig(panel_batch_fraction=1.5)
 
 
 def test_pretrain_defaults_are_the_config_defaults() -> None:

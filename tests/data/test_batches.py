@@ -3,6 +3,7 @@
 import anndata as ad
 import numpy as np
 import pandas as pd
+import pytest
 import scipy.sparse as sp
 from tests.data.test_neighbourhood import hex_lattice
 
@@ -155,3 +156,56 @@ def test_batch_adjacency_is_each_subgraphs_own_with_its_slides_kernel() -> None:
         expected = batches.subgraph_weights(slides[b % 3], p[None], config)[0]
         np.testing.assert_allclose(batch.adj[b].numpy(), expected.numpy(), rtol=1e-6, atol=1e-7)
     assert not np.allclose(batch.adj[0].numpy(), batch.adj[1].numpy())  # same spot, other width
+
+
+def test_panel_batches_show_every_spot_one_random_panel() -> None:
+    """``panel_batch_fraction``: a batch keeps a random 5–50% of the vocabulary in every spot; the
+    rest is unobserved (never input, never a target), and the masks act within the panel."""
+    adata, slide = _prepared()
+    config = ModelConfig(n_genes=12)
+    collate = SubgraphCollator(
+        [slide], config, mask_fraction=0.3, neighbour_mask_fraction=0.0, panel_batch_fraction=1.0
+    )
+    for epoch in range(5):
+        batch = collate([(0, i, epoch) for i in range(6)])
+        neighbours = batch.visible.numpy().astype(bool)
+        shown = neighbours[0]
+        assert (neighbours == shown).all()  # one panel for every spot of the batch
+        assert 1 <= shown.sum() <= 6 and not shown[10:].any()  # of 12 genes, 2 never measured
+        target = batch.target.numpy()
+        assert not target[:, ~shown].any()  # genes outside the panel are never targets
+        assert (batch.centre_visible.numpy().astype(bool) <= shown).all()
+        assert (batch.values.numpy()[:, ~shown] == 0).all()
+        truth = np.log1p(adata.X[:6].toarray())[:, shown[:10]]
+        np.testing.assert_allclose(batch.centre_truth.numpy()[:, shown], truth, rtol=1e-6)
+    # a share of batches: about half of them show a panel, the others every measured gene
+    half = SubgraphCollator(
+        [slide], config, mask_fraction=0.3, neighbour_mask_fraction=0.0, panel_batch_fraction=0.5
+    )
+    cut = [not half([(0, i, e)]).visible[1:, :10].all() for i in range(6) for e in range(10)]
+    assert 0.3 < np.mean(cut) < 0.7
+
+
+def test_a_panel_batch_reads_its_slide_as_if_it_measured_the_panel_only() -> None:
+    """Slide statistics under a panel (median library, slide means) are those of the slide cut
+    to the panel (`PreparedSlide.panel`), as for a slide that measures those genes only."""
+    from sagefm.train.datamodule import slide_mean, slide_means_for
+
+    _, slide = _prepared()
+    config = ModelConfig(
+        n_genes=12, depth_normalize=True, slide_library_target=True, slide_centering=True
+    )
+    collate = SubgraphCollator(
+        [slide],
+        config,
+        mask_fraction=0.3,
+        panel_batch_fraction=1.0,
+        slide_means=slide_means_for(config),
+    )
+    batch = collate([(0, i, 0) for i in range(6)])
+    shown = batch.visible.numpy().astype(bool)[0]
+    cut = slide.panel(shown)
+    assert batch.slide_libraries is not None and batch.slide_means is not None
+    assert float(batch.slide_libraries[0]) == pytest.approx(cut.median_library(), rel=1e-6)
+    assert cut.median_library() < 0.9 * slide.median_library()
+    np.testing.assert_allclose(batch.slide_means[0].numpy(), slide_mean(cut, config), rtol=1e-6)

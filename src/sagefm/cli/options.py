@@ -202,6 +202,13 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         help="share of batches hiding their genes in every spot (teaches gene-from-other-genes "
         "prediction, needed by perturb); 0 = centre-only masking",
     )
+    p.add_argument(
+        "--panel-batch-fraction",
+        type=float,
+        default=DataConfig.panel_batch_fraction,
+        help="share of training batches shown a random 5-50%% of the vocabulary only, as a "
+        "targeted panel would (DataConfig.panel_batch_fraction); 0 = off",
+    )
     defaults = TrainConfig()
     for name, text in TRAIN_FLAGS.items():
         default = getattr(defaults, name)
@@ -265,6 +272,7 @@ def config_from_args(args: argparse.Namespace) -> SageFMConfig:
         vocabulary_ranking=args.vocabulary_ranking,
         normalized_input=args.normalized_input,
         whole_gene_mask_fraction=args.whole_gene_mask_fraction,
+        panel_batch_fraction=args.panel_batch_fraction,
     )
     if reference:  # the released code masks the centre only
         data = dataclasses.replace(data, neighbour_mask_fraction=0.0, whole_gene_mask_fraction=0.0)

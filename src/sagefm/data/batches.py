@@ -14,6 +14,14 @@ from sagefm.data.neighbourhood import subgraph_adjacency
 from sagefm.data.sampling import CentreItem
 from sagefm.data.slides import PreparedSlide
 
+#: the range of the vocabulary's share a panel batch keeps (`DataConfig.panel_batch_fraction`)
+PANEL_SHARES = (0.05, 0.5)
+#: panel batches draw from this many panels, fixed by the seed, so that each slide's statistics
+#: under each panel (slide means, median library) are computed once
+PANEL_POOL = 8
+#: tells the panels' random streams from the masks' (same centres, same seed)
+PANEL_STREAM = 7919
+
 
 @dataclass
 class SubgraphBatch:
@@ -127,6 +135,9 @@ class SubgraphCollator:
     ``mask_fraction`` of the vocabulary in every spot of the batch, centres and neighbours alike
     (the targets are those genes where the centre observes them), so that a gene must be predicted
     from other genes (see `DataConfig.whole_gene_mask_fraction`).
+    With ``panel_batch_fraction`` set, that share of batches first keeps a random 5–50% of the
+    vocabulary in every spot, the rest unobserved, as a targeted panel shows (see
+    `DataConfig.panel_batch_fraction`); the masks then act within the panel.
     With ``slide_means`` (a slide's (V,) per-gene statistic: `SageGCN`'s slide centring), each
     batch carries those of its slides and each row's slide, and likewise the slides' median
     libraries with ``ModelConfig.slide_library_target`` or ``slide_output_target``.
@@ -140,6 +151,7 @@ class SubgraphCollator:
         mask_fraction: float | None,
         neighbour_mask_fraction: float = 0.0,
         whole_gene_mask_fraction: float = 0.0,
+        panel_batch_fraction: float = 0.0,
         seed: int = 0,
         slide_means: Callable[[PreparedSlide], np.ndarray] | None = None,
     ) -> None:
@@ -148,10 +160,14 @@ class SubgraphCollator:
         self.mask_fraction = mask_fraction
         self.neighbour_mask_fraction = neighbour_mask_fraction
         self.whole_gene_mask_fraction = whole_gene_mask_fraction
+        self.panel_batch_fraction = panel_batch_fraction
         self.seed = seed
         self.slide_means = slide_means
-        self._means: dict[int, np.ndarray] = {}  # (V,) float32 per slide, V x 4 bytes each
-        self._libraries: dict[int, float] = {}  # `PreparedSlide.median_library` per slide
+        # per (slide, panel or None): (V,) float32 means (V x 4 bytes each) and
+        # `PreparedSlide.median_library`
+        self._means: dict[tuple[int, int | None], np.ndarray] = {}
+        self._libraries: dict[tuple[int, int | None], float] = {}
+        self._panels: list[np.ndarray] = []  # `_panel_pool`, drawn at the first panel batch
 
     def __call__(self, items: Sequence[CentreItem]) -> SubgraphBatch:
         slide_ids = np.fromiter((it[0] for it in items), dtype=np.int64, count=len(items))
@@ -167,6 +183,9 @@ class SubgraphCollator:
             self.slides[s].values[rows].toarray(out=values[start : start + rows.size])
             self.slides[s].visible_rows(rows, out=visible[start : start + rows.size])
             start += rows.size
+        panel = self._panel(items, slide_ids, spot_ids)
+        if panel is not None:
+            visible[:n_spots] &= self._panels[panel]
         centres = node_index[:, 0]
         values[n_spots:], visible[n_spots:] = values[centres], visible[centres]
         centre_truth = values[n_spots:] * visible[n_spots:]
@@ -175,7 +194,7 @@ class SubgraphCollator:
             target = self._mask(items, slide_ids, spot_ids, visible[n_spots:], visible[:n_spots])
             visible[n_spots:] &= ~target
         np.multiply(values, visible, out=values)
-        means, libraries, row_slide = self._row_slides(spots, slide_ids)
+        means, libraries, row_slide = self._row_slides(spots, slide_ids, panel)
         return SubgraphBatch(
             node_values=torch.from_numpy(values),
             node_visible=torch.from_numpy(visible.astype(np.float32)),
@@ -190,19 +209,43 @@ class SubgraphCollator:
             row_slide=row_slide,
         )
 
+    def _panel(
+        self, items: Sequence[CentreItem], slide_ids: np.ndarray, spot_ids: np.ndarray
+    ) -> int | None:
+        """The batch's panel (an index into the pool), with probability ``panel_batch_fraction``;
+        None: every gene. A stream of its own, a pure function of the batch's centres, so the
+        masks' streams are unchanged by it."""
+        if self.panel_batch_fraction <= 0:
+            return None
+        entropy = [self.seed, PANEL_STREAM, items[0][2], *slide_ids.tolist(), *spot_ids.tolist()]
+        rng = np.random.default_rng(entropy)
+        if rng.random() >= self.panel_batch_fraction:
+            return None
+        if not self._panels:
+            self._panels = _panel_pool(self.slides[0].observed.size, self.seed)
+        return int(rng.integers(len(self._panels)))
+
     def _row_slides(
-        self, spots: list[tuple[int, np.ndarray]], slide_ids: np.ndarray
+        self, spots: list[tuple[int, np.ndarray]], slide_ids: np.ndarray, panel: int | None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
         """(S, V) ``slide_means`` of the batch's S slides (None without them), (S,) their median
         libraries (None unless ``ModelConfig.slide_library_target`` or ``slide_output_target``)
-        and (U + B,) each row's position among them; each is computed once per slide."""
+        and (U + B,) each row's position among them; each is computed once per slide and panel,
+        a slide under a panel as if it measured the panel's genes only (`PreparedSlide.panel`)."""
         by_library = self.model_config.uses_slide_library
         order = [s for s, _ in spots]
         for s in order:
-            if self.slide_means is not None and s not in self._means:
-                self._means[s] = np.asarray(self.slide_means(self.slides[s]), np.float32)
-            if by_library and s not in self._libraries:
-                self._libraries[s] = self.slides[s].median_library()
+            key = (s, panel)
+            want_mean = self.slide_means is not None and key not in self._means
+            want_library = by_library and key not in self._libraries
+            if not (want_mean or want_library):
+                continue
+            slide = self.slides[s] if panel is None else self.slides[s].panel(self._panels[panel])
+            if want_mean:
+                assert self.slide_means is not None
+                self._means[key] = np.asarray(self.slide_means(slide), np.float32)
+            if want_library:
+                self._libraries[key] = slide.median_library()
         position = np.searchsorted(order, slide_ids)  # `_nodes` lists the slides sorted
         sizes = [rows.size for _, rows in spots]
         rows = torch.from_numpy(
@@ -211,10 +254,10 @@ class SubgraphCollator:
         means = (
             None
             if self.slide_means is None
-            else torch.from_numpy(np.stack([self._means[s] for s in order]))
+            else torch.from_numpy(np.stack([self._means[s, panel] for s in order]))
         )
         libraries = (
-            torch.tensor([self._libraries[s] for s in order], dtype=torch.float32)
+            torch.tensor([self._libraries[s, panel] for s in order], dtype=torch.float32)
             if by_library
             else None
         )
@@ -295,3 +338,15 @@ class SubgraphCollator:
             draws = raw.view(np.uint16)[:n_draws].reshape(neighbour_visible.shape)
             neighbour_visible &= draws >= round(self.neighbour_mask_fraction * (1 << 16))
         return target
+
+
+def _panel_pool(n_genes: int, seed: int) -> list[np.ndarray]:
+    """`PANEL_POOL` panels, (V,) bool each, keeping a `PANEL_SHARES` share of the vocabulary."""
+    rng = np.random.default_rng([seed, PANEL_STREAM])
+    pool = []
+    for _ in range(PANEL_POOL):
+        keep = np.zeros(n_genes, dtype=bool)
+        size = max(1, round(rng.uniform(*PANEL_SHARES) * n_genes))
+        keep[rng.choice(n_genes, size=size, replace=False)] = True
+        pool.append(keep)
+    return pool

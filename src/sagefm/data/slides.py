@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Iterable
@@ -102,6 +103,13 @@ class PreparedSlide:
         library = np.asarray(counts.sum(axis=1)).ravel() / np.maximum(self.shown_share(), 1e-12)
         median = float(np.median(library)) if library.size else 0.0
         return median if median > 0 else 1.0
+
+    def panel(self, genes: np.ndarray) -> PreparedSlide:
+        """The slide as if it measured only ``genes`` ((V,) bool) of the vocabulary: a targeted
+        panel of it, with its own statistics (`median_library`, slide means)."""
+        values = sp.csr_matrix(self.values.multiply(genes[None, :]), dtype=np.float32)
+        values.eliminate_zeros()
+        return dataclasses.replace(self, values=values, observed=self.observed & genes)
 
     def visible_spots(self) -> np.ndarray:
         """(V,) int64, how many spots show each gene (observed and not hidden)."""

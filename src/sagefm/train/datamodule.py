@@ -62,8 +62,13 @@ class SubgraphDataModule(L.LightningDataModule):
         self.train_collate = SubgraphCollator(
             train, config.model, seed=config.train.seed, slide_means=means, **masks
         )
+        # Validation sees whole panels, so that val_loss is one measure for every model.
         self.val_collate = SubgraphCollator(
-            val, config.model, seed=config.train.seed + 1, slide_means=means, **masks
+            val,
+            config.model,
+            seed=config.train.seed + 1,
+            slide_means=means,
+            **(masks | {"panel_batch_fraction": 0.0}),
         )
 
     def _steps_per_epoch(self, n_items: int) -> int:
