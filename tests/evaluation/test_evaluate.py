@@ -80,6 +80,13 @@ def test_quick_evaluation_writes_a_complete_report(shared_data: Path, tmp_path: 
     for row in recovery["per_slide"]:
         assert 0 < row["rmse_model"] and 0 <= row["frac_significant"] <= 1
         assert row["rmse_gene_mean"] < row["rmse_zero"]  # a sanity check on the baselines
+    # the same slides cut to targeted panels: fewer genes where a slide has more than the panel
+    panels = {r["slide"]: r for r in metrics["panels"]["per_slide"]}
+    assert set(panels) == {r["slide"] for r in recovery["per_slide"]}
+    for row in recovery["per_slide"]:
+        assert panels[row["slide"]]["n_genes"] == min(row["n_genes"], 310)
+        assert panels[row["slide"]]["rmse_model"] != row["rmse_model"] or row["n_genes"] <= 310
+    assert "## 1b. Masked-gene recovery on targeted panels" in (report / "report.md").read_text()
     domains = metrics["domains"]
     assert {(r["method"], r["clusterer"]) for r in domains["per_section"]} == {
         (m, c) for m in METHODS for c in ("kmeans", "gmm")

@@ -12,7 +12,7 @@ from sagefm.errors import ConfigError
 from sagefm.tl.domains import Covariance
 
 #: Report sections, in the order they are run and written.
-SECTIONS = ("recovery", "domains", "annotation", "phenotype")
+SECTIONS = ("recovery", "panels", "domains", "annotation", "phenotype")
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,9 @@ class EvaluationConfig:
     n_marker_genes: int = 3
     rounds: int = 3  #: masking rounds; each gene is hidden in ~fraction of spots per round
     mask_fraction: float = 0.3
+    #: the ``panels`` section cuts each recovery slide to this many of its vocabulary genes,
+    #: drawn at random, as a targeted panel measures it (the prostate slides measure 310)
+    panel_genes: int = 310
     n_domains: int = 7  #: k of `sagefm.tl.domains` (the annotated DLPFC layers)
     domain_comps: int = 20  #: PCA dimensions `sagefm.tl.domains` clusters in
     domain_covariance: Covariance = "full"  #: of its Gaussian mixture
@@ -124,6 +127,8 @@ class EvaluationConfig:
         }
         if used - set(names):
             raise ConfigError(f"datasets {sorted(used - set(names))} are used but not described")
+        if self.panel_genes < 1:
+            raise ConfigError(f"panel_genes must be >= 1, got {self.panel_genes}")
         if self.adapt_epochs < 0:
             raise ConfigError(f"adapt_epochs must be >= 0, got {self.adapt_epochs}")
         if not 0.0 <= self.banksy_lambda <= 1.0:

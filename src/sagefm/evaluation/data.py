@@ -50,6 +50,7 @@ def datasets_needed(config: EvaluationConfig, sections: Sequence[str]) -> list[s
     """Names of the datasets the chosen report sections use, in the config's order."""
     uses = {
         "recovery": set(config.recovery_datasets),
+        "panels": set(config.recovery_datasets),
         "domains": {config.domain_dataset},
         "annotation": set(config.annotation_datasets),
         "phenotype": {t.dataset for t in config.phenotype_tasks},

@@ -2,7 +2,8 @@
 
 Sections (each optional, see `SECTIONS`):
 
-1. ``recovery``: masked-gene recovery on every slide (`sagefm.evaluation.masked_gene_recovery`).
+1. ``recovery``: masked-gene recovery on every slide (`sagefm.evaluation.masked_gene_recovery`);
+   ``panels``: the same on each slide cut to a random targeted panel (`sagefm.evaluation.panels`).
 2. ``domains``: `sagefm.tl.domains` on every representation of the DLPFC sections vs. the layers.
 3. ``annotation``: leave-one-patient-out label transfer on her2st, leave-one-section-out on DLPFC.
 4. ``phenotype``: window-level tumour / cancer prediction with spatially blocked cross-validation.
@@ -32,6 +33,7 @@ from sagefm.evaluation.annotation import annotation_section
 from sagefm.evaluation.config import SECTIONS, EvaluationConfig
 from sagefm.evaluation.data import load_data, pretraining_splits
 from sagefm.evaluation.domains import domains_section
+from sagefm.evaluation.panels import panels_section
 from sagefm.evaluation.phenotype import phenotype_section
 from sagefm.evaluation.recovery import recovery_section
 from sagefm.evaluation.report import json_safe, render_report, versions
@@ -44,6 +46,7 @@ logger = logging.getLogger(__name__)
 Section = Callable[[EvaluationRun, dict[str, list[ad.AnnData]]], tuple[dict, str]]
 _STEPS: dict[str, Section] = {
     "recovery": recovery_section,
+    "panels": panels_section,
     "domains": domains_section,
     "annotation": annotation_section,
     "phenotype": phenotype_section,

@@ -259,7 +259,7 @@ def _per_gene_table(
 
 
 # ------------------------------------------------------------------------- report section
-def _slide_row(
+def slide_row(
     run: EvaluationRun, dataset: str, adata: ad.AnnData, result: RecoveryResult
 ) -> dict[str, Any]:
     return {
@@ -285,7 +285,7 @@ def recovery_section(run: EvaluationRun, data: dict[str, list[ad.AnnData]]) -> t
             result = masked_gene_recovery(
                 run.model, adata, fraction=c.mask_fraction, rounds=c.rounds, seed=run.seed
             )
-            rows.append(_slide_row(run, dataset, adata, result))
+            rows.append(slide_row(run, dataset, adata, result))
             rs.append(result.per_gene["r"].to_numpy())
             maps = maps or (adata, result.per_gene)
         r_values[dataset] = np.concatenate(rs)
@@ -294,6 +294,28 @@ def recovery_section(run: EvaluationRun, data: dict[str, list[ad.AnnData]]) -> t
     figures.gene_r_histogram(r_values, run.figures / "recovery_gene_r.png")
     genes = _marker_genes(maps[1], c.marker_genes, c.n_marker_genes)
     _gene_maps(run, maps[0], genes)
+    metrics, summary = recovery_table(table)
+    text = "\n\n".join(
+        [
+            "## 1. Masked-gene recovery",
+            f"{c.mask_fraction:.0%} of each spot's vocabulary genes hidden (from the model and from the "
+            f"baselines), {c.rounds} round(s) with seed {run.seed}; RMSE on log1p counts over all hidden "
+            "entries. Per-gene Pearson r pools each gene's hidden entries; p-values BH-corrected "
+            f"(FDR 5%). The low-rank completion is a rank-{LOW_RANK} hard-impute of the slide's "
+            "visible entries at its median library (`low_rank_completion`), restored at each "
+            "spot's depth.",
+            summary,
+            "![per-gene r](figures/recovery_gene_r.png)",
+            f"![true vs predicted](figures/recovery_gene_maps.png)\n\nMaps on {slide_name(maps[0], '?')}: "
+            f"each gene hidden at every spot and predicted from the rest ({', '.join(genes)}).",
+        ]
+    )
+    return metrics, text
+
+
+def recovery_table(table: pd.DataFrame) -> tuple[dict[str, Any], str]:
+    """Metrics (per-slide rows, mean RMSEs, slides won) and markdown (the per-slide table, the
+    verdict, the means by pretraining split) of `slide_row` rows."""
     methods = ("model", *BASELINES)
     means = {k: float(table[f"rmse_{k}"].mean()) for k in methods}
     shown = table[["slide", "dataset", "split"]].copy()
@@ -308,20 +330,10 @@ def recovery_section(run: EvaluationRun, data: dict[str, list[ad.AnnData]]) -> t
     n_wins = int((table["best"] == "SAGE-FM").sum())
     text = "\n\n".join(
         [
-            "## 1. Masked-gene recovery",
-            f"{c.mask_fraction:.0%} of each spot's vocabulary genes hidden (from the model and from the "
-            f"baselines), {c.rounds} round(s) with seed {run.seed}; RMSE on log1p counts over all hidden "
-            "entries. Per-gene Pearson r pools each gene's hidden entries; p-values BH-corrected "
-            f"(FDR 5%). The low-rank completion is a rank-{LOW_RANK} hard-impute of the slide's "
-            "visible entries at its median library (`low_rank_completion`), restored at each "
-            "spot's depth.",
             markdown_table(shown),
             verdict(means, higher_is_better=False, metric="mean RMSE")
             + f" SAGE-FM is best on {n_wins} of {len(table)} slides.",
             "Mean RMSE by pretraining split:\n\n" + split_summary(long, "value"),
-            "![per-gene r](figures/recovery_gene_r.png)",
-            f"![true vs predicted](figures/recovery_gene_maps.png)\n\nMaps on {slide_name(maps[0], '?')}: "
-            f"each gene hidden at every spot and predicted from the rest ({', '.join(genes)}).",
         ]
     )
     metrics = {"per_slide": records(table), "mean_rmse": means, "n_slides_model_best": n_wins}
