@@ -74,14 +74,20 @@ class PreparedSlide:
         return sp.csr_matrix(self.hidden.multiply(self.observed[None, :]), dtype=np.float32)
 
     def sparse_inputs(self) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
-        """The visible values (n_spots, V) CSR (``values`` itself without hidden entries: do not
-        modify it) and `hidden_observed`."""
+        """The visible values (n_spots, V) CSR (``values`` itself without hidden entries; shared
+        by every caller: do not modify it) and `hidden_observed`."""
+        return self._shown_values, self.hidden_observed
+
+    @functools.cached_property
+    def _shown_values(self) -> sp.csr_matrix:
+        """`sparse_inputs`' visible values, taken once per slide: the slide means, its median
+        library and the inference chunks of one prediction all read them."""
         hidden = self.hidden_observed
         if hidden is None:
-            return self.values, None
+            return self.values
         shown = sp.csr_matrix(self.values - self.values.multiply(hidden))
         shown.eliminate_zeros()
-        return shown, hidden
+        return shown
 
     def shown_share(self) -> np.ndarray:
         """(n_spots,) float64, the share of the slide's observed genes each spot shows: 1 without
