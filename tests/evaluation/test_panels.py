@@ -1,9 +1,12 @@
 """The ``panels`` section's cut: a slide as a targeted panel of its vocabulary genes measures it."""
 
 import numpy as np
+import pytest
 
 from sagefm.data.vocabulary import GeneVocabulary
 from sagefm.datasets import synthetic_tissue
+from sagefm.errors import ConfigError
+from sagefm.evaluation import EvaluationConfig
 from sagefm.evaluation.panels import panel_cut
 
 
@@ -24,3 +27,8 @@ def test_a_panel_keeps_the_drawn_number_of_vocabulary_genes_and_nothing_else() -
     assert list(panel_cut(adata, model, 8, seed=0).var_names) == list(cut.var_names)
     assert list(panel_cut(adata, model, 8, seed=1).var_names) != list(cut.var_names)
     assert panel_cut(adata, model, 25, seed=0) is adata  # 20 < 25: all of them
+
+
+def test_a_panel_of_no_genes_is_refused() -> None:
+    with pytest.raises(ConfigError, match="panel_genes"):
+        EvaluationConfig(panel_genes=0)
