@@ -13,6 +13,7 @@ import pytest
 import scipy.sparse as sp
 
 import sagefm
+from sagefm._constants import Keys
 from sagefm.config import DataConfig, ModelConfig, SageFMConfig, TrainConfig
 from sagefm.data.vocabulary import GeneVocabulary
 from sagefm.datasets import synthetic_tissue
@@ -371,3 +372,47 @@ def test_embed_on_chosen_genes_equals_the_slide_without_the_others(trained) -> N
     assert not np.allclose(on_subset, model.embed(adata.copy()), atol=1e-4)
     with pytest.raises(InputDataError, match=r"not in adata\.var_names"):
         model.embed(adata, genes=[*shown, "NOT_A_GENE"])
+
+
+def _with_hidden_layer(adata: ad.AnnData, mask: np.ndarray, hidden_counts: float) -> ad.AnnData:
+    """A copy of ``adata`` whose ``mask`` entries hold ``hidden_counts`` and are marked hidden."""
+    out = adata.copy()
+    x = np.asarray(out.X.toarray() if sp.issparse(out.X) else out.X, dtype=np.float32)
+    x[mask] = hidden_counts
+    out.X = sp.csr_matrix(x)
+    out.layers[Keys.LAYER_HIDDEN] = sp.csr_matrix(mask)
+    return out
+
+
+def test_adapting_never_reads_the_entries_the_hidden_layer_marks(trained, tmp_path: Path) -> None:
+    """Entries in ``layers["sagefm_hidden"]`` are never an input nor a target of adaptation: the
+    same slide with other values there (0 or 500 counts) adapts to exactly the same weights.
+    Without the layer the values are read, and the weights differ."""
+    out, _, slides = trained
+    model = sagefm.load(out)
+    mask = np.random.default_rng(0).random(slides[2].shape) < 0.3
+    weights = []
+    for i, counts in enumerate((0.0, 500.0, 500.0)):
+        adata = _with_hidden_layer(slides[2], mask, counts)
+        if i == 2:
+            del adata.layers[Keys.LAYER_HIDDEN]
+        adapted, _ = model.adapt(adata, output=tmp_path / str(i), max_epochs=1, progress=False)
+        weights.append(adapted.network.state_dict()["head.weight"].numpy())
+    np.testing.assert_allclose(weights[1], weights[0], rtol=0, atol=1e-6)
+    assert not np.allclose(weights[2], weights[0], atol=1e-4)
+
+
+def test_the_hidden_layer_hides_entries_as_a_mask_does(trained) -> None:
+    """Imputation of a slide with a hidden layer equals imputation with that layer as the mask;
+    given both, an entry either hides is hidden. A layer that is not boolean is refused."""
+    out, _, slides = trained
+    model = sagefm.load(out)
+    rng = np.random.default_rng(1)
+    first, second = (rng.random(slides[2].shape) < 0.2 for _ in range(2))
+    plain = slides[2].copy()
+    by_mask = model.impute(plain, first | second, layer_added=None)
+    marked = _with_hidden_layer(slides[2], first, 500.0)
+    np.testing.assert_allclose(model.impute(marked, second, layer_added=None), by_mask, atol=1e-5)
+    marked.layers[Keys.LAYER_HIDDEN] = marked.layers[Keys.LAYER_HIDDEN].astype(np.float32)
+    with pytest.raises(InputDataError, match="must be boolean"):
+        model.impute(marked, layer_added=None)

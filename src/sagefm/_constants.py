@@ -24,6 +24,9 @@ class Keys:
     X_EMB_NEIGHBOURHOOD = "X_sagefm_neighbourhood"
     #: Imputed expression (model scale) written by `sagefm impute`.
     LAYER_IMPUTED = "sagefm_imputed"
+    #: `adata.layers[...]` (bool, optional): entries every sagefm call treats as unobserved, as a
+    #: centre and as a neighbour, never an input nor a training target (`prepare_slide`).
+    LAYER_HIDDEN = "sagefm_hidden"
     #: `adata.uns[...]`: the perturbation screen's pair table; `adata.obsm[...]`: its per-spot
     #: effects (`sagefm.tl.perturbation_screen`).
     PERTURBATION = "sagefm_perturbation"

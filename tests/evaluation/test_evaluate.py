@@ -124,11 +124,12 @@ def test_quick_evaluation_writes_a_complete_report(shared_data: Path, tmp_path: 
 
 
 @pytest.mark.slow
-def test_domains_score_the_adapted_model_as_its_own_setting(
+def test_domains_and_recovery_score_the_adapted_model_as_its_own_setting(
     shared_data: Path, tmp_path: Path
 ) -> None:
-    """``adapt_epochs``: each domain section is also embedded by the model adapted to it;
-    ``gcn_layer``: both models are read at that layer, and the report says which."""
+    """``adapt_epochs``: each domain section is also embedded by the model adapted to it, and each
+    recovery slide imputed by the model adapted to it (once per round); ``gcn_layer``: both models
+    are read at that layer, and the report says which."""
     dlpfc = shared_data / "dlpfc"
     config = SageFMConfig(
         model=ModelConfig(hidden_sizes=(32, 16, 16, 16, 32)),
@@ -137,12 +138,14 @@ def test_domains_score_the_adapted_model_as_its_own_setting(
     )
     train = crop(read(dlpfc / "dlpfc_151673.h5ad"), 400)
     pretrain([train], output=tmp_path / "run", config=config, progress=False)
-    evaluation = dataclasses.replace(EvaluationConfig.quick(), adapt_epochs=1, gcn_layer=1)
+    evaluation = dataclasses.replace(
+        EvaluationConfig.quick(), adapt_epochs=1, adapt_learning_rate=1e-4, gcn_layer=1
+    )
     metrics = evaluate(
         tmp_path / "run" / "best",
         data_dir=shared_data,
         output=tmp_path / "report",
-        sections=["domains"],
+        sections=["domains", "recovery"],
         config=evaluation,
     )
     domains = metrics["domains"]
@@ -157,3 +160,10 @@ def test_domains_score_the_adapted_model_as_its_own_setting(
     report = (tmp_path / "report" / "report.md").read_text()
     assert "SAGE-FM adapted" in report and "its embedding is GCN layer 1 " in report
     assert metrics["meta"]["config"]["gcn_layer"] == 1
+    recovery = metrics["recovery"]
+    slides = [row["slide"] for row in recovery["per_slide"]]
+    assert [cost["slide"] for cost in recovery["adaptation"]] == slides  # one round each
+    assert all(cost["epochs"] == 1 for cost in recovery["adaptation"])
+    for row in recovery["per_slide"]:  # a model of 3 batches: scored, not necessarily good
+        assert 0 < row["rmse_model_adapted"] < 10 and row["rmse_model_adapted"] != row["rmse_model"]
+    assert set(recovery["n_slides_best"]) == {"model", "model_adapted"}

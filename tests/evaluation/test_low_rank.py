@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from sagefm.evaluation.recovery import baseline_predictions, low_rank_completion
+from sagefm.evaluation.recovery_baselines import baseline_predictions, low_rank_completion
 
 
 def _rank_two(rng: np.random.Generator, n_spots: int = 120, n_genes: int = 40) -> np.ndarray:

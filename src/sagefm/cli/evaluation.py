@@ -34,7 +34,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     config = None
     if args.adapt_epochs or args.gcn_layer is not None:
         base = EvaluationConfig.quick() if args.quick else EvaluationConfig()
-        config = dataclasses.replace(base, adapt_epochs=args.adapt_epochs, gcn_layer=args.gcn_layer)
+        config = dataclasses.replace(
+            base,
+            adapt_epochs=args.adapt_epochs,
+            adapt_learning_rate=args.adapt_learning_rate,
+            gcn_layer=args.gcn_layer,
+        )
     metrics = evaluate(
         args.model,
         data_dir=args.data_dir,
@@ -103,7 +108,14 @@ def add_parsers(sub: Any) -> None:
         "--adapt-epochs",
         type=int,
         default=0,
-        help="also score domains with the model adapted to each section for N epochs (0 = no)",
+        help="also score domains and masked-gene recovery with the model adapted to each slide "
+        "for up to N epochs (0 = no)",
+    )
+    p.add_argument(
+        "--adapt-learning-rate",
+        type=float,
+        default=None,
+        help="learning rate of that adaptation (default: the model's training rate)",
     )
     p.add_argument(
         "--gcn-layer",

@@ -218,8 +218,8 @@ def prepare_slide(
 ) -> tuple[PreparedSlide, GeneMapping]:
     """Validate a slide and bring it onto the vocabulary.
 
-    ``hidden`` (n_spots, n_genes of adata) bool hides entries everywhere (centre and neighbours).
-    Raises `InputDataError` for missing coordinates, too few spots, bad counts, duplicate names or
+    ``hidden`` (n_spots, n_genes of adata) bool hides entries everywhere (centre and neighbours),
+    as does a bool layer ``Keys.LAYER_HIDDEN`` of ``adata`` (both: either hides an entry). Raises `InputDataError` for missing coordinates, too few spots, bad counts, duplicate names or
     no overlap with the vocabulary.
     """
     check_names(adata)
@@ -230,13 +230,8 @@ def prepare_slide(
     _record_gene_mapping(adata, mapping)
     expression = normalize_expression(adata, normalized_input=config.normalized_input, layer=layer)
     values = mapping.to_vocabulary(expression)
-    hidden_vocab = None
-    if hidden is not None:
-        if hidden.shape != adata.shape:
-            raise InputDataError(
-                f"mask must have the AnnData's shape {adata.shape}, got {hidden.shape}"
-            )
-        hidden_vocab = mapping.to_vocabulary(sp.csr_matrix(hidden, dtype=bool))
+    hidden = _hidden_entries(adata, hidden)
+    hidden_vocab = None if hidden is None else mapping.to_vocabulary(hidden)
     slide = PreparedSlide(
         name=name or slide_name(adata, "slide"),
         values=values,
@@ -255,6 +250,31 @@ def prepare_slide(
         slide.bandwidth_um,
     )
     return slide, mapping
+
+
+def _hidden_entries(
+    adata: ad.AnnData, hidden: np.ndarray | sp.spmatrix | None
+) -> sp.csr_matrix | None:
+    """(n_spots, n_genes) CSR bool: the entries ``hidden`` or the layer ``Keys.LAYER_HIDDEN``
+    hides (None if neither is given)."""
+    masks = [hidden] if hidden is not None else []
+    if Keys.LAYER_HIDDEN in adata.layers:
+        layer = adata.layers[Keys.LAYER_HIDDEN]
+        if layer.dtype != bool:
+            raise InputDataError(
+                f"layers[{Keys.LAYER_HIDDEN!r}] marks hidden entries and must be boolean, "
+                f"got dtype {layer.dtype}"
+            )
+        masks.append(layer)
+    if not masks:
+        return None
+    for mask in masks:
+        if mask.shape != adata.shape:
+            raise InputDataError(
+                f"mask must have the AnnData's shape {adata.shape}, got {mask.shape}"
+            )
+    out = sp.csr_matrix(masks[0], dtype=bool)
+    return out if len(masks) == 1 else out.maximum(sp.csr_matrix(masks[1], dtype=bool))
 
 
 def _record_gene_mapping(adata: ad.AnnData, mapping: GeneMapping) -> None:

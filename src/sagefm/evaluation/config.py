@@ -108,9 +108,12 @@ class EvaluationConfig:
     min_window_spots: int = 3
     n_folds: int = 5
     max_spots: int | None = None  #: crop each slide to this many spots around its centre
-    #: > 0: the domain section also scores the model adapted to each section alone for this many
-    #: epochs (`SageFM.adapt`, no labels), as its own setting beside zero-shot
+    #: > 0: the domain and recovery sections also score the model adapted to each slide alone for
+    #: this many epochs (`SageFM.adapt`, no labels), as its own setting beside zero-shot; for
+    #: recovery, once per masking round, the round's hidden entries kept out of the adaptation
     adapt_epochs: int = 0
+    #: the adaptation's learning rate (None: the model's training rate)
+    adapt_learning_rate: float | None = None
     #: the GCN layer read as SAGE-FM's embedding by every section (`SageFM.embed`'s gcn_layer);
     #: None: the model's ModelConfig.embedding_layer
     gcn_layer: int | None = None
@@ -131,6 +134,8 @@ class EvaluationConfig:
             raise ConfigError(f"panel_genes must be >= 1, got {self.panel_genes}")
         if self.adapt_epochs < 0:
             raise ConfigError(f"adapt_epochs must be >= 0, got {self.adapt_epochs}")
+        if self.adapt_learning_rate is not None and not self.adapt_learning_rate > 0:
+            raise ConfigError(f"adapt_learning_rate must be > 0, got {self.adapt_learning_rate}")
         if not 0.0 <= self.banksy_lambda <= 1.0:
             raise ConfigError(f"banksy_lambda must be in [0, 1], got {self.banksy_lambda}")
 

@@ -2,61 +2,39 @@
 
 Section 1 of the report (`recovery_section`) scores every slide of the recovery datasets.
 
-Baselines see exactly what the model sees (the hidden entries are hidden from them too):
-``zero`` (the paper's "no imputation"), ``gene_mean`` (each gene's mean over the slide's visible
-entries) and ``neighbour_mean`` (the gene's mean over the spot's neighbours where visible, falling
-back to the gene mean). A model that does not beat ``neighbour_mean`` has learned nothing beyond
-spatial smoothing.
+The baselines (`sagefm.evaluation.recovery_baselines`) see exactly what the model sees; the
+strongest on every shared slide is ``low_rank``, a rank-5 completion of the slide.
 
-``scaled_gene_mean`` and ``scaled_neighbour_mean`` are the same two means taken after every spot is
-brought to the slide's median library (`sagefm.nn.depth.normalize_depth`, as scanpy's
-``normalize_total``), then restored at the predicted spot's own library (both estimated from the
-visible genes, see `baseline_predictions`). A model that normalises depth gets about this for
-free: with a constant deep path it predicts such a mean, so it must beat these too.
-
-``low_rank`` completes the slide's matrix at the median library from its visible entries
-(`low_rank_completion`, rank `LOW_RANK`), restored at each spot's library like the scaled means.
-It is the classic matrix-completion baseline (hard-impute, Mazumder et al., JMLR 2010): it uses
-co-expression on the slide, where the means use none. On every shared slide it is the strongest
-baseline (README, "A low-rank completion of each slide").
+``model_adapted`` (with `EvaluationConfig.adapt_epochs`) is the model adapted to the slide by
+`SageFM.adapt` in each round with that round's hidden entries unobserved (never an input, never a
+target): the setting of a user who adapts to their slide before imputing, beside zero-shot.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anndata as ad
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import scipy.stats
-import torch
-from sklearn.utils.extmath import randomized_svd
 
-from sagefm.data.neighbourhood import build_neighbourhoods, neighbourhood_matrix
+from sagefm._constants import Keys
+from sagefm.data.neighbourhood import build_neighbourhoods
 from sagefm.data.slides import slide_name, spot_coordinates_um
+from sagefm.evaluation.recovery_baselines import BASELINES, LOW_RANK, baseline_predictions
 from sagefm.evaluation.report import LABELS, markdown_table, records, split_summary, verdict
-from sagefm.nn.depth import normalize_depth, restore_depth
 from sagefm.pl import evaluation as figures
 
 if TYPE_CHECKING:
     from sagefm.evaluation.run import EvaluationRun
     from sagefm.model import SageFM
 
-BASELINES = (
-    "zero",
-    "gene_mean",
-    "neighbour_mean",
-    "scaled_gene_mean",
-    "scaled_neighbour_mean",
-    "low_rank",
-)
-#: rank of `low_rank_completion` in the baseline. Ranks 2, 3 and 5 were within 0.002 of RMSE of
-#: each other on the tuning slides (her2st A1-D1, DLPFC 151673-75), 5 the best on DLPFC; 20 was worse.
-LOW_RANK = 5
-#: fill-and-refit rounds of `low_rank_completion` (5, 10, 20 and 40 were within 0.0002 of RMSE
-#: on her2st A1, B1 and DLPFC 151673)
-LOW_RANK_ROUNDS = 20
+#: the model's predictions: zero-shot, and adapted to the slide (`EvaluationConfig.adapt_epochs`)
+MODELS = ("model", "model_adapted")
 
 
 def random_observed_mask(
@@ -74,81 +52,6 @@ def random_observed_mask(
     pick = np.argsort(rng.random((n_spots, cols.size)), axis=1)[:, :n_hide]
     mask[np.arange(n_spots)[:, None], cols[pick]] = True
     return mask
-
-
-def _visible_mean(shown: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """(n_genes,) each gene's mean over its visible entries: ``shown`` (n_spots, n_genes) is 0
-    where hidden, ``counts`` (n_genes,) the visible entries of each gene (0 for a gene with none)."""
-    return np.divide(shown.sum(axis=0), counts, out=np.zeros(shown.shape[1]), where=counts > 0)
-
-
-def baseline_predictions(
-    truth: np.ndarray, mask: np.ndarray, neighbours: np.ndarray
-) -> dict[str, np.ndarray]:
-    """Every baseline (n_spots, n_genes) from the visible entries only (``mask`` = hidden).
-
-    ``truth`` is log1p counts. The scaled baselines and ``low_rank`` bring each spot to the
-    median library first and back to its own after: a spot's library is its visible counts
-    divided by the share of the given genes it shows, so a spot with 30% hidden counts about its
-    full library, as `sagefm.data.slides.PreparedSlide.median_library` does.
-    """
-    visible = ~mask
-    shown = np.where(visible, truth, 0.0)
-    counts = visible.sum(axis=0)  # (n_genes,) spots showing each gene
-    operator = neighbourhood_matrix(neighbours, include_self=False)
-    nb_count = operator @ visible.astype(np.float64)  # (n_spots, n_genes) neighbours showing it
-
-    def means(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(n_genes,) each gene's mean over its visible entries of ``values`` (0 where hidden),
-        and (n_spots, n_genes) its mean over the visible neighbours (the gene mean if none)."""
-        gene = _visible_mean(values, counts)
-        nb = np.where(nb_count > 0, (operator @ values) / np.maximum(nb_count, 1), gene[None, :])
-        return gene, nb
-
-    gene_mean, nb_mean = means(shown)
-    share = visible.sum(axis=1) / max(truth.shape[1], 1)
-    library = np.expm1(shown).sum(axis=1) / np.maximum(share, 1e-12)
-    target = float(np.median(library[library > 0])) if (library > 0).any() else 1.0
-    library_t = torch.as_tensor(library)[:, None]  # (n_spots, 1) counts
-    scaled = normalize_depth(torch.as_tensor(shown), library_t, target).numpy()
-    restored = [
-        restore_depth(torch.as_tensor(m), library_t, target).numpy()  # (n_spots, n_genes)
-        for m in (*means(scaled), low_rank_completion(scaled, visible))
-    ]
-    return {
-        "zero": np.zeros_like(truth),
-        "gene_mean": np.broadcast_to(gene_mean, truth.shape),
-        "neighbour_mean": nb_mean,
-        "scaled_gene_mean": restored[0],
-        "scaled_neighbour_mean": restored[1],
-        "low_rank": restored[2],
-    }
-
-
-def low_rank_completion(
-    values: np.ndarray,
-    visible: np.ndarray,
-    rank: int = LOW_RANK,
-    rounds: int = LOW_RANK_ROUNDS,
-    seed: int = 0,
-) -> np.ndarray:
-    """(n_spots, n_genes) hard-impute of ``values`` from its ``visible`` entries (both that shape).
-
-    Hidden entries start at their gene's visible mean; each round fits the genes' means plus a
-    rank-``rank`` truncated SVD (randomised, ``seed``) to the filled matrix and refills the hidden
-    entries with it, clipped at 0 (values are log1p-scale). Returns the last fit at every entry.
-    Hidden entries of ``values`` are never read.
-    """
-    gene = _visible_mean(np.where(visible, values, 0.0), visible.sum(axis=0))
-    fill = np.where(visible, values, gene[None, :])
-    rank = min(rank, min(values.shape) - 1)
-    fit = fill
-    for _ in range(rounds if rank > 0 else 0):
-        centre = fill.mean(axis=0)
-        u, s, vt = randomized_svd(fill - centre, rank, n_iter=2, random_state=seed)
-        fit = np.clip((u * s) @ vt + centre, 0.0, None)
-        fill = np.where(visible, values, fit)
-    return fit
 
 
 @dataclass
@@ -189,11 +92,14 @@ def masked_gene_recovery(
     rounds: int = 1,
     seed: int = 0,
     progress: bool = False,
+    adapt: Callable[[ad.AnnData], SageFM] | None = None,
 ) -> RecoveryResult:
     """Hide ``fraction`` of each spot's vocabulary genes (``rounds`` times), predict, score.
 
     Hidden entries are unobserved everywhere (centre and neighbours) for the model and baselines.
     Per-gene Pearson r pools each gene's hidden entries over rounds; p-values are BH-corrected.
+    ``adapt`` (optional) returns a model adapted to a copy of ``adata`` whose
+    ``layers[Keys.LAYER_HIDDEN]`` holds the round's mask; its predictions are ``model_adapted``.
     """
     scored = np.zeros(adata.n_vars, dtype=bool)
     scored[model.vocabulary.map(adata).slide_index] = True
@@ -201,14 +107,18 @@ def masked_gene_recovery(
     truth = model.normalize(adata)[:, columns].astype(np.float64)
     neighbours = build_neighbourhoods(spot_coordinates_um(adata), model.config.data.n_neighbours)
     rng = np.random.default_rng(seed)
-    names = ["model", *BASELINES]
+    names = ["model", *(["model_adapted"] if adapt else []), *BASELINES]
     pairs: dict[str, list[np.ndarray]] = {k: [] for k in names}
     truths: list[np.ndarray] = []
     genes: list[np.ndarray] = []
     for _ in range(rounds):
         mask = random_observed_mask(adata.n_obs, scored, fraction, rng)
-        imputed = model.impute(adata, mask, layer_added=None, progress=progress)[:, columns]
-        predictions = {"model": imputed.astype(np.float64)}
+        predictions = {"model": _imputed(model, adata, mask, progress)[:, columns]}
+        if adapt:
+            masked = adata.copy()
+            masked.layers[Keys.LAYER_HIDDEN] = sp.csr_matrix(mask)
+            adapted = adapt(masked)
+            predictions["model_adapted"] = _imputed(adapted, adata, mask, progress)[:, columns]
         hidden = mask[:, columns]
         predictions.update(baseline_predictions(truth, hidden, neighbours))
         rows, cols = np.nonzero(hidden)
@@ -232,6 +142,11 @@ def masked_gene_recovery(
         fraction=fraction,
         seed=seed,
     )
+
+
+def _imputed(model: SageFM, adata: ad.AnnData, mask: np.ndarray, progress: bool) -> np.ndarray:
+    """(n_spots, n_genes) float64 `SageFM.impute` of ``adata`` with ``mask`` hidden."""
+    return model.impute(adata, mask, layer_added=None, progress=progress).astype(np.float64)
 
 
 def _per_gene_table(
@@ -277,13 +192,24 @@ def slide_row(
 def recovery_section(run: EvaluationRun, data: dict[str, list[ad.AnnData]]) -> tuple[dict, str]:
     """Section 1: masked-gene recovery on every slide; (metrics, markdown)."""
     c = run.config
-    rows, r_values = [], {}
+    rows, r_values, costs = [], {}, []
     maps: tuple[ad.AnnData, pd.DataFrame] | None = None
+
+    def adapt(adata: ad.AnnData) -> SageFM:
+        adapted, cost = run.adapted_model(adata)
+        costs.append(cost | {"slide": slide_name(adata, "?")})
+        return adapted
+
     for dataset in c.recovery_datasets:
         rs = []
         for adata in data[dataset]:
             result = masked_gene_recovery(
-                run.model, adata, fraction=c.mask_fraction, rounds=c.rounds, seed=run.seed
+                run.model,
+                adata,
+                fraction=c.mask_fraction,
+                rounds=c.rounds,
+                seed=run.seed,
+                adapt=adapt if c.adapt_epochs else None,
             )
             rows.append(slide_row(run, dataset, adata, result))
             rs.append(result.per_gene["r"].to_numpy())
@@ -295,6 +221,14 @@ def recovery_section(run: EvaluationRun, data: dict[str, list[ad.AnnData]]) -> t
     genes = _marker_genes(maps[1], c.marker_genes, c.n_marker_genes)
     _gene_maps(run, maps[0], genes)
     metrics, summary = recovery_table(table)
+    metrics["adaptation"] = costs
+    adapted = (
+        f" *SAGE-FM adapted*: the model after up to {c.adapt_epochs} epochs of `SageFM.adapt` on "
+        "the slide alone, once per round, with the round's hidden entries unobserved (never an "
+        "input, never a target)."
+        if c.adapt_epochs
+        else ""
+    )
     text = "\n\n".join(
         [
             "## 1. Masked-gene recovery",
@@ -303,7 +237,7 @@ def recovery_section(run: EvaluationRun, data: dict[str, list[ad.AnnData]]) -> t
             "entries. Per-gene Pearson r pools each gene's hidden entries; p-values BH-corrected "
             f"(FDR 5%). The low-rank completion is a rank-{LOW_RANK} hard-impute of the slide's "
             "visible entries at its median library (`low_rank_completion`), restored at each "
-            "spot's depth.",
+            f"spot's depth.{adapted}",
             summary,
             "![per-gene r](figures/recovery_gene_r.png)",
             f"![true vs predicted](figures/recovery_gene_maps.png)\n\nMaps on {slide_name(maps[0], '?')}: "
@@ -316,7 +250,7 @@ def recovery_section(run: EvaluationRun, data: dict[str, list[ad.AnnData]]) -> t
 def recovery_table(table: pd.DataFrame) -> tuple[dict[str, Any], str]:
     """Metrics (per-slide rows, mean RMSEs, slides won) and markdown (the per-slide table, the
     verdict, the means by pretraining split) of `slide_row` rows."""
-    methods = ("model", *BASELINES)
+    methods = tuple(m for m in MODELS if f"rmse_{m}" in table) + BASELINES
     means = {k: float(table[f"rmse_{k}"].mean()) for k in methods}
     shown = table[["slide", "dataset", "split"]].copy()
     for k in methods:
@@ -327,16 +261,28 @@ def recovery_table(table: pd.DataFrame) -> tuple[dict[str, Any], str]:
         id_vars=["split"], value_vars=[f"rmse_{k}" for k in methods], var_name="method"
     )
     long["method"] = long["method"].str.removeprefix("rmse_")
-    n_wins = int((table["best"] == "SAGE-FM").sum())
+    best_baseline = table[[f"rmse_{b}" for b in BASELINES]].min(axis=1)
+    wins = {m: int((table[f"rmse_{m}"] < best_baseline).sum()) for m in methods if m in MODELS}
+    below = {m: int((table[f"rmse_{m}"] < table["rmse_neighbour_mean"]).sum()) for m in wins}
+    tally = "; ".join(
+        f"{LABELS[m]} beats every baseline on {wins[m]} of {len(table)} slides and the "
+        f"neighbour mean on {below[m]}"
+        for m in wins
+    )
     text = "\n\n".join(
         [
             markdown_table(shown),
-            verdict(means, higher_is_better=False, metric="mean RMSE")
-            + f" SAGE-FM is best on {n_wins} of {len(table)} slides.",
+            verdict(means, higher_is_better=False, metric="mean RMSE") + f" {tally}.",
             "Mean RMSE by pretraining split:\n\n" + split_summary(long, "value"),
         ]
     )
-    metrics = {"per_slide": records(table), "mean_rmse": means, "n_slides_model_best": n_wins}
+    metrics = {
+        "per_slide": records(table),
+        "mean_rmse": means,
+        "n_slides_model_best": wins["model"],
+        "n_slides_best": wins,
+        "n_slides_below_neighbour_mean": below,
+    }
     return metrics, text
 
 

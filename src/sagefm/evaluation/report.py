@@ -30,6 +30,7 @@ LABELS = {
     "banksy": "BANKSY-style",
     "pca_slide_centred": "PCA, slide-centred",
     "model": "SAGE-FM",
+    "model_adapted": "SAGE-FM adapted",
     "zero": "zero",
     "gene_mean": "gene mean",
     "neighbour_mean": "neighbour mean",
@@ -65,7 +66,7 @@ def verdict(scores: dict[str, float], *, higher_is_better: bool, metric: str) ->
     ranked = sorted(finite, key=lambda k: finite[k], reverse=higher_is_better)
     best = ranked[0]
     text = f"**Best {metric}: {LABELS[best]} ({finite[best]:.3f}).**"
-    ours = next((k for k in ranked if k == "model" or k.startswith("sagefm")), None)
+    ours = next((k for k in ranked if k.startswith(("model", "sagefm"))), None)
     if ours is None or best == ours:
         return text
     better = [LABELS[k] for k in ranked[: ranked.index(ours)]]

@@ -113,14 +113,16 @@ class EvaluationRun:
             )
         return self._embeddings[key]
 
-    def adapted_embedding(self, adata: ad.AnnData) -> tuple[np.ndarray, dict[str, float]]:
-        """The embedding of ``adata`` by the model adapted to it alone (`SageFM.adapt` for
-        ``config.adapt_epochs``; its run is written to a temporary folder), and that run's cost."""
+    def adapted_model(self, adata: ad.AnnData) -> tuple[SageFM, dict[str, float]]:
+        """The model adapted to ``adata`` alone (`SageFM.adapt` for ``config.adapt_epochs`` at
+        ``config.adapt_learning_rate``; its run is written to a temporary folder), and that run's
+        cost. Entries of ``adata.layers[Keys.LAYER_HIDDEN]`` stay unobserved throughout."""
         with tempfile.TemporaryDirectory(prefix="sagefm-adapt-") as folder:
             adapted, result = self.model.adapt(
                 adata,
                 output=folder,
                 max_epochs=self.config.adapt_epochs,
+                learning_rate=self.config.adapt_learning_rate,
                 seed=self.seed,
                 progress=self.progress,
             )
@@ -130,6 +132,11 @@ class EvaluationRun:
             "wall_time_s": result.wall_time_s,
             "peak_memory_mb": result.peak_memory_mb,
         }
+        return adapted, cost
+
+    def adapted_embedding(self, adata: ad.AnnData) -> tuple[np.ndarray, dict[str, float]]:
+        """The embedding of ``adata`` by `adapted_model`, and the adaptation's cost."""
+        adapted, cost = self.adapted_model(adata)
         embedding = adapted.embed(
             adata.copy(), progress=self.progress, gcn_layer=self.config.gcn_layer
         )
