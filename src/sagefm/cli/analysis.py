@@ -52,14 +52,17 @@ def cmd_perturb(args: argparse.Namespace) -> None:
         progress=not args.no_progress,
     )
     _write_perturbation(result, adata, output, args.map_pair)
-    enrichment = result.enrichment
+    screen, data = result.enrichment, result.data_enrichment
     logger.info(
-        "%d pairs at %d spots; |effect| AUROC vs %d null pairs %.2f (p = %.2g); outputs in %s",
+        "%d pairs at %d spots; |effect| AUROC vs %d null pairs %.2f (p = %.2g), the data's own "
+        "(neighbour-ligand slope) %.2f (p = %.2g); outputs in %s",
         len(result.table),
         result.parameters["n_spots"],
         len(result.null),
-        enrichment.get("auroc_abs", float("nan")),
-        enrichment.get("pvalue_abs", float("nan")),
+        screen.get("auroc_abs", float("nan")),
+        screen.get("pvalue_abs", float("nan")),
+        data.get("auroc_abs", float("nan")),
+        data.get("pvalue_abs", float("nan")),
         output,
     )
 
@@ -79,7 +82,11 @@ def _write_perturbation(
         result.spot_effects.to_csv(folder / "spot_effects.csv")
         (folder / "summary.json").write_text(json.dumps(result.summary(), indent=2, default=float))
         pl.effect_distribution(
-            result.table, result.null, result.enrichment, folder / "effects_vs_null.png"
+            result.table,
+            result.null,
+            result.enrichment,
+            folder / "effects_vs_null.png",
+            data_enrichment=result.data_enrichment,
         )
         pl.top_pairs(result.table, folder / "top_pairs.png")
         best = table.iloc[0]

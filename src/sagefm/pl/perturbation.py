@@ -22,26 +22,47 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def effect_distribution(
-    table: pd.DataFrame, null: pd.DataFrame, enrichment: dict[str, float], path: Path
+    table: pd.DataFrame,
+    null: pd.DataFrame,
+    enrichment: dict[str, float],
+    path: Path,
+    data_enrichment: dict[str, float] | None = None,
 ) -> Path:
-    """Histograms of the mean effect of L–R pairs vs expression-matched null pairs."""
-    fig = Figure(figsize=(6, 4))
-    ax = fig.add_subplot()
+    """Histograms of the mean effect of L–R pairs vs expression-matched null pairs; with a
+    ``data_effect`` column (`sagefm.tl.perturb_statistics.data_effects`), beside them each pair's
+    model effect against the data's own linear answer."""
+    with_data = "data_effect" in table and "data_effect" in null
+    fig = Figure(figsize=(11 if with_data else 6, 4))
+    ax = fig.add_subplot(1, 2 if with_data else 1, 1)
     values = np.concatenate([table["mean_effect"], null["mean_effect"]])
     bins = np.linspace(values.min(), values.max(), 41).tolist() if values.size else 10
     ax.hist(table["mean_effect"], bins=bins, alpha=0.6, density=True, label=f"L–R ({len(table)})")
     ax.hist(null["mean_effect"], bins=bins, alpha=0.6, density=True, label=f"null ({len(null)})")
     ax.axvline(0, color="k", lw=0.8)
-    if "auroc_abs" in enrichment:
-        ax.set_title(
-            f"|effect| AUROC L–R vs null {enrichment['auroc_abs']:.2f} "
-            f"(p = {enrichment['pvalue_abs']:.2g})",
-            fontsize=9,
-        )
+    ax.set_title(_auroc_title("model", enrichment), fontsize=9)
     ax.set_xlabel("mean effect: pred(ligand high) − pred(ligand low), log1p")
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
+    if with_data:
+        ax = fig.add_subplot(1, 2, 2)
+        for frame, label in ((null, "null"), (table, "L–R")):
+            ax.scatter(frame["data_effect"], frame["mean_effect"], s=6, alpha=0.6, label=label)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_title(_auroc_title("data", data_enrichment or {}), fontsize=9)
+        ax.set_xlabel("data: neighbour-ligand slope × clamp range, log1p")
+        ax.set_ylabel("model mean effect, log1p")
+        ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def _auroc_title(what: str, enrichment: dict[str, float]) -> str:
+    if "auroc_abs" not in enrichment:
+        return f"{what}: no null pairs"
+    return (
+        f"{what}: |effect| AUROC L–R vs null {enrichment['auroc_abs']:.2f} "
+        f"(p = {enrichment['pvalue_abs']:.2g})"
+    )
 
 
 def top_pairs(table: pd.DataFrame, path: Path, *, n: int = 20) -> Path:

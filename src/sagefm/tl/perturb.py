@@ -42,6 +42,7 @@ from sagefm.tl.genes import measured_genes
 from sagefm.tl.lr_pairs import lr_pairs, pair_label
 from sagefm.tl.perturb_statistics import (
     clamp_range,
+    data_effects,
     dense_columns,
     draw_null,
     enrichment,
@@ -72,13 +73,16 @@ class PerturbationResult:
 
     table: one row per tested pair (input order); null: the same columns for the null pairs;
     enrichment: AUROC / Mann–Whitney of L–R vs null effects; spot_effects: (n_spots, n_pairs) effects
-    indexed by ``obs_names`` of the sampled spots, columns `pair_label`.
+    indexed by ``obs_names`` of the sampled spots, columns `pair_label`; data_enrichment: the same
+    AUROC for the data's own linear answer to each pair (column ``data_effect``, `data_effects`),
+    the baseline the model's enrichment is read against.
     """
 
     table: pd.DataFrame
     null: pd.DataFrame
     enrichment: dict[str, float]
     spot_effects: pd.DataFrame
+    data_enrichment: dict[str, float] = field(default_factory=dict)
     parameters: dict[str, Any] = field(default_factory=dict)
 
     def summary(self, *, alpha: float = 0.05, top: int = 10) -> dict[str, Any]:
@@ -102,6 +106,7 @@ class PerturbationResult:
                 "negative": int((by_spots & (t["mean_effect"] < 0)).sum()),
             },
             "enrichment": self.enrichment,
+            "data_enrichment": self.data_enrichment,
             "top_pairs": ranked[[*columns, "null_fdr", "fdr"]].head(top).to_dict("records"),
             "parameters": self.parameters,
         }
@@ -279,6 +284,11 @@ def perturbation_screen(
     table, null, scores = _scored(
         table, null[columns], effects, np.asarray(model.vocabulary.symbols)
     )
+    table["data_effect"], null["data_effect"] = (
+        data_effects(slide, table),
+        data_effects(slide, null),
+    )
+    data_scores = enrichment(table["data_effect"].to_numpy(), null["data_effect"].to_numpy())
     parameters = {
         "n_spots": int(spots.size),
         "quantiles": list(quantiles),
@@ -293,7 +303,9 @@ def perturbation_screen(
         index=adata.obs_names[spots],
         columns=[pair_label(a, b) for a, b in zip(table["ligand"], table["receptor"], strict=True)],
     )
-    result = PerturbationResult(table, null, scores, spot_effects, parameters)
+    result = PerturbationResult(
+        table, null, scores, spot_effects, parameters=parameters, data_enrichment=data_scores
+    )
     _store(adata, result, key_added)
     return result
 
@@ -305,6 +317,7 @@ def _store(adata: ad.AnnData, result: PerturbationResult, key_added: str) -> Non
     adata.uns.setdefault(Keys.UNS, {})["perturb"] = {
         **result.parameters,
         "enrichment": result.enrichment,
+        "data_enrichment": result.data_enrichment,
     }
 
 
@@ -321,13 +334,15 @@ def perturb(
     Columns: ligand, receptor (+ the input's other columns), ligand_index, receptor_index,
     ligand_low, ligand_high (clamp values, log1p), n_spots, mean_effect, sd_effect, ci_low, ci_high
     (95% t-interval of the mean), frac_positive, pvalue (Wilcoxon signed-rank over spots), fdr (BH
-    over pairs), null_pvalue, null_fdr (against the expression-matched null). The enrichment over the
-    null is in ``table.attrs["enrichment"]``. With ``return_spot_effects=True`` returns
+    over pairs), null_pvalue, null_fdr (against the expression-matched null), data_effect (the
+    data's own linear answer, `sagefm.tl.perturb_statistics.data_effects`). The enrichment over
+    the null is in ``table.attrs["enrichment"]``, the data's in ``table.attrs["data_enrichment"]``. With ``return_spot_effects=True`` returns
     ``(table, spot_effects)``, spot_effects (n_spots, n_pairs) indexed by the sampled spots'
     ``obs_names``, columns `pair_label` in table order.
     """
     result = perturbation_screen(model, adata, pairs, **options)
     result.table.attrs["enrichment"] = result.enrichment
+    result.table.attrs["data_enrichment"] = result.data_enrichment
     if return_spot_effects:
         return result.table, result.spot_effects
     return result.table

@@ -89,6 +89,29 @@ def pair_statistics(effects: np.ndarray) -> pd.DataFrame:
     )
 
 
+def data_effects(slide: PreparedSlide, pairs: pd.DataFrame) -> np.ndarray:
+    """(K,) the data's own answer to each of the K ``pairs`` (ligand_index, receptor_index,
+    ligand_low, ligand_high), with no model: the least-squares slope of the centre's receptor on
+    its neighbours' mean ligand over every spot of the slide, the centre's log library (its
+    vocabulary counts) held fixed, times the clamp range ``ligand_high - ligand_low``. Log1p
+    values; a linear counterpart of the screen's effect, on the same pairs and null.
+
+    The library is a covariate because depth varies smoothly across a slide: without it every
+    gene pair would look associated through depth alone.
+    """
+    ligand = dense_columns(slide, pairs["ligand_index"].to_numpy())  # (n, K)
+    receptor = dense_columns(slide, pairs["receptor_index"].to_numpy())  # (n, K)
+    x = ligand[slide.neighbours[:, 1:]].mean(axis=1)  # (n, K) neighbour means, the centre excluded
+    library = np.log1p(np.asarray(np.expm1(slide.values).sum(axis=1)).ravel())  # (n,)
+    design = np.column_stack([np.ones_like(library), library])  # (n, 2)
+    rx, ry = (v - design @ np.linalg.lstsq(design, v, rcond=None)[0] for v in (x, receptor))
+    variance = (rx**2).sum(axis=0)
+    slope = np.divide(
+        (rx * ry).sum(axis=0), variance, out=np.zeros_like(variance), where=variance > 0
+    )
+    return slope * (pairs["ligand_high"].to_numpy() - pairs["ligand_low"].to_numpy())
+
+
 def null_pvalues(effects: np.ndarray, null_effects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(K,) share of null pairs with a |mean effect| at least each pair's (+1 smoothing) and its
     BH-FDR; NaN without null pairs."""
