@@ -36,8 +36,15 @@ def effect_distribution(
     ax = fig.add_subplot(1, 2 if with_data else 1, 1)
     values = np.concatenate([table["mean_effect"], null["mean_effect"]])
     bins = np.linspace(values.min(), values.max(), 41).tolist() if values.size else 10
-    ax.hist(table["mean_effect"], bins=bins, alpha=0.6, density=True, label=f"L–R ({len(table)})")
-    ax.hist(null["mean_effect"], bins=bins, alpha=0.6, density=True, label=f"null ({len(null)})")
+    for frame, label, colour in ((table, "L–R", "tab:blue"), (null, "null", "tab:orange")):
+        ax.hist(
+            frame["mean_effect"],
+            bins=bins,
+            alpha=0.6,
+            density=True,
+            color=colour,
+            label=f"{label} ({len(frame)})",
+        )
     ax.axvline(0, color="k", lw=0.8)
     ax.set_title(_auroc_title("model", enrichment), fontsize=9)
     ax.set_xlabel("mean effect: pred(ligand high) − pred(ligand low), log1p")
@@ -45,8 +52,10 @@ def effect_distribution(
     ax.legend(fontsize=8)
     if with_data:
         ax = fig.add_subplot(1, 2, 2)
-        for frame, label in ((null, "null"), (table, "L–R")):
-            ax.scatter(frame["data_effect"], frame["mean_effect"], s=6, alpha=0.6, label=label)
+        for frame, label, colour in ((null, "null", "tab:orange"), (table, "L–R", "tab:blue")):
+            ax.scatter(
+                frame["data_effect"], frame["mean_effect"], s=6, alpha=0.6, c=colour, label=label
+            )
         ax.axhline(0, color="k", lw=0.8)
         ax.axvline(0, color="k", lw=0.8)
         ax.set_title(_auroc_title("data", data_enrichment or {}), fontsize=9)
