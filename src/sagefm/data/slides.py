@@ -219,8 +219,9 @@ def prepare_slide(
     """Validate a slide and bring it onto the vocabulary.
 
     ``hidden`` (n_spots, n_genes of adata) bool hides entries everywhere (centre and neighbours),
-    as does a bool layer ``Keys.LAYER_HIDDEN`` of ``adata`` (both: either hides an entry). Raises `InputDataError` for missing coordinates, too few spots, bad counts, duplicate names or
-    no overlap with the vocabulary.
+    as does a bool layer ``Keys.LAYER_HIDDEN`` of ``adata`` (both: either hides an entry).
+    Raises `InputDataError` for missing coordinates, too few spots, bad counts, duplicate names
+    or no overlap with the vocabulary.
     """
     check_names(adata)
     coords_um = spot_coordinates_um(adata)
