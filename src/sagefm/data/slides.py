@@ -98,15 +98,19 @@ class PreparedSlide:
         n_hidden = np.asarray(hidden.sum(axis=1), dtype=np.float64).ravel()
         return 1.0 - n_hidden / max(int(self.observed.sum()), 1)
 
-    def median_library(self) -> float:
-        """The median visible library of the slide's spots (counts, ``Σ expm1(values)`` over the
-        genes each spot shows), each spot's divided by its `shown_share`: a spot with a random
-        30% of its genes hidden (imputation tests) then counts about its full library, as in
-        training, and nothing is read from the hidden values. The target of
-        ``ModelConfig.slide_library_target``; 1.0 for a slide without counts."""
+    def spot_library(self) -> np.ndarray:
+        """(n_spots,) float64 each spot's visible library (counts, ``Σ expm1(values)`` over the
+        genes it shows) divided by its `shown_share`: a spot with a random 30% of its genes hidden
+        (imputation tests) then counts about its full library, as in training, and nothing is
+        read from the hidden values."""
         counts = self.sparse_inputs()[0].copy()
         counts.data = np.expm1(counts.data)
-        library = np.asarray(counts.sum(axis=1)).ravel() / np.maximum(self.shown_share(), 1e-12)
+        return np.asarray(counts.sum(axis=1)).ravel() / np.maximum(self.shown_share(), 1e-12)
+
+    def median_library(self) -> float:
+        """The median `spot_library` of the slide's spots: the target of
+        ``ModelConfig.slide_library_target``; 1.0 for a slide without counts."""
+        library = self.spot_library()
         median = float(np.median(library)) if library.size else 0.0
         return median if median > 0 else 1.0
 

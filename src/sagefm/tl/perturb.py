@@ -284,10 +284,8 @@ def perturbation_screen(
     table, null, scores = _scored(
         table, null[columns], effects, np.asarray(model.vocabulary.symbols)
     )
-    table["data_effect"], null["data_effect"] = (
-        data_effects(slide, table),
-        data_effects(slide, null),
-    )
+    data = data_effects(slide, everything)  # (K + n_null,), the table's pairs first
+    table["data_effect"], null["data_effect"] = data[: len(table)], data[len(table) :]
     data_scores = enrichment(table["data_effect"].to_numpy(), null["data_effect"].to_numpy())
     parameters = {
         "n_spots": int(spots.size),

@@ -22,8 +22,9 @@ def clamp_range(
 
 
 def dense_columns(slide: PreparedSlide, genes: np.ndarray) -> np.ndarray:
-    """(n_spots, G) float64 values of the vocabulary genes ``genes`` on the slide."""
-    return np.asarray(slide.values[:, genes].toarray(), dtype=np.float64)
+    """(n_spots, G) float64 values of the vocabulary genes ``genes`` on the slide (0 where an
+    entry is hidden: hidden values are never read)."""
+    return np.asarray(slide.sparse_inputs()[0][:, genes].toarray(), dtype=np.float64)
 
 
 def draw_null(
@@ -102,7 +103,7 @@ def data_effects(slide: PreparedSlide, pairs: pd.DataFrame) -> np.ndarray:
     ligand = dense_columns(slide, pairs["ligand_index"].to_numpy())  # (n, K)
     receptor = dense_columns(slide, pairs["receptor_index"].to_numpy())  # (n, K)
     x = ligand[slide.neighbours[:, 1:]].mean(axis=1)  # (n, K) neighbour means, the centre excluded
-    library = np.log1p(np.asarray(np.expm1(slide.values).sum(axis=1)).ravel())  # (n,)
+    library = np.log1p(slide.spot_library())  # (n,)
     design = np.column_stack([np.ones_like(library), library])  # (n, 2)
     rx, ry = (v - design @ np.linalg.lstsq(design, v, rcond=None)[0] for v in (x, receptor))
     variance = (rx**2).sum(axis=0)
