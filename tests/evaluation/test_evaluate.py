@@ -23,6 +23,7 @@ FIGURES = (
     "domains_maps.png",
     "annotation_her2st.png",
     "annotation_dlpfc.png",
+    "perturbation_auroc.png",
 )
 
 
@@ -121,6 +122,17 @@ def test_quick_evaluation_writes_a_complete_report(shared_data: Path, tmp_path: 
         assert task["n_windows"] > task["n_positive"] > 0
         for method in METHODS:
             assert 0 <= task["scores"][method]["auroc"] <= 1
+    # the L–R screen on every her2st and DLPFC slide, the model's AUROC beside the data's own
+    screens = metrics["perturbation"]["per_slide"]
+    assert [(r["dataset"], r["slide"]) for r in screens] == [
+        ("her2st", s) for s in ("A1", "B1", "C1")
+    ] + [("dlpfc", s) for s in ("151673", "151674")]
+    for row in screens:
+        if row["n_pairs"]:
+            assert 0 <= row["auroc_model"] <= 1 and 0 <= row["auroc_data"] <= 1
+            assert 0 < row["n_null"] <= EvaluationConfig.quick().perturbation_null
+        else:  # a 500-gene vocabulary may hold no testable pair: the reason is kept
+            assert row["untestable"]
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from sagefm.errors import ConfigError
 from sagefm.tl.domains import Covariance
 
 #: Report sections, in the order they are run and written.
-SECTIONS = ("recovery", "panels", "domains", "annotation", "phenotype")
+SECTIONS = ("recovery", "panels", "domains", "annotation", "phenotype", "perturbation")
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,9 @@ class EvaluationConfig:
     domain_dataset: str = "dlpfc"
     annotation_datasets: tuple[str, ...] = ("her2st", "dlpfc")
     phenotype_tasks: tuple[PhenotypeTask, ...] = field(default_factory=_default_phenotype_tasks)
+    perturbation_datasets: tuple[str, ...] = ("her2st", "dlpfc")
+    perturbation_spots: int = 100  #: centre spots each perturbation screen samples
+    perturbation_null: int = 300  #: expression-matched null pairs of each screen
     #: genes drawn in the true-vs-predicted maps when the slide has them (brain layers, breast, prostate)
     marker_genes: tuple[str, ...] = ("MOBP", "PCP4", "SNAP25", "ERBB2", "KRT19", "KLK3")
     n_marker_genes: int = 3
@@ -127,11 +130,17 @@ class EvaluationConfig:
             self.domain_dataset,
             *self.annotation_datasets,
             *(t.dataset for t in self.phenotype_tasks),
+            *self.perturbation_datasets,
         }
         if used - set(names):
             raise ConfigError(f"datasets {sorted(used - set(names))} are used but not described")
         if self.panel_genes < 1:
             raise ConfigError(f"panel_genes must be >= 1, got {self.panel_genes}")
+        if self.perturbation_spots < 1 or self.perturbation_null < 1:
+            raise ConfigError(
+                "perturbation_spots and perturbation_null must be >= 1, got "
+                f"{self.perturbation_spots} and {self.perturbation_null}"
+            )
         if self.adapt_epochs < 0:
             raise ConfigError(f"adapt_epochs must be >= 0, got {self.adapt_epochs}")
         if self.adapt_learning_rate is not None and not self.adapt_learning_rate > 0:
@@ -160,6 +169,8 @@ class EvaluationConfig:
             n_folds=3,
             max_spots=700,
             n_marker_genes=2,
+            perturbation_spots=30,
+            perturbation_null=100,
         )
 
     def to_dict(self) -> dict[str, Any]:

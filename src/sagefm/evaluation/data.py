@@ -54,6 +54,7 @@ def datasets_needed(config: EvaluationConfig, sections: Sequence[str]) -> list[s
         "domains": {config.domain_dataset},
         "annotation": set(config.annotation_datasets),
         "phenotype": {t.dataset for t in config.phenotype_tasks},
+        "perturbation": set(config.perturbation_datasets),
     }
     needed = set().union(*(uses[s] for s in sections))
     return [d.name for d in config.datasets if d.name in needed]

@@ -7,6 +7,8 @@ Sections (each optional, see `SECTIONS`):
 2. ``domains``: `sagefm.tl.domains` on every representation of the DLPFC sections vs. the layers.
 3. ``annotation``: leave-one-patient-out label transfer on her2st, leave-one-section-out on DLPFC.
 4. ``phenotype``: window-level tumour / cancer prediction with spatially blocked cross-validation.
+6. ``perturbation``: the ligand–receptor screen on her2st and DLPFC against the data's own answer
+   (`sagefm.evaluation.perturbation`).
 5. Zero-shot vs. in-sample: every per-slide row says whether the slide was in pretraining (from
    the ``run.json`` beside the model directory), and each section summarises the two apart.
 
@@ -34,6 +36,7 @@ from sagefm.evaluation.config import SECTIONS, EvaluationConfig
 from sagefm.evaluation.data import load_data, pretraining_splits
 from sagefm.evaluation.domains import domains_section
 from sagefm.evaluation.panels import panels_section
+from sagefm.evaluation.perturbation import perturbation_section
 from sagefm.evaluation.phenotype import phenotype_section
 from sagefm.evaluation.recovery import recovery_section
 from sagefm.evaluation.report import json_safe, render_report, versions
@@ -50,6 +53,7 @@ _STEPS: dict[str, Section] = {
     "domains": domains_section,
     "annotation": annotation_section,
     "phenotype": phenotype_section,
+    "perturbation": perturbation_section,
 }
 
 
