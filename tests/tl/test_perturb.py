@@ -16,6 +16,7 @@ from sagefm._constants import Keys
 from sagefm.config import ModelConfig, SageFMConfig, TrainConfig
 from sagefm.data.batches import SubgraphCollator
 from sagefm.data.inference import InferenceChunk, inference_chunks
+from sagefm.data.neighbourhood import build_neighbourhoods
 from sagefm.data.slides import prepare_slide
 from sagefm.data.vocabulary import GeneVocabulary
 from sagefm.datasets import planted_pairs, synthetic_tissue
@@ -32,6 +33,7 @@ from sagefm.tl.perturb_statistics import (
     dense_columns,
     draw_null,
     enrichment,
+    spatial_smoothness,
 )
 
 
@@ -202,7 +204,7 @@ def test_the_data_baseline_is_the_neighbour_ligand_slope_and_finds_planted_pairs
     """`data_effects` is each pair's least-squares slope of the centre's receptor on its 14
     neighbours' mean ligand, with an intercept and the centre's log library, times the clamp
     range; on synthetic tissue it recovers every planted sign and sets planted pairs apart from
-    the expression-matched null."""
+    the matched null."""
     adata = synthetic_tissue(n_slides=1, grid_rows=30, grid_cols=30, n_genes=160, seed=seed)[0]
     vocabulary = GeneVocabulary.from_genes(list(adata.var_names))
     prepared, _ = prepare_slide(adata, vocabulary, SageFMConfig().data)
@@ -228,6 +230,41 @@ def test_the_data_baseline_is_the_neighbour_ligand_slope_and_finds_planted_pairs
     np.testing.assert_array_equal(np.sign(effects), truth["sign"].to_numpy())
     null = draw_null(pairs, prepared, 100, (0.05, 0.95), np.random.default_rng(seed))
     assert enrichment(effects, data_effects(prepared, null))["auroc_abs"] > 0.95
+
+
+def _grid(side: int) -> np.ndarray:
+    """(side², 2) spot centres 100 µm apart on a square grid."""
+    return 100.0 * np.stack(np.meshgrid(np.arange(side), np.arange(side)), -1).reshape(-1, 2)
+
+
+def test_spatial_smoothness_tells_a_gradient_from_noise() -> None:
+    """A gene that follows the slide's x axis keeps nearly all its variance in its neighbours'
+    mean; scattered noise keeps about 1/14 of it; a constant gene scores 0."""
+    coords = _grid(30)
+    rng = np.random.default_rng(0)
+    values = np.column_stack([coords[:, 0], rng.normal(size=len(coords)), np.ones(len(coords))])
+    smooth, noise, constant = spatial_smoothness(values, build_neighbourhoods(coords, 14))
+    assert smooth > 0.95 and 0.03 < noise < 0.15 and constant == 0.0
+
+
+def test_null_ligands_match_the_tested_ligands_smoothness() -> None:
+    """A third of the genes follow a gradient across the slide, the rest are scattered at the same
+    mean expression: a smooth tested ligand gets smooth null ligands only (matched on expression
+    alone, two thirds of them would be scattered)."""
+    side, n_genes = 30, 300
+    coords = _grid(side)
+    rng = np.random.default_rng(0)
+    gradient = 0.5 + coords[:, :1] / coords[:, 0].max()  # (n, 1) from 0.5 to 1.5, mean 1
+    rates = np.where(np.arange(n_genes) % 3 == 0, 4 * gradient, 4.0)  # every third gene smooth
+    adata = ad.AnnData(rng.poisson(rates).astype(np.float32))
+    adata.var_names = [f"G{i:03d}" for i in range(n_genes)]
+    adata.obsm["spatial"] = coords
+    vocabulary = GeneVocabulary.from_genes(list(adata.var_names))
+    prepared, _ = prepare_slide(adata, vocabulary, SageFMConfig().data)
+    pairs = pd.DataFrame({"ligand_index": [0, 3, 6], "receptor_index": [1, 4, 7]})
+    null = draw_null(pairs, prepared, 40, (0.05, 0.95), np.random.default_rng(1))
+    assert len(null) == 40
+    assert (null["ligand_index"] % 3 == 0).all()  # every null ligand is a smooth gene
 
 
 def test_perturb_contract_and_spot_effects(slide) -> None:
@@ -266,7 +303,7 @@ def test_bad_input_is_named(slide) -> None:
 def test_planted_ligand_receptor_signs_are_recovered(tmp_path, seed) -> None:
     """Pretrain a small model on synthetic tissue with the default masking; perturbation must
     recover the planted signs, rank planted pairs above the same receptors paired with other
-    ligands and decoys, and set planted pairs apart from the expression-matched null.
+    ligands and decoys, and set planted pairs apart from the matched null.
 
     Measured while building this (same data and sizes): with centre-only masking and raw log1p
     input, effects were ~0.05 log1p for planted and unplanted pairs alike (null AUROC ~0.55);
@@ -307,7 +344,7 @@ def test_planted_ligand_receptor_signs_are_recovered(tmp_path, seed) -> None:
     planted_abs = table["mean_effect"].iloc[:k].abs().to_numpy()
     unplanted_abs = table["mean_effect"].iloc[k:].abs().to_numpy()
     assert np.median(planted_abs) > np.quantile(unplanted_abs, 0.9)
-    # planted pairs against the expression-matched null pairs of the same receptors
+    # planted pairs against the matched null pairs of the same receptors
     null_abs = screen.null["mean_effect"].abs().to_numpy()
     labels = np.r_[np.ones(k), np.zeros(null_abs.size)]
     assert roc_auc_score(labels, np.r_[planted_abs, null_abs]) > 0.8

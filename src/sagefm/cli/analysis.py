@@ -143,7 +143,10 @@ def add_parsers(sub: Any) -> None:
         "--n-spots", type=int, default=DEFAULT_N_SPOTS, help="centres sampled (0 = all spots)"
     )
     p.add_argument(
-        "--n-null", type=int, default=DEFAULT_N_NULL, help="expression-matched null pairs"
+        "--n-null",
+        type=int,
+        default=DEFAULT_N_NULL,
+        help="null pairs matched on expression and spatial smoothness",
     )
     p.add_argument(
         "--low-quantile", type=float, default=DEFAULT_QUANTILES[0], help="the ligand clamped low"

@@ -87,7 +87,7 @@ class EvaluationConfig:
     phenotype_tasks: tuple[PhenotypeTask, ...] = field(default_factory=_default_phenotype_tasks)
     perturbation_datasets: tuple[str, ...] = ("her2st", "dlpfc")
     perturbation_spots: int = 100  #: centre spots each perturbation screen samples
-    perturbation_null: int = 300  #: expression-matched null pairs of each screen
+    perturbation_null: int = 300  #: matched null pairs of each screen
     #: genes drawn in the true-vs-predicted maps when the slide has them (brain layers, breast, prostate)
     marker_genes: tuple[str, ...] = ("MOBP", "PCP4", "SNAP25", "ERBB2", "KRT19", "KLK3")
     n_marker_genes: int = 3

@@ -1,7 +1,7 @@
 """In-silico perturbation against the data's own answer: report section ``perturbation``.
 
 Every slide of `EvaluationConfig.perturbation_datasets` gets a `perturbation_screen` with LIANA's
-consensus pairs and an expression-matched null. Two AUROCs of |effect| (L–R pairs vs the null)
+consensus pairs and a null matched on expression and spatial smoothness. Two AUROCs of |effect| (L–R pairs vs the null)
 are compared on the same pairs and null:
 
 - the model's: the receptor's predicted change in the centre when the ligand is clamped from its
@@ -116,15 +116,20 @@ def perturbation_section(run: EvaluationRun, data: dict[str, list[ad.AnnData]]) 
     return metrics, _text(run, table)
 
 
+def _g(value: float) -> str:
+    """Two significant digits: p-values and effects span orders of magnitude."""
+    return f"{value:.2g}" if np.isfinite(value) else "–"
+
+
 def _text(run: EvaluationRun, table: pd.DataFrame) -> str:
     c = run.config
     shown = table[["slide", "dataset", "split", "n_pairs"]].copy()
     for source, label in SOURCES.items():
         shown[f"AUROC {label}"] = table[f"auroc_{source}"]
-        shown[f"p {label}"] = table[f"pvalue_{source}"].map(lambda p: f"{p:.2g}")
-        shown[f"median abs effect {label}"] = table[f"median_abs_effect_{source}"]
+        shown[f"p {label}"] = table[f"pvalue_{source}"].map(_g)
+        shown[f"median abs effect {label}"] = table[f"median_abs_effect_{source}"].map(_g)
     shown["Spearman model vs data"] = table["spearman_model_data"]
-    shown["wall s"] = table["wall_time_s"]
+    shown["wall s"] = table["wall_time_s"].map("{:.0f}".format)
     tally = "; ".join(
         f"{dataset}: SAGE-FM {int(g['meets_model'].sum())} of {len(g)} slides, the data's own "
         f"{int(g['meets_data'].sum())}"
@@ -134,13 +139,13 @@ def _text(run: EvaluationRun, table: pd.DataFrame) -> str:
         [
             "## 6. In-silico perturbation",
             "LIANA consensus ligand–receptor pairs testable on each slide against "
-            f"{c.perturbation_null} expression-matched null pairs, at {c.perturbation_spots} centre "
-            f"spots drawn with seed {run.seed}; the ligand clamped at its 5th vs 95th percentile in "
-            "the 14 neighbours. *SAGE-FM*: AUROC of the receptor's predicted |change| in the "
-            "centre, L–R pairs vs null (Mann–Whitney p). *data's own slope*: the same AUROC for "
-            "the slope of the centre's receptor on its neighbours' mean ligand over the slide, "
-            "log library held fixed (no model): the signal the data show without one. Effects in "
-            "log1p units.",
+            f"{c.perturbation_null} null pairs matched on expression and spatial smoothness, at "
+            f"{c.perturbation_spots} centre spots drawn with seed {run.seed}; the ligand clamped "
+            "at its 5th vs 95th percentile in the 14 neighbours. *SAGE-FM*: AUROC of the "
+            "receptor's predicted |change| in the centre, L–R pairs vs null (Mann–Whitney p). "
+            "*data's own slope*: the same AUROC for the slope of the centre's receptor on its "
+            "neighbours' mean ligand over the slide, log library held fixed (no model): the "
+            "signal the data show without one. Effects in log1p units.",
             markdown_table(shown),
             f"**Slides meeting the bar (AUROC ≥ {PERTURBATION_BAR}, p < {PERTURBATION_ALPHA})**: "
             f"{tally}.",

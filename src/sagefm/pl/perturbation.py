@@ -11,14 +11,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from sagefm.pl.evaluation import save_figure
 from sagefm.tl.lr_pairs import pair_label
-
-_DPI = 110
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=_DPI, bbox_inches="tight")
-    return path
 
 
 def effect_distribution(
@@ -28,7 +22,7 @@ def effect_distribution(
     path: Path,
     data_enrichment: dict[str, float] | None = None,
 ) -> Path:
-    """Histograms of the mean effect of L–R pairs vs expression-matched null pairs; with a
+    """Histograms of the mean effect of L–R pairs vs matched null pairs; with a
     ``data_effect`` column (`sagefm.tl.perturb_statistics.data_effects`), beside them each pair's
     model effect against the data's own linear answer."""
     with_data = "data_effect" in table and "data_effect" in null
@@ -62,7 +56,7 @@ def effect_distribution(
         ax.set_xlabel("data: neighbour-ligand slope × clamp range, log1p")
         ax.set_ylabel("model mean effect, log1p")
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _auroc_title(what: str, enrichment: dict[str, float]) -> str:
@@ -89,7 +83,7 @@ def top_pairs(table: pd.DataFrame, path: Path, *, n: int = 20) -> Path:
     )
     ax.axvline(0, color="k", lw=0.8)
     ax.set_xlabel("mean effect on the receptor (log1p), 95% CI over spots")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def effect_map(coords: np.ndarray, effects: pd.Series, path: Path, *, title: str) -> Path:
@@ -106,7 +100,7 @@ def effect_map(coords: np.ndarray, effects: pd.Series, path: Path, *, title: str
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def attribution_bars(table: pd.DataFrame, path: Path, *, n: int = 15) -> Path:
@@ -121,7 +115,7 @@ def attribution_bars(table: pd.DataFrame, path: Path, *, n: int = 15) -> Path:
         ax.axvline(0, color="k", lw=0.8)
         ax.set_title(f"{position} inputs", fontsize=9)
         ax.set_xlabel(f"attribution to {table.attrs.get('target', 'target')}")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def dependency_heatmap(matrix: pd.DataFrame, path: Path) -> Path:
@@ -136,4 +130,4 @@ def dependency_heatmap(matrix: pd.DataFrame, path: Path) -> Path:
     ax.set_xlabel(str(matrix.columns.name or "output"))
     ax.set_ylabel(str(matrix.index.name or "input"))
     fig.colorbar(image, ax=ax)
-    return _save(fig, path)
+    return save_figure(fig, path)

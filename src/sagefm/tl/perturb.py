@@ -12,9 +12,11 @@ Statistics per pair, over the sampled spots: mean effect with a t confidence int
 spots with a positive effect, a Wilcoxon signed-rank test of the per-spot effects against 0 (i.e. a
 paired test of pred(high) vs pred(low)) and BH-FDR over pairs. With a deterministic model almost any
 consistent effect is "significant" over hundreds of spots, so the screen also draws a **null** of
-gene pairs matched on expression and on the receptor: each null pair keeps the receptor of a random
-tested pair and replaces its ligand by a random gene from the same decile of slide-mean expression
-(never a gene the table pairs with that receptor). ``null_pvalue`` is the share of null pairs with a
+gene pairs matched on the receptor, on expression and on spatial smoothness: each null pair keeps
+the receptor of a random tested pair and replaces its ligand by a random gene from the same decile
+of slide-mean expression and the same tercile of spatial smoothness (`spatial_smoothness`: L–R
+ligands vary more smoothly over a slide than random genes, and a clamp in the neighbours moves a
+smooth gene's neighbourhood further), never a gene the table pairs with that receptor. ``null_pvalue`` is the share of null pairs with a
 |mean effect| at least as large (+1 smoothing), and the **enrichment** of L–R over null effects is an
 AUROC with a one-sided Mann–Whitney p-value.
 
@@ -332,7 +334,7 @@ def perturb(
     Columns: ligand, receptor (+ the input's other columns), ligand_index, receptor_index,
     ligand_low, ligand_high (clamp values, log1p), n_spots, mean_effect, sd_effect, ci_low, ci_high
     (95% t-interval of the mean), frac_positive, pvalue (Wilcoxon signed-rank over spots), fdr (BH
-    over pairs), null_pvalue, null_fdr (against the expression-matched null), data_effect (the
+    over pairs), null_pvalue, null_fdr (against the matched null), data_effect (the
     data's own linear answer, `sagefm.tl.perturb_statistics.data_effects`). The enrichment over
     the null is in ``table.attrs["enrichment"]``, the data's in ``table.attrs["data_enrichment"]``. With ``return_spot_effects=True`` returns
     ``(table, spot_effects)``, spot_effects (n_spots, n_pairs) indexed by the sampled spots'

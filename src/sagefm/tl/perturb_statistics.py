@@ -1,5 +1,5 @@
-"""Statistics of a perturbation screen: clamp values, the expression-matched null, per-pair tests
-and the enrichment of ligand–receptor over null effects (see `sagefm.tl.perturb`)."""
+"""Statistics of a perturbation screen: clamp values, the matched null, per-pair tests and the
+enrichment of ligand–receptor over null effects (see `sagefm.tl.perturb`)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
+from sagefm.data.neighbourhood import neighbour_average
 from sagefm.data.slides import PreparedSlide
 
-#: decile bins for expression matching of null ligands
+#: a null ligand shares the tested ligand's decile of slide-mean expression and its tercile of
+#: spatial smoothness (`spatial_smoothness`)
 _N_EXPRESSION_BINS = 10
+_N_SMOOTHNESS_BINS = 3
 
 
 def clamp_range(
@@ -27,6 +30,39 @@ def dense_columns(slide: PreparedSlide, genes: np.ndarray) -> np.ndarray:
     return np.asarray(slide.sparse_inputs()[0][:, genes].toarray(), dtype=np.float64)
 
 
+def spatial_smoothness(values: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """(G,) the share of each gene's variance over spots that its mean over each spot's
+    neighbours keeps: var(neighbour mean) / var(values) for ``values`` (n_spots, G) and
+    ``neighbours`` (n_spots, k + 1) from `build_neighbourhoods` (the spot itself left out).
+
+    About 1/k for a gene scattered at random, near 1 for one that varies smoothly over the slide
+    (0 for a constant gene). A clamp in the neighbours moves a smooth ligand's neighbourhood the
+    way the slide does, so a null must match it: L–R ligands are smoother than random genes of
+    the same expression on the shared slides, and a model's effects grow with smoothness.
+    """
+    around = neighbour_average(values, neighbours, include_self=False).astype(np.float64)
+    spread = values.var(axis=0)
+    return np.divide(around.var(axis=0), spread, out=np.zeros_like(spread), where=spread > 0)
+
+
+def _matching_bins(
+    dense: np.ndarray,
+    neighbours: np.ndarray,
+    edges: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """(G,) the joint bin of each gene's slide-mean expression and spatial smoothness, from its
+    values ``dense`` (n_spots, G), and the bins' edges (quantiles over these genes unless given)."""
+    mean, smooth = dense.mean(axis=0), spatial_smoothness(dense, neighbours)
+    if edges is None:
+        edges = (
+            np.quantile(mean, np.linspace(0, 1, _N_EXPRESSION_BINS + 1)[1:-1]),
+            np.quantile(smooth, np.linspace(0, 1, _N_SMOOTHNESS_BINS + 1)[1:-1]),
+        )
+    mean_bin = np.searchsorted(edges[0], mean, side="right")
+    smooth_bin = np.searchsorted(edges[1], smooth, side="right")
+    return mean_bin * _N_SMOOTHNESS_BINS + smooth_bin, edges
+
+
 def draw_null(
     table: pd.DataFrame,
     slide: PreparedSlide,
@@ -34,7 +70,9 @@ def draw_null(
     quantiles: tuple[float, float],
     rng: np.random.Generator,
 ) -> pd.DataFrame:
-    """Null pairs: a tested pair's receptor with a random ligand of the same expression decile.
+    """Null pairs: a tested pair's receptor with a random ligand matched to the tested ligand's
+    decile of slide-mean expression and tercile of spatial smoothness (`spatial_smoothness`), or
+    on expression alone where no gene shares both.
 
     Candidates are observed vocabulary genes with a non-degenerate clamp range, excluding the
     receptor itself and every gene the table pairs with that receptor. Returns ligand_index,
@@ -44,11 +82,12 @@ def draw_null(
     dense = dense_columns(slide, genes)
     low, high = clamp_range(dense, quantiles)
     usable = high > low
-    genes, mean, low, high = genes[usable], dense[:, usable].mean(axis=0), low[usable], high[usable]
-    edges = np.quantile(mean, np.linspace(0, 1, _N_EXPRESSION_BINS + 1)[1:-1])
-    pools = [genes[np.searchsorted(edges, mean, side="right") == b] for b in range(edges.size + 1)]
-    ligand_mean = dense_columns(slide, table["ligand_index"].to_numpy()).mean(axis=0)
-    ligand_bin = np.searchsorted(edges, ligand_mean, side="right")
+    genes, low, high = genes[usable], low[usable], high[usable]
+    bins, edges = _matching_bins(dense[:, usable], slide.neighbours)
+    ligands = dense_columns(slide, table["ligand_index"].to_numpy())
+    ligand_bin, _ = _matching_bins(ligands, slide.neighbours, edges)
+    pools = [genes[bins == b] for b in range(_N_EXPRESSION_BINS * _N_SMOOTHNESS_BINS)]
+    by_expression = [genes[bins // _N_SMOOTHNESS_BINS == b] for b in range(_N_EXPRESSION_BINS)]
     partners = table.groupby("receptor_index")["ligand_index"].agg(set).to_dict()
     rows: dict[tuple[int, int], None] = {}
     for _ in range(20 * n_null):  # rejections and repeats happen; give up after 20 draws per pair
@@ -57,6 +96,7 @@ def draw_null(
         j = int(rng.integers(len(table)))
         receptor = int(table["receptor_index"].iloc[j])
         pool = pools[ligand_bin[j]]
+        pool = pool if pool.size else by_expression[ligand_bin[j] // _N_SMOOTHNESS_BINS]
         ligand = int(rng.choice(pool)) if pool.size else receptor
         if ligand != receptor and ligand not in partners[receptor]:
             rows[(ligand, receptor)] = None
@@ -102,7 +142,7 @@ def data_effects(slide: PreparedSlide, pairs: pd.DataFrame) -> np.ndarray:
     """
     ligand = dense_columns(slide, pairs["ligand_index"].to_numpy())  # (n, K)
     receptor = dense_columns(slide, pairs["receptor_index"].to_numpy())  # (n, K)
-    x = ligand[slide.neighbours[:, 1:]].mean(axis=1)  # (n, K) neighbour means, the centre excluded
+    x = neighbour_average(ligand, slide.neighbours, include_self=False).astype(np.float64)
     library = np.log1p(slide.spot_library())  # (n,)
     design = np.column_stack([np.ones_like(library), library])  # (n, 2)
     rx, ry = (v - design @ np.linalg.lstsq(design, v, rcond=None)[0] for v in (x, receptor))
