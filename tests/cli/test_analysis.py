@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import anndata as ad
 import pandas as pd
@@ -52,3 +53,25 @@ def test_cli_perturb_and_explain_write_their_outputs(slide, tmp_path) -> None:
     assert main([*argv, "--genes", "LIG01", "REC01", "--n-spots", "10", "--n-steps", "4"]) == 0
     assert (out / "explain_REC01.png").is_file() and (out / "dependency_neighbours.png").is_file()
     assert main([*argv, "--genes", "NOPE"]) == 2  # a clear error, exit code 2
+
+
+def test_cli_perturb_can_hide_the_receptor_in_the_neighbours(slide, tmp_path) -> None:
+    """The flag reaches the screen: it is recorded, and the receptor's neighbourhood values no
+    longer enter, so the effects change."""
+    model = _untrained_model(slide)
+    model.save(tmp_path / "model")
+    write_h5ad(slide, tmp_path / "slide.h5ad")
+    common = ["--model", str(tmp_path / "model"), "--input", str(tmp_path / "slide.h5ad")]
+    pd.DataFrame({"ligand": ["LIG01"], "receptor": ["REC01"]}).to_csv(
+        tmp_path / "pairs.csv", index=False
+    )
+    tables = {}
+    for hide in (False, True):
+        out = tmp_path / f"hide_{hide}"
+        argv = ["--no-progress", "perturb", *common, "--output", str(out), "--n-spots", "20"]
+        argv += ["--pairs", str(tmp_path / "pairs.csv"), "--n-null", "5"]
+        assert main(argv + (["--hide-receptor-in-neighbours"] if hide else [])) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["parameters"]["hide_receptor_in_neighbours"] is hide
+        tables[hide] = pd.read_csv(out / "perturbation.csv")
+    assert tables[True]["mean_effect"].iloc[0] != tables[False]["mean_effect"].iloc[0]

@@ -48,6 +48,7 @@ def cmd_perturb(args: argparse.Namespace) -> None:
         quantiles=(args.low_quantile, args.high_quantile),
         n_null=args.n_null,
         resource=args.resource,
+        hide_receptor_in_neighbours=args.hide_receptor_in_neighbours,
         seed=args.seed,
         progress=not args.no_progress,
     )
@@ -153,6 +154,12 @@ def add_parsers(sub: Any) -> None:
     )
     p.add_argument(
         "--high-quantile", type=float, default=DEFAULT_QUANTILES[1], help="the ligand clamped high"
+    )
+    p.add_argument(
+        "--hide-receptor-in-neighbours",
+        action="store_true",
+        help="hide the receptor in the 14 neighbours too, so the prediction cannot copy the "
+        "receptor's own neighbourhood (default: hidden in the centre only)",
     )
     p.add_argument("--map-pair", help="pair for the spatial map, LIGAND->RECEPTOR (default: top)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled centres and null")
