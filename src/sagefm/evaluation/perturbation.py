@@ -1,8 +1,8 @@
 """In-silico perturbation against the data's own answer: report section ``perturbation``.
 
 Every slide of `EvaluationConfig.perturbation_datasets` gets a `perturbation_screen` with LIANA's
-consensus pairs and a null matched on expression and spatial smoothness. Two AUROCs of |effect| (L–R pairs vs the null)
-are compared on the same pairs and null:
+consensus pairs and a null matched on expression and spatial smoothness. Two AUROCs of |effect|
+(L–R pairs vs the null) are compared on the same pairs and null:
 
 - the model's: the receptor's predicted change in the centre when the ligand is clamped from its
   low to its high value in the 14 neighbours;
@@ -76,8 +76,8 @@ def _slide(run: EvaluationRun, dataset: str, adata: ad.AnnData) -> dict[str, Any
 def _untestable_row(
     run: EvaluationRun, dataset: str, adata: ad.AnnData, error: InputDataError
 ) -> dict[str, Any]:
-    """The row of a slide with no pair to test: no scores, the reason kept."""
-    logger.warning("perturbation: nothing to test on %s: %s", slide_name(adata, "?"), error)
+    """The row of a slide the screen refused (no testable pair, say): no scores, the reason kept."""
+    logger.warning("perturbation skipped on %s: %s", slide_name(adata, "?"), error)
     row = _slide(run, dataset, adata) | {"n_pairs": 0, "n_null": 0, "untestable": str(error)}
     for source in SOURCES:
         row |= {f"auroc_{source}": np.nan, f"pvalue_{source}": np.nan, f"meets_{source}": False}
