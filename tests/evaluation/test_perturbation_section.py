@@ -10,10 +10,15 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 
 from sagefm.errors import InputDataError
 from sagefm.evaluation.config import EvaluationConfig
-from sagefm.evaluation.perturbation import perturbation_row, perturbation_section
+from sagefm.evaluation.perturbation import (
+    dataset_summary,
+    perturbation_row,
+    perturbation_section,
+)
 from sagefm.tl.perturb import PerturbationResult
 from sagefm.tl.perturb_statistics import enrichment
 
@@ -100,4 +105,28 @@ def test_the_section_scores_every_slide_and_keeps_the_reason_a_slide_has_no_pair
     assert np.isnan(rows["151676"]["auroc_model"]) and not rows["151676"]["meets_model"]
     assert metrics["n_slides_meeting_bar"]["model"] == {"dlpfc": 0, "her2st": 1}
     assert "her2st: SAGE-FM 1 of 2 slides" in text and "dlpfc: SAGE-FM 0 of 1 slides" in text
+    assert [r["n_slides"] for r in metrics["per_dataset"]] == [2, 0]  # the refused slide: no score
     assert (tmp_path / "perturbation_auroc.png").stat().st_size > 10_000
+
+
+def test_a_dataset_meets_the_bar_on_its_mean_auroc_and_its_combined_p() -> None:
+    """Stouffer's method: three slides at p = 0.02 each combine to z = 3 × 2.054 / √3, p = 1.9e-4;
+    a slide without a score (no testable pair) is left out of its dataset's summary."""
+    table = pd.DataFrame(
+        {
+            "dataset": ["her2st"] * 3 + ["dlpfc"] * 2,
+            "auroc_model": [0.62, 0.60, 0.61, 0.70, np.nan],
+            "pvalue_model": [0.02, 0.02, 0.02, 0.5, np.nan],
+            "auroc_data": [0.5, 0.52, 0.48, 0.5, np.nan],
+            "pvalue_data": [0.5, 0.4, 0.6, 0.5, np.nan],
+        }
+    )
+    summary = dataset_summary(table).set_index("dataset")
+    her2st, dlpfc = summary.loc["her2st"], summary.loc["dlpfc"]
+    z = 3 * scipy.stats.norm.isf(0.02) / np.sqrt(3)
+    assert her2st["n_slides"] == 3 and her2st["auroc_model"] == pytest.approx(0.61)
+    assert her2st["pvalue_model"] == pytest.approx(scipy.stats.norm.sf(z)) and her2st["meets_model"]
+    assert her2st["auroc_data"] == pytest.approx(0.5) and not her2st["meets_data"]
+    # one scored slide: its own AUROC and p, which fails the p-value
+    assert dlpfc["n_slides"] == 1 and dlpfc["pvalue_model"] == pytest.approx(0.5)
+    assert not dlpfc["meets_model"]
