@@ -7,10 +7,10 @@ Sections (each optional, see `SECTIONS`):
 2. ``domains``: `sagefm.tl.domains` on every representation of the DLPFC sections vs. the layers.
 3. ``annotation``: leave-one-patient-out label transfer on her2st, leave-one-section-out on DLPFC.
 4. ``phenotype``: window-level tumour / cancer prediction with spatially blocked cross-validation.
-6. ``perturbation``: the ligand–receptor screen on her2st and DLPFC against the data's own answer
-   (`sagefm.evaluation.perturbation`).
 5. Zero-shot vs. in-sample: every per-slide row says whether the slide was in pretraining (from
    the ``run.json`` beside the model directory), and each section summarises the two apart.
+6. ``perturbation``: the ligand–receptor screen on her2st and DLPFC against the data's own answer
+   (`sagefm.evaluation.perturbation`).
 
 The datasets are described by `EvaluationConfig`. `evaluate` writes ``report.md``,
 ``metrics.json``, ``config.json`` and ``figures/*.png`` into a folder that appears only when

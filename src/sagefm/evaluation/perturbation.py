@@ -109,7 +109,12 @@ def perturbation_section(run: EvaluationRun, data: dict[str, list[ad.AnnData]]) 
                 row = perturbation_row(run, dataset, adata, result)
             rows.append(row | {"wall_time_s": time.perf_counter() - tick})
     table = pd.DataFrame.from_records(rows)
-    figures.perturbation_aurocs(table, run.figures / "perturbation_auroc.png", bar=PERTURBATION_BAR)
+    figures.perturbation_aurocs(
+        table,
+        run.figures / "perturbation_auroc.png",
+        bar=PERTURBATION_BAR,
+        alpha=PERTURBATION_ALPHA,
+    )
     met = {
         source: {d: int(g[f"meets_{source}"].sum()) for d, g in table.groupby("dataset")}
         for source in SOURCES

@@ -142,10 +142,10 @@ def confusion_matrices(
     return save_figure(fig, path)
 
 
-def perturbation_aurocs(table: pd.DataFrame, path: Path, *, bar: float) -> Path:
+def perturbation_aurocs(table: pd.DataFrame, path: Path, *, bar: float, alpha: float) -> Path:
     """Per slide, the |effect| AUROC of L–R pairs vs the null for SAGE-FM and for the data's own
     slope (columns ``auroc_model``, ``auroc_data``, ``pvalue_*``, ``slide``, ``split``), the bar
-    dashed; an asterisk marks p < 0.01."""
+    dashed; an asterisk marks p < ``alpha``."""
     fig = Figure(figsize=(max(5.0, 0.7 * len(table) + 2), 4))
     ax = fig.add_subplot()
     x = np.arange(len(table))
@@ -156,7 +156,7 @@ def perturbation_aurocs(table: pd.DataFrame, path: Path, *, bar: float) -> Path:
         heights = table[f"auroc_{source}"].to_numpy(dtype=np.float64)
         ax.bar(x + offset, heights, width=0.4, color=colour, label=label)
         for xi, h, p in zip(x, heights, table[f"pvalue_{source}"], strict=True):
-            if p < 0.01:
+            if p < alpha:
                 ax.text(xi + offset, h + 0.005, "*", ha="center", fontsize=9)
     ax.axhline(bar, color="k", ls="--", lw=0.8, label=f"bar {bar}")
     ax.axhline(0.5, color="k", lw=0.5)
@@ -165,6 +165,6 @@ def perturbation_aurocs(table: pd.DataFrame, path: Path, *, bar: float) -> Path:
     lowest = np.nanmin(table[["auroc_model", "auroc_data"]].to_numpy(dtype=np.float64), initial=1.0)
     ax.set_ylim(min(0.3, lowest - 0.05), 1.0)
     ax.set_ylabel("|effect| AUROC, L–R pairs vs null")
-    ax.set_title("* p < 0.01 (Mann–Whitney, L–R vs null)", fontsize=8)
+    ax.set_title(f"* p < {alpha} (Mann–Whitney, L–R vs null)", fontsize=8)
     ax.legend(fontsize=8)
     return save_figure(fig, path)
