@@ -16,9 +16,9 @@ gene pairs matched on the receptor, on expression and on spatial smoothness: eac
 the receptor of a random tested pair and replaces its ligand by a random gene from the same decile
 of slide-mean expression and the same tercile of spatial smoothness (`spatial_smoothness`: L–R
 ligands vary more smoothly over a slide than random genes, and a clamp in the neighbours moves a
-smooth gene's neighbourhood further), never a gene the table pairs with that receptor. ``null_pvalue`` is the share of null pairs with a
-|mean effect| at least as large (+1 smoothing), and the **enrichment** of L–R over null effects is an
-AUROC with a one-sided Mann–Whitney p-value.
+smooth gene's neighbourhood further), never a gene the table pairs with that receptor.
+``null_pvalue`` is the share of null pairs with a |mean effect| at least as large (+1 smoothing),
+and the **enrichment** of L–R over null effects is an AUROC with a one-sided Mann–Whitney p-value.
 
 Speed: every spot is projected once and a clamp changes its first-layer projection by a delta,
 so only the later layers run per (pair, spot, clamp value) (`sagefm.tl.clamp`).
@@ -334,11 +334,11 @@ def perturb(
     Columns: ligand, receptor (+ the input's other columns), ligand_index, receptor_index,
     ligand_low, ligand_high (clamp values, log1p), n_spots, mean_effect, sd_effect, ci_low, ci_high
     (95% t-interval of the mean), frac_positive, pvalue (Wilcoxon signed-rank over spots), fdr (BH
-    over pairs), null_pvalue, null_fdr (against the matched null), data_effect (the
-    data's own linear answer, `sagefm.tl.perturb_statistics.data_effects`). The enrichment over
-    the null is in ``table.attrs["enrichment"]``, the data's in ``table.attrs["data_enrichment"]``. With ``return_spot_effects=True`` returns
-    ``(table, spot_effects)``, spot_effects (n_spots, n_pairs) indexed by the sampled spots'
-    ``obs_names``, columns `pair_label` in table order.
+    over pairs), null_pvalue, null_fdr (against the matched null), data_effect (the data's own
+    linear answer, `sagefm.tl.perturb_statistics.data_effects`). The enrichment over the null is
+    in ``table.attrs["enrichment"]``, the data's in ``table.attrs["data_enrichment"]``. With
+    ``return_spot_effects=True`` returns ``(table, spot_effects)``, spot_effects (n_spots,
+    n_pairs) indexed by the sampled spots' ``obs_names``, columns `pair_label` in table order.
     """
     result = perturbation_screen(model, adata, pairs, **options)
     result.table.attrs["enrichment"] = result.enrichment

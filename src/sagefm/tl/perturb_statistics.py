@@ -45,22 +45,15 @@ def spatial_smoothness(values: np.ndarray, neighbours: np.ndarray) -> np.ndarray
     return np.divide(around.var(axis=0), spread, out=np.zeros_like(spread), where=spread > 0)
 
 
-def _matching_bins(
-    dense: np.ndarray,
-    neighbours: np.ndarray,
-    edges: tuple[np.ndarray, np.ndarray] | None = None,
-) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+def _matching_bins(dense: np.ndarray, neighbours: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """(G,) the joint bin of each gene's slide-mean expression and spatial smoothness, from its
-    values ``dense`` (n_spots, G), and the bins' edges (quantiles over these genes unless given)."""
+    values ``dense`` (n_spots, G); the bins are quantiles over the ``reference`` genes (G,) bool."""
     mean, smooth = dense.mean(axis=0), spatial_smoothness(dense, neighbours)
-    if edges is None:
-        edges = (
-            np.quantile(mean, np.linspace(0, 1, _N_EXPRESSION_BINS + 1)[1:-1]),
-            np.quantile(smooth, np.linspace(0, 1, _N_SMOOTHNESS_BINS + 1)[1:-1]),
-        )
-    mean_bin = np.searchsorted(edges[0], mean, side="right")
-    smooth_bin = np.searchsorted(edges[1], smooth, side="right")
-    return mean_bin * _N_SMOOTHNESS_BINS + smooth_bin, edges
+    mean_edges = np.quantile(mean[reference], np.linspace(0, 1, _N_EXPRESSION_BINS + 1)[1:-1])
+    smooth_edges = np.quantile(smooth[reference], np.linspace(0, 1, _N_SMOOTHNESS_BINS + 1)[1:-1])
+    mean_bin = np.searchsorted(mean_edges, mean, side="right")
+    smooth_bin = np.searchsorted(smooth_edges, smooth, side="right")
+    return mean_bin * _N_SMOOTHNESS_BINS + smooth_bin
 
 
 def draw_null(
@@ -78,14 +71,13 @@ def draw_null(
     receptor itself and every gene the table pairs with that receptor. Returns ligand_index,
     receptor_index, ligand_low, ligand_high (at most ``n_null`` distinct pairs).
     """
-    genes = np.flatnonzero(slide.observed)
+    genes = np.flatnonzero(slide.observed)  # the tested ligands among them (they are measured)
     dense = dense_columns(slide, genes)
     low, high = clamp_range(dense, quantiles)
     usable = high > low
-    genes, low, high = genes[usable], low[usable], high[usable]
-    bins, edges = _matching_bins(dense[:, usable], slide.neighbours)
-    ligands = dense_columns(slide, table["ligand_index"].to_numpy())
-    ligand_bin, _ = _matching_bins(ligands, slide.neighbours, edges)
+    bins = _matching_bins(dense, slide.neighbours, reference=usable)
+    ligand_bin = bins[np.searchsorted(genes, table["ligand_index"].to_numpy())]
+    genes, bins, low, high = genes[usable], bins[usable], low[usable], high[usable]
     pools = [genes[bins == b] for b in range(_N_EXPRESSION_BINS * _N_SMOOTHNESS_BINS)]
     by_expression = [genes[bins // _N_SMOOTHNESS_BINS == b] for b in range(_N_EXPRESSION_BINS)]
     partners = table.groupby("receptor_index")["ligand_index"].agg(set).to_dict()
