@@ -44,6 +44,11 @@ class Keys:
     DOMAIN = "sagefm_domain"
     #: Inside `adata.uns[Keys.UNS]`: parameters of each `sagefm.tl.domains` call, by ``key_added``.
     DOMAINS = "domains"
+    #: `adata.obs[...]`: labels transferred by `sagefm.tl.transfer_labels` (categorical); with
+    #: ``"_probabilities"`` appended, `adata.obsm[...]` holds their class probabilities.
+    LABEL = "sagefm_label"
+    #: Inside `adata.uns[Keys.UNS]`: classes and parameters of each `sagefm.tl.transfer_labels` call.
+    TRANSFER = "transfer"
     #: Inside `adata.uns[Keys.UNS]`: parameters of each `sagefm.tl.average_neighbourhood` call.
     AVERAGE_NEIGHBOURHOOD = "average_neighbourhood"
 

@@ -111,9 +111,12 @@ def test_quick_evaluation_writes_a_complete_report(shared_data: Path, tmp_path: 
     assert EvaluationConfig.load(report / "config.json") == EvaluationConfig.quick()
     for dataset, n_slides in (("her2st", 3), ("dlpfc", 2)):
         table = metrics["annotation"][dataset]
-        assert len(table["per_slide"]) == n_slides * len(TRANSFER_METHODS)
-        assert all(0 <= r["accuracy"] <= 1 for r in table["per_slide"])
+        for scores in (table, table["refined"]):  # as predicted, and refined over the subgraph
+            assert len(scores["per_slide"]) == n_slides * len(TRANSFER_METHODS)
+            assert all(0 <= r["accuracy"] <= 1 for r in scores["per_slide"])
+            assert set(scores["mean"]) == set(TRANSFER_METHODS)
         assert "undetermined" not in table["classes"]
+    assert (report / "report.md").read_text().count("#### Refined over the subgraph") == 2
     assert set(metrics["phenotype"]["tasks"]) == {
         "prostate cancer vs normal",
         "her2st tumour vs non-tumour",

@@ -12,7 +12,7 @@ import pytest
 from sagefm.data.neighbourhood import build_neighbourhoods
 from sagefm.errors import ConfigError, InputDataError
 from sagefm.evaluation import EvaluationConfig
-from sagefm.evaluation.annotation import pooled_confusion, transfer_labels
+from sagefm.evaluation.annotation import pooled_confusion, score_transfer
 from sagefm.evaluation.baselines import (
     banksy_features,
     mofa_factors,
@@ -25,6 +25,7 @@ from sagefm.evaluation.domains import domain_scores
 from sagefm.evaluation.phenotype import blocked_auroc, blocked_folds, make_windows, window_cells
 from sagefm.evaluation.report import markdown_table, verdict
 from sagefm.tl.domains import cluster, domain_features
+from sagefm.tl.transfer import fit_label_classifier, predict_labels
 
 
 def _blobs(n_per: int, k: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +70,8 @@ def test_wide_representations_are_reduced_before_clustering() -> None:
 def test_label_transfer_on_separable_features_is_perfect() -> None:
     x, y = _blobs(30, 3, 5)
     names = np.array(["tumour", "stroma", "fat"])[y]
-    result = transfer_labels(x[::2], names[::2], x[1::2], names[1::2], seed=0)
+    classifier = fit_label_classifier(x[::2], names[::2], seed=0)
+    result = score_transfer(names[1::2], predict_labels(classifier, x[1::2])[0])
     assert result.accuracy == result.balanced_accuracy == result.macro_f1 == 1.0
     confusion = pooled_confusion([result, result], ["fat", "stroma", "tumour"])
     assert np.array_equal(confusion, np.diag([30, 30, 30]))

@@ -11,10 +11,7 @@ from typing import TYPE_CHECKING, Any
 import anndata as ad
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from sagefm.data.slides import slide_name
 from sagefm.evaluation.config import EvaluationDataset
@@ -28,9 +25,13 @@ from sagefm.evaluation.report import (
     verdict,
 )
 from sagefm.pl import evaluation as figures
+from sagefm.tl.transfer import fit_label_classifier, predict_labels
 
 if TYPE_CHECKING:
     from sagefm.evaluation.run import EvaluationRun
+
+#: How held-out predictions are read: as the classifier gives them, or refined over the subgraph.
+REFINEMENTS = ("raw", "refined")
 
 
 @dataclass(frozen=True)
@@ -51,29 +52,17 @@ class TransferResult:
         }
 
 
-def transfer_labels(
-    train_features: np.ndarray,
-    train_labels: np.ndarray,
-    test_features: np.ndarray,
-    test_labels: np.ndarray,
-    *,
-    seed: int,
-) -> TransferResult:
-    """Standardise, fit a multinomial logistic regression on the training spots, score the test spots.
+def score_transfer(truth: np.ndarray, predicted: np.ndarray) -> TransferResult:
+    """Scores of (n,) ``predicted`` labels against the (n,) ``truth`` of one held-out slide.
 
     Macro-F1 averages over the classes present in either the truth or the predictions of the
     test slide (sklearn's convention), so a class the model invents counts against it.
     """
-    classifier = make_pipeline(
-        StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed)
-    )
-    classifier.fit(train_features, train_labels)
-    predicted = classifier.predict(test_features)
     return TransferResult(
-        accuracy=float(accuracy_score(test_labels, predicted)),
-        balanced_accuracy=float(balanced_accuracy_score(test_labels, predicted)),
-        macro_f1=float(f1_score(test_labels, predicted, average="macro", zero_division=0)),
-        truth=np.asarray(test_labels, dtype=str),
+        accuracy=float(accuracy_score(truth, predicted)),
+        balanced_accuracy=float(balanced_accuracy_score(truth, predicted)),
+        macro_f1=float(f1_score(truth, predicted, average="macro", zero_division=0)),
+        truth=np.asarray(truth, dtype=str),
         predicted=np.asarray(predicted, dtype=str),
     )
 
@@ -88,38 +77,46 @@ def pooled_confusion(results: list[TransferResult], classes: list[str]) -> np.nd
 # ------------------------------------------------------------------------- report section
 def _held_out_results(
     run: EvaluationRun, key: str, slides: list[ad.AnnData], labels: list[pd.Series], held: int
-) -> dict[str, TransferResult]:
-    """Each method's transfer onto slide ``held`` from the others' labelled spots."""
+) -> dict[str, dict[str, TransferResult]]:
+    """Each method's transfer onto slide ``held`` from the others' labelled spots, by refinement:
+    ``"raw"`` as the classifier predicts, ``"refined"`` with each spot's class probabilities
+    averaged over its 15-spot subgraph first (`sagefm.tl.transfer.predict_labels`)."""
     known = [lab.notna().to_numpy() for lab in labels]
     values = [lab.astype(str).to_numpy() for lab in labels]
     train = [i for i in range(len(slides)) if i != held]
+    inputs = run.expression(key, slides)
     reps = run.representations(key, slides, train=train)
-    reps["pca_slide_centred"] = run.expression(key, slides).slide_centred(
-        run.config, train, run.seed
-    )
-    return {
-        method: transfer_labels(
+    reps["pca_slide_centred"] = inputs.slide_centred(run.config, train, run.seed)
+    out: dict[str, dict[str, TransferResult]] = {kind: {} for kind in REFINEMENTS}
+    for method in TRANSFER_METHODS:
+        classifier = fit_label_classifier(
             np.vstack([reps[method][i][known[i]] for i in train]),
             np.concatenate([values[i][known[i]] for i in train]),
-            reps[method][held][known[held]],
-            values[held][known[held]],
             seed=run.seed,
         )
-        for method in TRANSFER_METHODS
-    }
+        for kind, neighbours in zip(REFINEMENTS, (None, inputs.neighbours[held]), strict=True):
+            predicted, _ = predict_labels(classifier, reps[method][held], neighbours)
+            out[kind][method] = score_transfer(values[held][known[held]], predicted[known[held]])
+    return out
 
 
 def leave_one_out(
     run: EvaluationRun, dataset: EvaluationDataset, slides: list[ad.AnnData]
 ) -> tuple[dict, str]:
-    """Hold out each slide in turn; train on the others' labelled spots (labels NaN = unlabelled)."""
+    """Hold out each slide in turn; train on the others' labelled spots (labels NaN = unlabelled).
+
+    Metrics: the classifier's own predictions at the top level (``per_slide``, ``mean``,
+    ``confusion``), the same refined over each spot's subgraph under ``"refined"``.
+    """
     labels = [spot_labels(a, dataset) for a in slides]
-    rows: list[dict[str, Any]] = []
+    rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in REFINEMENTS}
     results: dict[str, list[TransferResult]] = {m: [] for m in TRANSFER_METHODS}
     for held in range(len(slides)):
-        for method, result in _held_out_results(run, dataset.name, slides, labels, held).items():
-            results[method].append(result)
-            rows.append(
+        by_kind = _held_out_results(run, dataset.name, slides, labels, held)
+        for method in TRANSFER_METHODS:
+            results[method].append(by_kind["raw"][method])
+        for kind, method_results in by_kind.items():
+            rows[kind] += [
                 {
                     "held_out": slide_name(slides[held], "?"),
                     "split": run.split(slides[held]),
@@ -127,21 +124,27 @@ def leave_one_out(
                     "n_spots": int(labels[held].notna().sum()),
                     **result.scores(),
                 }
-            )
+                for method, result in method_results.items()
+            ]
     classes = sorted({str(v) for lab in labels for v in lab.dropna()})
     matrices = {LABELS[m]: pooled_confusion(results[m], classes) for m in TRANSFER_METHODS}
     figure = f"annotation_{dataset.name}.png"
     figures.confusion_matrices(matrices, classes, run.figures / figure)
-    table = pd.DataFrame.from_records(rows)
+    tables = {kind: pd.DataFrame.from_records(rows[kind]) for kind in REFINEMENTS}
     metrics = {
-        "per_slide": records(table),
-        "mean": table.groupby("method")[["accuracy", "balanced_accuracy", "macro_f1"]]
-        .mean()
-        .to_dict(orient="index"),
+        **_transfer_metrics(tables["raw"]),
         "classes": classes,
         "confusion": {m: matrices[LABELS[m]].tolist() for m in TRANSFER_METHODS},
+        "refined": _transfer_metrics(tables["refined"]),
     }
-    return metrics, _transfer_text(table, figure)
+    return metrics, _transfer_text(tables["raw"], figure) + "\n\n" + _refined_text(
+        tables["refined"]
+    )
+
+
+def _transfer_metrics(table: pd.DataFrame) -> dict[str, Any]:
+    means = table.groupby("method")[["accuracy", "balanced_accuracy", "macro_f1"]].mean()
+    return {"per_slide": records(table), "mean": means.to_dict(orient="index")}
 
 
 def _transfer_text(table: pd.DataFrame, figure: str) -> str:
@@ -149,19 +152,45 @@ def _transfer_text(table: pd.DataFrame, figure: str) -> str:
         index=["held_out", "split"], columns="method", values=["accuracy", "macro_f1"], sort=False
     )
     wide.columns = [f"{metric} {LABELS[m]}" for metric, m in wide.columns]
-    mean = table.groupby("method", sort=False)[["accuracy", "balanced_accuracy", "macro_f1"]].mean()
     lines = [
         markdown_table(wide.reset_index()),
-        "Mean over held-out slides:",
-        markdown_table(mean.reset_index().replace({"method": LABELS})),
-        verdict(mean["accuracy"].to_dict(), higher_is_better=True, metric="mean accuracy"),
-        verdict(mean["macro_f1"].to_dict(), higher_is_better=True, metric="mean macro-F1"),
-        "Mean accuracy by pretraining split of the held-out slide:\n\n"
-        + split_summary(table, "accuracy"),
+        _mean_text(table),
         f"![confusion matrices]({'figures/' + figure})\n\nConfusion matrices pooled over held-out "
         "slides (rows: true, colour: share of the row).",
     ]
     return "\n\n".join(lines)
+
+
+def _refined_text(table: pd.DataFrame) -> str:
+    wide = table.pivot_table(
+        index=["held_out", "split"], columns="method", values="accuracy", sort=False
+    )
+    wide.columns = [f"accuracy {LABELS[m]}" for m in wide.columns]
+    return "\n\n".join(
+        [
+            "#### Refined over the subgraph",
+            "Every method alike: each spot's class probabilities averaged over the spot and its "
+            "14 nearest spots, then the most probable class "
+            "(`sagefm.tl.transfer_labels(..., refine=True)`).",
+            markdown_table(wide.reset_index()),
+            _mean_text(table),
+        ]
+    )
+
+
+def _mean_text(table: pd.DataFrame) -> str:
+    """Means over held-out slides, the verdicts, and the means by pretraining split."""
+    mean = table.groupby("method", sort=False)[["accuracy", "balanced_accuracy", "macro_f1"]].mean()
+    return "\n\n".join(
+        [
+            "Mean over held-out slides:",
+            markdown_table(mean.reset_index().replace({"method": LABELS})),
+            verdict(mean["accuracy"].to_dict(), higher_is_better=True, metric="mean accuracy"),
+            verdict(mean["macro_f1"].to_dict(), higher_is_better=True, metric="mean macro-F1"),
+            "Mean accuracy by pretraining split of the held-out slide:\n\n"
+            + split_summary(table, "accuracy"),
+        ]
+    )
 
 
 def annotation_section(run: EvaluationRun, data: dict[str, list[ad.AnnData]]) -> tuple[dict, str]:
