@@ -6,7 +6,9 @@ With ``refine`` each query spot's class probabilities are then averaged over its
 and its 14 nearest spots) before the most probable class is taken: a cell type or region is a
 property of a neighbourhood, and the average removes isolated misclassified spots, the step that
 GraphST's ``refine_label`` takes for domains. `sagefm evaluate` scores both, every representation
-alike (README, Ablations, "Label transfer read at other layers, and refined over the subgraph").
+alike. Measured (README, Ablations, "Label transfer refined over the subgraph, ..."): refinement
+raised the transfer preset's accuracy on DLPFC 151676 from 0.843-0.854 to 0.857-0.872 (three
+seeds) and moved neighbour-averaged PCA and the BANKSY-style baseline by -0.009 to +0.010.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 
 def fit_label_classifier(features: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> Pipeline:
-    """Standardise, then a multinomial logistic regression on (n, d) ``features`` and (n,) labels."""
+    """Standardise, then a multinomial logistic regression on (n, d) ``features``, (n,) labels."""
     classifier = make_pipeline(
         StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed)
     )
