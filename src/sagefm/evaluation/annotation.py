@@ -147,13 +147,18 @@ def _transfer_metrics(table: pd.DataFrame) -> dict[str, Any]:
     return {"per_slide": records(table), "mean": means.to_dict(orient="index")}
 
 
-def _transfer_text(table: pd.DataFrame, figure: str) -> str:
+def _per_slide_table(table: pd.DataFrame, metrics: list[str]) -> str:
+    """One row per held-out slide, a column per metric and method."""
     wide = table.pivot_table(
-        index=["held_out", "split"], columns="method", values=["accuracy", "macro_f1"], sort=False
+        index=["held_out", "split"], columns="method", values=metrics, sort=False
     )
     wide.columns = [f"{metric} {LABELS[m]}" for metric, m in wide.columns]
+    return markdown_table(wide.reset_index())
+
+
+def _transfer_text(table: pd.DataFrame, figure: str) -> str:
     lines = [
-        markdown_table(wide.reset_index()),
+        _per_slide_table(table, ["accuracy", "macro_f1"]),
         _mean_text(table),
         f"![confusion matrices]({'figures/' + figure})\n\nConfusion matrices pooled over held-out "
         "slides (rows: true, colour: share of the row).",
@@ -162,17 +167,13 @@ def _transfer_text(table: pd.DataFrame, figure: str) -> str:
 
 
 def _refined_text(table: pd.DataFrame) -> str:
-    wide = table.pivot_table(
-        index=["held_out", "split"], columns="method", values="accuracy", sort=False
-    )
-    wide.columns = [f"accuracy {LABELS[m]}" for m in wide.columns]
     return "\n\n".join(
         [
             "#### Refined over the subgraph",
             "Every method alike: each spot's class probabilities averaged over the spot and its "
             "14 nearest spots, then the most probable class "
             "(`sagefm.tl.transfer_labels(..., refine=True)`).",
-            markdown_table(wide.reset_index()),
+            _per_slide_table(table, ["accuracy"]),
             _mean_text(table),
         ]
     )

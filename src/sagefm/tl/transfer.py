@@ -128,9 +128,10 @@ def _reference_spots(
         features.append(spot_representation(ref, use_rep)[known])
         labels.append(ref.obs[label_key][known].astype(str).to_numpy())
     stacked = np.concatenate(labels)
-    if len(np.unique(stacked)) < 2:
+    n_classes = len(np.unique(stacked))
+    if n_classes < 2:
         raise InputDataError(
-            f'obs["{label_key}"] of the reference slides has {len(np.unique(stacked))} labelled '
+            f'obs["{label_key}"] of the reference slides has {n_classes} labelled '
             "class(es): label transfer needs at least two"
         )
     widths = {f.shape[1] for f in features}
