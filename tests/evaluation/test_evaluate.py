@@ -15,6 +15,7 @@ from sagefm.evaluation import SECTIONS, EvaluationConfig, evaluate
 from sagefm.evaluation.data import crop
 from sagefm.evaluation.report import METHODS, TRANSFER_METHODS
 from sagefm.io import read
+from sagefm.tl.transfer import C_GRID
 from sagefm.train import pretrain
 
 FIGURES = (
@@ -114,6 +115,9 @@ def test_quick_evaluation_writes_a_complete_report(shared_data: Path, tmp_path: 
         for scores in (table, table["refined"]):  # as predicted, and refined over the subgraph
             assert len(scores["per_slide"]) == n_slides * len(TRANSFER_METHODS)
             assert all(0 <= r["accuracy"] <= 1 for r in scores["per_slide"])
+            # C from leave-one-slide-out on two her2st training slides; one DLPFC slide: C = 1
+            chosen = {r["C"] for r in scores["per_slide"]}
+            assert chosen <= set(C_GRID) and (dataset == "her2st" or chosen == {1.0})
             assert set(scores["mean"]) == set(TRANSFER_METHODS)
         assert "undetermined" not in table["classes"]
     assert (report / "report.md").read_text().count("#### Refined over the subgraph") == 2

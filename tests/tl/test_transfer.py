@@ -8,7 +8,7 @@ import pytest
 
 from sagefm.errors import InputDataError
 from sagefm.tl import transfer_labels
-from sagefm.tl.transfer import fit_label_classifier, predict_labels
+from sagefm.tl.transfer import C_GRID, chosen_c, fit_label_classifier, predict_labels
 
 
 def _slide(n_side: int, signal: float, seed: int) -> ad.AnnData:
@@ -65,6 +65,45 @@ def test_an_isolated_spot_takes_its_neighbourhood_class() -> None:
     np.testing.assert_allclose(
         probabilities[2], classifier.predict_proba(features[[2, 0, 1]]).mean(axis=0), rtol=1e-6
     )
+
+
+def _offset_slide(seed: int, n_spots: int = 40, width: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """Two classes that only dimension 0 separates (by 2 sd); the other dimensions are noise
+    plus an offset of the slide's own (sd 2): what a slide or patient effect does to features."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n_spots)
+    x = rng.normal(size=(n_spots, width))
+    x[:, 0] += 2.0 * y
+    x[:, 1:] += rng.normal(size=width - 1) * 2.0
+    return x, np.array(["a", "b"])[y]
+
+
+def test_leave_one_slide_out_chooses_the_regularisation_that_transfers() -> None:
+    """Unregularised, the classifier separates three training slides by their offsets and does
+    poorly on a fourth; leave-one-slide-out sees that and regularises."""
+    slides = [_offset_slide(seed) for seed in (0, 1, 2)]
+    features = np.vstack([x for x, _ in slides])
+    labels = np.concatenate([y for _, y in slides])
+    query, truth = _offset_slide(10, n_spots=400)
+    plain = fit_label_classifier(features, labels)
+    chosen = fit_label_classifier(features, labels, groups=np.repeat([0, 1, 2], 40))
+    assert chosen_c(plain) == 1.0 and chosen_c(chosen) < 1.0
+    accuracy = [float((predict_labels(c, query)[0] == truth).mean()) for c in (plain, chosen)]
+    assert accuracy[1] > accuracy[0] + 0.05
+
+
+def test_the_chosen_regularisation_is_recorded() -> None:
+    query = _slide(8, 6.0, 3)
+    transfer_labels(query, _slide(8, 6.0, 1), "region", key_added="one")
+    transfer_labels(query, [_slide(8, 6.0, s) for s in (1, 2)], "region", key_added="two")
+    records = query.uns["sagefm"]["transfer"]
+    assert records["one"]["C"] == 1.0  # one reference slide: nothing to hold out
+    assert records["two"]["C"] in C_GRID
+    # a slide of one class each: leaving one out leaves nothing to tell apart, so C stays 1
+    tumour, stroma = _slide(8, 6.0, 1), _slide(8, 6.0, 2)
+    tumour.obs["region"], stroma.obs["region"] = "tumour", "stroma"
+    transfer_labels(query, [tumour, stroma], "region", key_added="split")
+    assert query.uns["sagefm"]["transfer"]["split"]["C"] == 1.0
 
 
 def test_bad_references_are_refused_with_a_reason() -> None:

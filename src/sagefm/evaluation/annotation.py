@@ -25,7 +25,7 @@ from sagefm.evaluation.report import (
     verdict,
 )
 from sagefm.pl import evaluation as figures
-from sagefm.tl.transfer import fit_label_classifier, predict_labels
+from sagefm.tl.transfer import C_GRID, chosen_c, fit_label_classifier, predict_labels
 
 if TYPE_CHECKING:
     from sagefm.evaluation.run import EvaluationRun
@@ -77,27 +77,32 @@ def pooled_confusion(results: list[TransferResult], classes: list[str]) -> np.nd
 # ------------------------------------------------------------------------- report section
 def _held_out_results(
     run: EvaluationRun, key: str, slides: list[ad.AnnData], labels: list[pd.Series], held: int
-) -> dict[str, dict[str, TransferResult]]:
+) -> tuple[dict[str, dict[str, TransferResult]], dict[str, float]]:
     """Each method's transfer onto slide ``held`` from the others' labelled spots, by refinement:
     ``"raw"`` as the classifier predicts, ``"refined"`` with each spot's class probabilities
-    averaged over its 15-spot subgraph first (`sagefm.tl.transfer.predict_labels`)."""
+    averaged over its 15-spot subgraph first (`sagefm.tl.transfer.predict_labels`); and each
+    method's C, chosen by leave-one-slide-out on the training slides (`fit_label_classifier`)."""
     known = [lab.notna().to_numpy() for lab in labels]
     values = [lab.astype(str).to_numpy() for lab in labels]
     train = [i for i in range(len(slides)) if i != held]
+    groups = np.concatenate([np.full(int(known[i].sum()), i) for i in train])
     inputs = run.expression(key, slides)
     reps = run.representations(key, slides, train=train)
     reps["pca_slide_centred"] = inputs.slide_centred(run.config, train, run.seed)
     out: dict[str, dict[str, TransferResult]] = {kind: {} for kind in REFINEMENTS}
+    chosen: dict[str, float] = {}
     for method in TRANSFER_METHODS:
         classifier = fit_label_classifier(
             np.vstack([reps[method][i][known[i]] for i in train]),
             np.concatenate([values[i][known[i]] for i in train]),
             seed=run.seed,
+            groups=groups,
         )
+        chosen[method] = chosen_c(classifier)
         for kind, neighbours in zip(REFINEMENTS, (None, inputs.neighbours[held]), strict=True):
             predicted, _ = predict_labels(classifier, reps[method][held], neighbours)
             out[kind][method] = score_transfer(values[held][known[held]], predicted[known[held]])
-    return out
+    return out, chosen
 
 
 def leave_one_out(
@@ -112,7 +117,7 @@ def leave_one_out(
     rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in REFINEMENTS}
     results: dict[str, list[TransferResult]] = {m: [] for m in TRANSFER_METHODS}
     for held in range(len(slides)):
-        by_kind = _held_out_results(run, dataset.name, slides, labels, held)
+        by_kind, chosen = _held_out_results(run, dataset.name, slides, labels, held)
         for method in TRANSFER_METHODS:
             results[method].append(by_kind["raw"][method])
         for kind, method_results in by_kind.items():
@@ -122,6 +127,7 @@ def leave_one_out(
                     "split": run.split(slides[held]),
                     "method": method,
                     "n_spots": int(labels[held].notna().sum()),
+                    "C": chosen[method],
                     **result.scores(),
                 }
                 for method, result in method_results.items()
@@ -160,6 +166,8 @@ def _transfer_text(table: pd.DataFrame, figure: str) -> str:
     lines = [
         _per_slide_table(table, ["accuracy", "macro_f1"]),
         _mean_text(table),
+        "Each method's C, chosen by leave-one-slide-out on the training slides:\n\n"
+        + _per_slide_table(table, ["C"]),
         f"![confusion matrices]({'figures/' + figure})\n\nConfusion matrices pooled over held-out "
         "slides (rows: true, colour: share of the row).",
     ]
@@ -199,7 +207,9 @@ def annotation_section(run: EvaluationRun, data: dict[str, list[ad.AnnData]]) ->
     parts = [
         "## 3. Spot annotation by label transfer",
         "Standardised features, multinomial logistic regression (sklearn, seed "
-        f"{run.seed}) trained on the other slides' labelled spots. Every method sees the genes "
+        f"{run.seed}) trained on the other slides' labelled spots, its inverse regularisation C "
+        f"chosen for each method from {list(C_GRID)} by leave-one-slide-out accuracy on those "
+        "slides (most regularised on ties). Every method sees the genes "
         "shared by all slides: SAGE-FM is shown those genes only (the others as unobserved), and "
         "the PCA and BANKSY-style baselines fit HVGs, z-scores and PCA on the training slides and "
         "project the held-out one. *PCA, slide-centred* subtracts each slide's own gene "
