@@ -10,6 +10,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 
+from sagefm._threads import one_blas_thread
 from sagefm.cli import analysis, apply, evaluation, training
 from sagefm.errors import SageFMError, TrainingInterrupted
 
@@ -42,7 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
-        return args.func(args) or 0
+        with one_blas_thread():  # the statistics around the network (`sagefm._threads`)
+            return args.func(args) or 0
     except TrainingInterrupted as exc:  # checkpoint saved; 128 + signal, as a shell reports it
         logger.warning("%s", exc)
         return 128 + exc.signum

@@ -22,6 +22,7 @@ from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
 from sagefm._constants import Keys
+from sagefm._threads import one_blas_thread
 from sagefm.data.neighbourhood import build_neighbourhoods, neighbourhood_matrix
 from sagefm.data.slides import spot_coordinates_um
 from sagefm.errors import InputDataError
@@ -56,11 +57,13 @@ def cluster(
 ) -> np.ndarray:
     """(n,) int cluster labels from a Gaussian mixture (k-means initialised) or k-means (10 starts)."""
     if method == "kmeans":
-        return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(features)
-    gmm = GaussianMixture(
-        n_components=k, covariance_type=covariance_type, reg_covar=1e-4, random_state=seed
-    )
-    return gmm.fit_predict(features)
+        model: KMeans | GaussianMixture = KMeans(n_clusters=k, n_init=10, random_state=seed)
+    else:
+        model = GaussianMixture(
+            n_components=k, covariance_type=covariance_type, reg_covar=1e-4, random_state=seed
+        )
+    with one_blas_thread():  # 9x faster on 2 cores (`sagefm._threads`)
+        return model.fit_predict(features)
 
 
 def refine_labels(labels: np.ndarray, neighbours: np.ndarray) -> np.ndarray:

@@ -27,6 +27,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sagefm._constants import SUBGRAPH_SIZE, Keys
+from sagefm._threads import one_blas_thread
 from sagefm.data.neighbourhood import build_neighbourhoods, neighbour_average
 from sagefm.data.slides import spot_coordinates_um
 from sagefm.errors import InputDataError
@@ -60,15 +61,18 @@ def fit_label_classifier(
         StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed)
     )
     slides = np.unique(groups) if groups is not None else np.array([])
-    if len(slides) < 2 or any(len(np.unique(labels[groups != g])) < 2 for g in slides):
-        return classifier.fit(features, labels)
-    search = GridSearchCV(
-        classifier,
-        {"logisticregression__C": list(C_GRID)},
-        scoring="accuracy",
-        cv=LeaveOneGroupOut(),
-    )
-    search.fit(features, labels, groups=groups)
+    # One BLAS thread per fit (`sagefm._threads`); the folds run in parallel instead.
+    with one_blas_thread():
+        if len(slides) < 2 or any(len(np.unique(labels[groups != g])) < 2 for g in slides):
+            return classifier.fit(features, labels)
+        search = GridSearchCV(
+            classifier,
+            {"logisticregression__C": list(C_GRID)},
+            scoring="accuracy",
+            cv=LeaveOneGroupOut(),
+            n_jobs=-1,
+        )
+        search.fit(features, labels, groups=groups)
     best = search.best_estimator_
     assert isinstance(best, Pipeline)
     return best
