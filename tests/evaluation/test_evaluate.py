@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sagefm.cli import main
@@ -120,6 +121,9 @@ def test_quick_evaluation_writes_a_complete_report(shared_data: Path, tmp_path: 
             assert chosen <= set(C_GRID) and (dataset == "her2st" or chosen == {1.0})
             assert set(scores["mean"]) == set(TRANSFER_METHODS)
         assert "undetermined" not in table["classes"]
+        # the majority-class floor predicts one class per held-out slide
+        predicted_classes = np.count_nonzero(np.sum(table["confusion"]["majority"], axis=0))
+        assert 1 <= predicted_classes <= n_slides
     assert (report / "report.md").read_text().count("#### Refined over the subgraph") == 2
     assert set(metrics["phenotype"]["tasks"]) == {
         "prostate cancer vs normal",

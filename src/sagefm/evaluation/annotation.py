@@ -89,6 +89,8 @@ def _held_out_results(
     inputs = run.expression(key, slides)
     reps = run.representations(key, slides, train=train)
     reps["pca_slide_centred"] = inputs.slide_centred(run.config, train, run.seed)
+    # one constant feature: the classifier can learn only the classes' frequencies
+    reps["majority"] = [np.zeros((len(r), 1)) for r in reps["pca"]]
     out: dict[str, dict[str, TransferResult]] = {kind: {} for kind in REFINEMENTS}
     chosen: dict[str, float] = {}
     for method in TRANSFER_METHODS:
@@ -213,7 +215,9 @@ def annotation_section(run: EvaluationRun, data: dict[str, list[ad.AnnData]]) ->
         "shared by all slides: SAGE-FM is shown those genes only (the others as unobserved), and "
         "the PCA and BANKSY-style baselines fit HVGs, z-scores and PCA on the training slides and "
         "project the held-out one. *PCA, slide-centred* subtracts each slide's own gene "
-        "means first (no labels), which removes patient and batch offsets. MOFA+ cannot project "
+        "means first (no labels), which removes patient and batch offsets. *Majority class* "
+        "predicts the training slides' most frequent label everywhere (one constant feature), the "
+        "floor any classifier must clear. MOFA+ cannot project "
         "new samples: its factors "
         "are fitted once, without labels, on all slides together (the held-out one included), "
         "which if anything favours it.",
