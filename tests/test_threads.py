@@ -10,7 +10,7 @@ def _blas_threads() -> dict[str, int]:
     return {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
 
 
-def test_one_blas_thread_limits_every_blas_and_restores_it():
+def test_one_blas_thread_limits_every_blas_and_restores_it() -> None:
     before = _blas_threads()
     assert before, "numpy has no BLAS to limit"
     with one_blas_thread():
@@ -20,7 +20,7 @@ def test_one_blas_thread_limits_every_blas_and_restores_it():
     assert _blas_threads() == before
 
 
-def test_one_blas_thread_leaves_pytorch_threads_alone():
+def test_one_blas_thread_leaves_pytorch_threads_alone() -> None:
     import torch
 
     threads = torch.get_num_threads()

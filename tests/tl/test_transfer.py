@@ -124,11 +124,11 @@ def test_bad_references_are_refused_with_a_reason() -> None:
 
 def test_a_constant_feature_predicts_the_majority_class_everywhere() -> None:
     """`evaluate`'s majority-class floor: with nothing to read, the classifier learns the class
-    frequencies (5 : 3 : 2 here) and predicts the most frequent class on every spot, in every
-    leave-one-slide-out fold, raw and refined."""
+    frequencies (5 : 3 : 2 here) and predicts the most frequent class on every spot; every C
+    scores alike in leave-one-slide-out, so the most regularised is kept."""
     labels = np.tile(np.array(["a"] * 5 + ["b"] * 3 + ["c"] * 2), 6)
     classifier = fit_label_classifier(np.zeros((60, 1)), labels, groups=np.repeat([0, 1, 2], 20))
     predicted, probabilities = predict_labels(classifier, np.zeros((7, 1)))
     assert set(predicted) == {"a"}
     np.testing.assert_allclose(probabilities[0], [0.5, 0.3, 0.2], atol=0.01)
-    assert chosen_c(classifier) == C_GRID[0]  # every C scores alike: the most regularised
+    assert chosen_c(classifier) == C_GRID[0]

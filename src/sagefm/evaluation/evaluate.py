@@ -114,7 +114,7 @@ def evaluate(
         for name in (s for s in SECTIONS if s in chosen):
             tick = time.perf_counter()
             logger.info("evaluation: %s", name)
-            with one_blas_thread():  # its statistics ran 2-9x slower on two (`sagefm._threads`)
+            with one_blas_thread():  # sklearn's fits: 2-10x faster (`sagefm._threads`)
                 metrics[name], texts[name] = _STEPS[name](run, data)
             metrics[name]["wall_time_s"] = time.perf_counter() - tick
         metrics["meta"] = {
