@@ -16,6 +16,7 @@ seeds) and moved neighbour-averaged PCA and the BANKSY-style baseline by -0.009 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 
 import anndata as ad
@@ -70,7 +71,7 @@ def fit_label_classifier(
             {"logisticregression__C": list(C_GRID)},
             scoring="accuracy",
             cv=LeaveOneGroupOut(),
-            n_jobs=-1,
+            n_jobs=min(len(C_GRID) * len(slides), os.cpu_count() or 1),  # a process per fit at most
         )
         search.fit(features, labels, groups=groups)
     best = search.best_estimator_
