@@ -90,7 +90,7 @@ def _held_out_results(
     reps = run.representations(key, slides, train=train)
     reps["pca_slide_centred"] = inputs.slide_centred(run.config, train, run.seed)
     # one constant feature: the classifier can learn only the classes' frequencies
-    reps["majority"] = [np.zeros((len(r), 1)) for r in reps["pca"]]
+    reps["majority"] = [np.zeros((a.n_obs, 1)) for a in slides]
     out: dict[str, dict[str, TransferResult]] = {kind: {} for kind in REFINEMENTS}
     chosen: dict[str, float] = {}
     for method in TRANSFER_METHODS:
