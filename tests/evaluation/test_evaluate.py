@@ -14,7 +14,7 @@ from sagefm.config import DataConfig, ModelConfig, SageFMConfig, TrainConfig
 from sagefm.errors import ConfigError
 from sagefm.evaluation import SECTIONS, EvaluationConfig, evaluate
 from sagefm.evaluation.data import crop
-from sagefm.evaluation.report import METHODS, TRANSFER_METHODS
+from sagefm.evaluation.report import DOMAIN_METHODS, METHODS, TRANSFER_METHODS
 from sagefm.io import read
 from sagefm.tl.transfer import C_GRID
 from sagefm.train import pretrain
@@ -92,7 +92,7 @@ def test_quick_evaluation_writes_a_complete_report(shared_data: Path, tmp_path: 
     assert "## 1b. Masked-gene recovery on targeted panels" in (report / "report.md").read_text()
     domains = metrics["domains"]
     assert {(r["method"], r["clusterer"]) for r in domains["per_section"]} == {
-        (m, c) for m in METHODS for c in ("kmeans", "gmm")
+        (m, c) for m in DOMAIN_METHODS for c in ("kmeans", "gmm")
     }
     for row in domains["per_section"]:
         assert -0.5 <= row["ari"] <= 1 and 0 <= row["nmi"] <= 1
@@ -100,13 +100,13 @@ def test_quick_evaluation_writes_a_complete_report(shared_data: Path, tmp_path: 
     assert domains["mean"]["kmeans"]["neighbour_pca"]["ari"] > 0.05
     # one protocol (sagefm.tl.domains) for every representation, with and without refinement
     assert {r["refined"] for r in domains["per_section"]} == {False, True}
-    assert set(domains["mean"]["gmm_refined"]) == set(METHODS) >= {"banksy", "neighbour_pca"}
+    assert set(domains["mean"]["gmm_refined"]) == set(DOMAIN_METHODS) >= {"banksy_agf", "banksy"}
     # the depth check: |r| of the top 5 PCs vs log library size, every representation, section,
     # and the one-hot manual annotation as the floor a perfect domain caller would have
     assert {(r["section"], r["method"]) for r in domains["depth"]} == {
         (s, m)
         for s in {r["section"] for r in domains["per_section"]}
-        for m in [*METHODS, "annotation"]
+        for m in [*DOMAIN_METHODS, "annotation"]
     }
     assert all(0 <= r["max"] <= 1 for r in domains["depth"])
     assert "### Depth" in (report / "report.md").read_text()

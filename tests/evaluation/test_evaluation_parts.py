@@ -14,6 +14,7 @@ from sagefm.errors import ConfigError, InputDataError
 from sagefm.evaluation import EvaluationConfig
 from sagefm.evaluation.annotation import pooled_confusion, score_transfer
 from sagefm.evaluation.baselines import (
+    banksy_agf_features,
     banksy_features,
     mofa_factors,
     pca_embeddings,
@@ -204,6 +205,41 @@ def test_banksy_features_weight_z_scored_own_and_neighbour_expression() -> None:
     expected = np.sqrt(0.8) * (nb[1] - nb[0].mean(axis=0)) / nb[0].std(axis=0)
     np.testing.assert_allclose(features[1][:, 4:], expected, rtol=1e-5)
     assert not banksy_features(own, nb, train=[0], lam=0.0)[0][:, 4:].any()
+
+
+def _population_z(x: np.ndarray) -> np.ndarray:
+    sd = x.std(axis=0)
+    return np.divide(x - x.mean(axis=0), sd, out=np.zeros_like(x), where=sd > 0)
+
+
+def test_banksy_agf_features_are_banksys_weighted_blocks() -> None:
+    """pybanksy's matrix, checked against the formula by hand on a jittered 8 x 8 lattice:
+    own block sqrt(1 - λ) z(x); mean block sqrt(2λ/3) z(W x), W a row-normalised Gaussian of
+    distance over the 6 nearest spots, scaled by their median distance; AGF block sqrt(λ/3).
+    A constant gene is left out."""
+    rng = np.random.default_rng(0)
+    grid = np.stack(np.meshgrid(np.arange(8.0), np.arange(8.0)), axis=-1).reshape(-1, 2)
+    coords = 100.0 * grid + rng.normal(0, 5, grid.shape)
+    x = np.column_stack([grid[:, 0] + rng.normal(0, 0.1, 64), np.ones(64), rng.normal(size=64)])
+    lam, k, varying = 0.2, 6, x[:, [0, 2]]
+    features = banksy_agf_features(x, coords, k_geom=k, lam=lam, max_m=1)
+    assert features.shape == (64, 6) and np.isfinite(features).all()
+    np.testing.assert_allclose(
+        features[:, :2], np.sqrt(1 - lam) * _population_z(varying), atol=1e-5
+    )
+    distances = np.linalg.norm(coords[:, None] - coords[None], axis=-1)
+    np.fill_diagonal(distances, np.inf)
+    nearest = np.argsort(distances, axis=1)[:, :k]
+    d = np.take_along_axis(distances, nearest, axis=1)
+    w = np.exp(-((d / np.median(d, axis=1, keepdims=True)) ** 2))
+    w /= w.sum(axis=1, keepdims=True)
+    mean = _population_z(np.einsum("nk,nkg->ng", w, varying[nearest]))
+    np.testing.assert_allclose(features[:, 2:4], np.sqrt(2 * lam / 3) * mean, atol=1e-5)
+    np.testing.assert_allclose(features[:, 4:].std(axis=0), np.sqrt(lam / 3), rtol=1e-4)
+    without = banksy_agf_features(x, coords, k_geom=k, lam=lam, max_m=0)
+    np.testing.assert_allclose(without[:, 2:], np.sqrt(lam) * mean, atol=1e-5)
+    with pytest.raises(InputDataError, match="varies"):
+        banksy_agf_features(np.ones((64, 3)), coords, k_geom=k, lam=lam, max_m=1)
 
 
 def test_every_baseline_is_fitted_on_the_training_slides() -> None:

@@ -10,6 +10,12 @@
   sqrt(1 - λ) and sqrt(λ) (λ = 0.8, BANKSY's setting for domains) and concatenated, then PCA.
   Unlike BANKSY the neighbours are weighted uniformly (BANKSY: a Gaussian of distance), the same 14
   spots as the other spatial baselines.
+* ``banksy_agf`` (domains only): BANKSY itself (``pybanksy``, the authors' Python package) on each
+  section alone: own expression, the Gaussian-weighted mean of the ``k_geom`` nearest spots and the
+  azimuthal Gabor filter (AGF, m = 1), each z-scored on the section and weighted by λ. Settings chosen
+  on DLPFC 151673–75 (README, Ablations, session 33): k_geom 6 (Visium's first ring, as BANKSY's own
+  DLPFC vignette), AGF on, λ 0.2. Its z-scores are per section, so it has no projection to a held-out
+  slide and is not a label-transfer baseline.
 * ``mofa``: MOFA+ factors (`mofapy2`, the paper's baseline) on a few hundred HVGs.
 * ``pca_slide_centred`` (label transfer only): PCA of the same HVGs after subtracting each slide's
   own mean of every gene. It removes per-slide (patient, batch) offsets without labels, the
@@ -188,3 +194,43 @@ def mofa_factors(
     )
     bounds = np.cumsum([m.shape[0] for m in expression])[:-1]
     return np.split(factors, bounds)
+
+
+def banksy_agf_features(
+    expression: np.ndarray, coords_um: np.ndarray, *, k_geom: int, lam: float, max_m: int
+) -> np.ndarray:
+    """(n_spots, G * (2 + max_m)) BANKSY's matrix of one section, from the authors' ``pybanksy``.
+
+    ``expression`` (n_spots, G) log-normalised, ``coords_um`` (n_spots, 2). Blocks: own expression,
+    the mean over the ``k_geom`` nearest spots (weights a Gaussian of distance scaled by each spot's
+    median neighbour distance, summing to 1) and, for m = 1 .. ``max_m``, the azimuthal Gabor filter
+    (|Σ w e^{imθ} (x - local mean)| over 2 k_geom spots); each block z-scored over the section and
+    weighted sqrt(1 - λ) (own) and sqrt(λ) split between the neighbour blocks as BANKSY does.
+    Genes constant over the section are left out (G counts the others): pybanksy z-scores a
+    block by E[x²] - E[x]², which for a constant gene's neighbour mean is rounding noise.
+    """
+    from banksy.embed_banksy import generate_banksy_matrix
+    from banksy.initialize_banksy import initialize_banksy
+
+    values = np.asarray(expression, dtype=np.float64)
+    values = values[:, values.std(axis=0) > 0]
+    if values.shape[1] == 0:
+        raise InputDataError("BANKSY needs at least one gene that varies over the section")
+    section = ad.AnnData(X=values)
+    section.obsm["coord_xy"] = np.asarray(coords_um, dtype=np.float64)
+    # pybanksy prints its progress and timings to stdout; keep them out of the user's terminal.
+    with contextlib.redirect_stdout(io.StringIO()):
+        weights = initialize_banksy(
+            section,
+            ("x", "y", "coord_xy"),
+            num_neighbours=k_geom,
+            nbr_weight_decay="scaled_gaussian",
+            max_m=max_m,
+            plt_edge_hist=False,
+            plt_nbr_weights=False,
+            plt_theta=False,
+        )
+        matrices, _ = generate_banksy_matrix(section, weights, [lam], max_m=max_m, verbose=False)
+    features = np.asarray(matrices["scaled_gaussian"][lam]["adata"].X, dtype=np.float32)
+    logger.info("BANKSY (pybanksy): %d spots x %d features", *features.shape)
+    return features

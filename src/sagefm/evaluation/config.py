@@ -103,6 +103,10 @@ class EvaluationConfig:
     n_hvg: int = 2000
     n_comps: int = 30  #: PCA components of the baselines
     banksy_lambda: float = 0.8
+    #: BANKSY itself (`baselines.banksy_agf_features`, domains only): neighbours, λ, AGF order
+    banksy_k_geom: int = 6
+    banksy_agf_lambda: float = 0.2
+    banksy_max_m: int = 1
     mofa_genes: int = 500
     mofa_factors: int = 15
     mofa_iterations: int = 500  #: upper bound; MOFA+ stops earlier on convergence
@@ -145,8 +149,14 @@ class EvaluationConfig:
             raise ConfigError(f"adapt_epochs must be >= 0, got {self.adapt_epochs}")
         if self.adapt_learning_rate is not None and not self.adapt_learning_rate > 0:
             raise ConfigError(f"adapt_learning_rate must be > 0, got {self.adapt_learning_rate}")
-        if not 0.0 <= self.banksy_lambda <= 1.0:
-            raise ConfigError(f"banksy_lambda must be in [0, 1], got {self.banksy_lambda}")
+        for name in ("banksy_lambda", "banksy_agf_lambda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.banksy_k_geom < 1 or self.banksy_max_m < 0:
+            raise ConfigError(
+                "banksy_k_geom must be >= 1 and banksy_max_m >= 0, got "
+                f"{self.banksy_k_geom} and {self.banksy_max_m}"
+            )
 
     def dataset(self, name: str) -> EvaluationDataset:
         return next(d for d in self.datasets if d.name == name)

@@ -20,8 +20,8 @@ from sagefm.data.slides import slide_name
 from sagefm.evaluation.data import spot_labels
 from sagefm.evaluation.depth import depth_rows, depth_text
 from sagefm.evaluation.report import (
+    DOMAIN_METHODS,
     LABELS,
-    METHODS,
     markdown_table,
     records,
     split_summary,
@@ -107,8 +107,10 @@ def domains_section(run: EvaluationRun, data: dict[str, list[ad.AnnData]]) -> tu
     rows, depth, maps, adapt_cost = [], [], {}, {}
     for adata in data[dataset.name]:
         name = slide_name(adata, "?")
-        reps = run.representations(f"domains:{name}", [adata], train=[0])
-        features = {m: reps[m][0] for m in METHODS}
+        key = f"domains:{name}"
+        reps = run.representations(key, [adata], train=[0])
+        reps["banksy_agf"] = run.expression(key, [adata]).banksy_agf(c)
+        features = {m: reps[m][0] for m in DOMAIN_METHODS}
         if c.adapt_epochs:
             features[ADAPTED], adapt_cost[name] = run.adapted_embedding(adata)
         truth = spot_labels(adata, dataset)

@@ -20,6 +20,8 @@ METHODS = (*MODEL_METHODS, *BASELINE_METHODS)
 #: Label transfer adds a baseline that only transfer across slides calls for, and the floor of
 #: any classifier: the training slides' majority class everywhere (on her2st, 0.756 of E1 / F1).
 TRANSFER_METHODS = (*METHODS, "pca_slide_centred", "majority")
+#: The domains section adds BANKSY itself, which z-scores each section alone (no projection).
+DOMAIN_METHODS = (*METHODS, "banksy_agf")
 #: Display names, in the order tables list methods.
 LABELS = {
     "sagefm": "SAGE-FM",
@@ -29,6 +31,7 @@ LABELS = {
     "mofa": "MOFA+",
     "neighbour_pca": "neighbour-avg PCA",
     "banksy": "BANKSY-style",
+    "banksy_agf": "BANKSY (pybanksy, AGF)",
     "pca_slide_centred": "PCA, slide-centred",
     "majority": "majority class",
     "model": "SAGE-FM",

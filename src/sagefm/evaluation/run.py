@@ -14,6 +14,8 @@ from sagefm._constants import SUBGRAPH_SIZE
 from sagefm.data.neighbourhood import build_neighbourhoods, neighbour_average
 from sagefm.data.slides import slide_name, spot_coordinates_um
 from sagefm.evaluation.baselines import (
+    banksy_agf_features,
+    highly_variable,
     log_normalize,
     mofa_factors,
     pca_embeddings,
@@ -31,15 +33,18 @@ class Expression:
     genes: list[str]
     matrices: list[np.ndarray]  #: (n_spots_i, len(genes)) float32 each
     neighbours: list[np.ndarray]  #: (n_spots_i, 15) each, `build_neighbourhoods`
+    coords_um: list[np.ndarray]  #: (n_spots_i, 2) each, in micrometres
 
     @classmethod
     def of(cls, slides: Sequence[ad.AnnData]) -> Expression:
         """The inputs of ``slides``: their shared genes, log-normalised, and their subgraphs."""
         genes = shared_genes(slides)
+        coords = [spot_coordinates_um(a) for a in slides]
         return cls(
             genes,
             [log_normalize(a, genes) for a in slides],
-            [build_neighbourhoods(spot_coordinates_um(a), SUBGRAPH_SIZE - 1) for a in slides],
+            [build_neighbourhoods(xy, SUBGRAPH_SIZE - 1) for xy in coords],
+            coords,
         )
 
     def baselines(
@@ -55,6 +60,22 @@ class Expression:
             banksy_lambda=config.banksy_lambda,
             **_pca_settings(config, seed),
         )
+
+    def banksy_agf(self, config: EvaluationConfig) -> list[np.ndarray]:
+        """`banksy_agf_features` of each slide alone, on its own ``config.n_hvg`` HVGs."""
+        out = []
+        for x, xy in zip(self.matrices, self.coords_um, strict=True):
+            hvg = highly_variable([x], self.genes, config.n_hvg)
+            out.append(
+                banksy_agf_features(
+                    x[:, hvg],
+                    xy,
+                    k_geom=config.banksy_k_geom,
+                    lam=config.banksy_agf_lambda,
+                    max_m=config.banksy_max_m,
+                )
+            )
+        return out
 
     def slide_centred(
         self, config: EvaluationConfig, train: Sequence[int], seed: int
