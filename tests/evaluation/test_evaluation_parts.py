@@ -14,6 +14,7 @@ from sagefm.errors import ConfigError, InputDataError
 from sagefm.evaluation import EvaluationConfig
 from sagefm.evaluation.annotation import pooled_confusion, score_transfer
 from sagefm.evaluation.baselines import (
+    banksy_agf_embeddings,
     banksy_agf_features,
     banksy_features,
     mofa_factors,
@@ -240,6 +241,31 @@ def test_banksy_agf_features_are_banksys_weighted_blocks() -> None:
     np.testing.assert_allclose(without[:, 2:], np.sqrt(lam) * mean, atol=1e-5)
     with pytest.raises(InputDataError, match="varies"):
         banksy_agf_features(np.ones((64, 3)), coords, k_geom=k, lam=lam, max_m=1)
+
+
+def test_banksy_agf_embeddings_ignore_each_slides_scale() -> None:
+    """Each slide's BANKSY matrix is z-scored on that slide, so a slide that is another one's
+    expression times per-gene factors, at the same spots, gets the same features (an offset would
+    move pybanksy's uncentred AGF); a gene constant on one slide is left out of all of them, so
+    the slides stay comparable."""
+    rng = np.random.default_rng(1)
+    coords = rng.random((80, 2)) * 1000
+    genes = [f"g{i}" for i in range(30)]
+    base = rng.gamma(2.0, 1.0, (80, 30)).astype(np.float32)
+    other = base * rng.uniform(0.5, 3.0, 30).astype(np.float32)
+    other[:, 5] = 1.0  # constant on the second slide only
+    out = banksy_agf_embeddings(
+        [base, other], [coords, coords], genes, train=[0], n_hvg=30, n_comps=5, seed=0,
+        k_geom=6, lam=0.2, max_m=1,
+    )  # fmt: skip
+    assert [o.shape for o in out] == [(80, 5), (80, 5)]
+    np.testing.assert_allclose(out[0].mean(axis=0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(out[1], out[0], atol=1e-3)
+    shifted = banksy_agf_embeddings(
+        [base, base + 5.0], [coords, coords], genes, train=[0], n_hvg=30, n_comps=5, seed=0,
+        k_geom=6, lam=0.2, max_m=1,
+    )  # fmt: skip
+    assert not np.allclose(shifted[1], shifted[0], atol=1e-3)  # the uncentred AGF moves
 
 
 def test_every_baseline_is_fitted_on_the_training_slides() -> None:

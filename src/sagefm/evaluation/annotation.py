@@ -89,6 +89,7 @@ def _held_out_results(
     inputs = run.expression(key, slides)
     reps = run.representations(key, slides, train=train)
     reps["pca_slide_centred"] = inputs.slide_centred(run.config, train, run.seed)
+    reps["banksy_agf"] = inputs.banksy_agf(run.config, train, run.seed)
     # one constant feature: the classifier can learn only the classes' frequencies
     reps["majority"] = [np.zeros((a.n_obs, 1)) for a in slides]
     out: dict[str, dict[str, TransferResult]] = {kind: {} for kind in REFINEMENTS}
@@ -215,7 +216,9 @@ def annotation_section(run: EvaluationRun, data: dict[str, list[ad.AnnData]]) ->
         "shared by all slides: SAGE-FM is shown those genes only (the others as unobserved), and "
         "the PCA and BANKSY-style baselines fit HVGs, z-scores and PCA on the training slides and "
         "project the held-out one. *PCA, slide-centred* subtracts each slide's own gene "
-        "means first (no labels), which removes patient and batch offsets. *Majority class* "
+        "means first (no labels), which removes patient and batch offsets. *BANKSY (pybanksy, "
+        "AGF)* z-scores each slide's BANKSY matrix on that slide alone (the HVGs and the PCA are "
+        "the training slides'), which removes them too. *Majority class* "
         "predicts the training slides' most frequent label everywhere (one constant feature), the "
         "floor any classifier must clear. MOFA+ cannot project "
         "new samples: its factors "

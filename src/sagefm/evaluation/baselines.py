@@ -10,12 +10,13 @@
   sqrt(1 - λ) and sqrt(λ) (λ = 0.8, BANKSY's setting for domains) and concatenated, then PCA.
   Unlike BANKSY the neighbours are weighted uniformly (BANKSY: a Gaussian of distance), the same 14
   spots as the other spatial baselines.
-* ``banksy_agf`` (domains only): BANKSY itself (``pybanksy``, the authors' Python package) on each
-  section alone: own expression, the Gaussian-weighted mean of the ``k_geom`` nearest spots and the
-  azimuthal Gabor filter (AGF, m = 1), each z-scored on the section and weighted by λ. Settings chosen
-  on DLPFC 151673–75 (README, Ablations, session 33): k_geom 6 (Visium's first ring, as BANKSY's own
-  DLPFC vignette), AGF on, λ 0.2. Its z-scores are per section, so it has no projection to a held-out
-  slide and is not a label-transfer baseline.
+* ``banksy_agf``: BANKSY itself (``pybanksy``, the authors' Python package) on each slide alone:
+  own expression, the Gaussian-weighted mean of the ``k_geom`` nearest spots and the azimuthal
+  Gabor filter (AGF, m = 1, uncentred as the package computes it), each z-scored on its slide
+  (free of a slide's per-gene scale, and of its offsets but in the AGF) and weighted by λ, then PCA
+  fitted on the training slides. Settings chosen on
+  DLPFC 151673–75 domains (README, Ablations, session 33): k_geom 6 (Visium's first ring, as
+  BANKSY's own DLPFC vignette), AGF on, λ 0.2.
 * ``mofa``: MOFA+ factors (`mofapy2`, the paper's baseline) on a few hundred HVGs.
 * ``pca_slide_centred`` (label transfer only): PCA of the same HVGs after subtracting each slide's
   own mean of every gene. It removes per-slide (patient, batch) offsets without labels, the
@@ -143,6 +144,31 @@ def pca_embeddings(
     return {name: _fitted_pca(m, train, n_comps, seed) for name, m in inputs.items()}
 
 
+def banksy_agf_embeddings(
+    expression: Sequence[np.ndarray],
+    coords_um: Sequence[np.ndarray],
+    genes: Sequence[str],
+    *,
+    train: Sequence[int],
+    n_hvg: int,
+    n_comps: int,
+    seed: int,
+    k_geom: int,
+    lam: float,
+    max_m: int,
+) -> list[np.ndarray]:
+    """``banksy_agf`` for every slide, (n_spots_i, n_comps): `banksy_agf_features` of each slide
+    alone on the ``train`` slides' HVGs that vary on every slide, PCA fitted on the ``train``
+    slides."""
+    hvg = highly_variable([expression[i] for i in train], genes, n_hvg)
+    hvg = hvg[np.all([x[:, hvg].std(axis=0) > 0 for x in expression], axis=0)]
+    matrices = [
+        banksy_agf_features(x[:, hvg], xy, k_geom=k_geom, lam=lam, max_m=max_m)
+        for x, xy in zip(expression, coords_um, strict=True)
+    ]
+    return _fitted_pca(matrices, train, n_comps, seed)
+
+
 def slide_centred_pca(
     expression: Sequence[np.ndarray],
     genes: Sequence[str],
@@ -204,7 +230,8 @@ def banksy_agf_features(
     ``expression`` (n_spots, G) log-normalised, ``coords_um`` (n_spots, 2). Blocks: own expression,
     the mean over the ``k_geom`` nearest spots (weights a Gaussian of distance scaled by each spot's
     median neighbour distance, summing to 1) and, for m = 1 .. ``max_m``, the azimuthal Gabor filter
-    (|Σ w e^{imθ} (x - local mean)| over 2 k_geom spots); each block z-scored over the section and
+    (|Σ w e^{imθ} x| over 2 k_geom spots, uncentred as pybanksy 1.3.5 computes it; BANKSY's
+    definition subtracts the local mean); each block z-scored over the section and
     weighted sqrt(1 - λ) (own) and sqrt(λ) split between the neighbour blocks as BANKSY does.
     Genes constant over the section are left out (G counts the others): pybanksy z-scores a
     block by E[x²] - E[x]², which for a constant gene's neighbour mean is rounding noise.
@@ -230,6 +257,10 @@ def banksy_agf_features(
             plt_nbr_weights=False,
             plt_theta=False,
         )
+        # As the package computes it: its generate_banksy_matrix (1.3.5) passes the
+        # variance_balance flag where create_nbr_matrix expects `center`, so the AGF is taken on
+        # uncentred expression. That scored higher on the tuning sections than the centred AGF
+        # of BANKSY's definition (README, Ablations, session 33), so the stronger one is kept.
         matrices, _ = generate_banksy_matrix(section, weights, [lam], max_m=max_m, verbose=False)
     features = np.asarray(matrices["scaled_gaussian"][lam]["adata"].X, dtype=np.float32)
     logger.info("BANKSY (pybanksy): %d spots x %d features", *features.shape)

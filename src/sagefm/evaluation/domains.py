@@ -109,7 +109,7 @@ def domains_section(run: EvaluationRun, data: dict[str, list[ad.AnnData]]) -> tu
         name = slide_name(adata, "?")
         key = f"domains:{name}"
         reps = run.representations(key, [adata], train=[0])
-        reps["banksy_agf"] = run.expression(key, [adata]).banksy_agf(c)
+        reps["banksy_agf"] = run.expression(key, [adata]).banksy_agf(c, [0], run.seed)
         features = {m: reps[m][0] for m in DOMAIN_METHODS}
         if c.adapt_epochs:
             features[ADAPTED], adapt_cost[name] = run.adapted_embedding(adata)

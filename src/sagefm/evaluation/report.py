@@ -19,8 +19,8 @@ MODEL_METHODS = ("sagefm", "sagefm_neighbourhood")
 METHODS = (*MODEL_METHODS, *BASELINE_METHODS)
 #: Label transfer adds a baseline that only transfer across slides calls for, and the floor of
 #: any classifier: the training slides' majority class everywhere (on her2st, 0.756 of E1 / F1).
-TRANSFER_METHODS = (*METHODS, "pca_slide_centred", "majority")
-#: The domains section adds BANKSY itself, which z-scores each section alone (no projection).
+TRANSFER_METHODS = (*METHODS, "banksy_agf", "pca_slide_centred", "majority")
+#: The domains section adds BANKSY itself (`baselines.banksy_agf_embeddings`).
 DOMAIN_METHODS = (*METHODS, "banksy_agf")
 #: Display names, in the order tables list methods.
 LABELS = {

@@ -14,8 +14,7 @@ from sagefm._constants import SUBGRAPH_SIZE
 from sagefm.data.neighbourhood import build_neighbourhoods, neighbour_average
 from sagefm.data.slides import slide_name, spot_coordinates_um
 from sagefm.evaluation.baselines import (
-    banksy_agf_features,
-    highly_variable,
+    banksy_agf_embeddings,
     log_normalize,
     mofa_factors,
     pca_embeddings,
@@ -61,21 +60,20 @@ class Expression:
             **_pca_settings(config, seed),
         )
 
-    def banksy_agf(self, config: EvaluationConfig) -> list[np.ndarray]:
-        """`banksy_agf_features` of each slide alone, on its own ``config.n_hvg`` HVGs."""
-        out = []
-        for x, xy in zip(self.matrices, self.coords_um, strict=True):
-            hvg = highly_variable([x], self.genes, config.n_hvg)
-            out.append(
-                banksy_agf_features(
-                    x[:, hvg],
-                    xy,
-                    k_geom=config.banksy_k_geom,
-                    lam=config.banksy_agf_lambda,
-                    max_m=config.banksy_max_m,
-                )
-            )
-        return out
+    def banksy_agf(
+        self, config: EvaluationConfig, train: Sequence[int], seed: int
+    ) -> list[np.ndarray]:
+        """`banksy_agf_embeddings` with ``config``'s settings, PCA fitted on the ``train`` slides."""
+        return banksy_agf_embeddings(
+            self.matrices,
+            self.coords_um,
+            self.genes,
+            train=train,
+            k_geom=config.banksy_k_geom,
+            lam=config.banksy_agf_lambda,
+            max_m=config.banksy_max_m,
+            **_pca_settings(config, seed),
+        )
 
     def slide_centred(
         self, config: EvaluationConfig, train: Sequence[int], seed: int
