@@ -218,7 +218,7 @@ def annotation_section(run: EvaluationRun, data: dict[str, list[ad.AnnData]]) ->
         "project the held-out one. *PCA, slide-centred* subtracts each slide's own gene "
         "means first (no labels), which removes patient and batch offsets. *BANKSY (pybanksy, "
         "AGF)* z-scores each slide's BANKSY matrix on that slide alone (the HVGs and the PCA are "
-        "the training slides'), which removes them too. *Majority class* "
+        "the training slides'), which removes them but in its uncentred AGF. *Majority class* "
         "predicts the training slides' most frequent label everywhere (one constant feature), the "
         "floor any classifier must clear. MOFA+ cannot project "
         "new samples: its factors "

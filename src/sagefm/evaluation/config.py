@@ -103,7 +103,8 @@ class EvaluationConfig:
     n_hvg: int = 2000
     n_comps: int = 30  #: PCA components of the baselines
     banksy_lambda: float = 0.8
-    #: BANKSY itself (`baselines.banksy_agf_features`, domains only): neighbours, λ, AGF order
+    #: BANKSY itself (`baselines.banksy_agf_embeddings`; domains and label transfer):
+    #: neighbours, λ, AGF order
     banksy_k_geom: int = 6
     banksy_agf_lambda: float = 0.2
     banksy_max_m: int = 1
