@@ -14,9 +14,10 @@
   own expression, the Gaussian-weighted mean of the ``k_geom`` nearest spots and the azimuthal
   Gabor filter (AGF, m = 1, uncentred as the package computes it), each z-scored on its slide
   (free of a slide's per-gene scale, and of its offsets but in the AGF) and weighted by λ, then PCA
-  fitted on the training slides. Settings chosen on
-  DLPFC 151673–75 domains (README, Ablations, session 33): k_geom 6 (Visium's first ring, as
-  BANKSY's own DLPFC vignette), AGF on, λ 0.2.
+  fitted on the training slides. Settings chosen on DLPFC 151673–75 domains with the matrix
+  clustered directly, before this PCA was added (README, Ablations, session 33; through the PCA
+  every setting scores 0.31–0.38 there): k_geom 6 (Visium's first ring, as BANKSY's own DLPFC
+  vignette), AGF on, λ 0.2.
 * ``mofa``: MOFA+ factors (`mofapy2`, the paper's baseline) on a few hundred HVGs.
 * ``pca_slide_centred`` (label transfer only): PCA of the same HVGs after subtracting each slide's
   own mean of every gene. It removes per-slide (patient, batch) offsets without labels, the

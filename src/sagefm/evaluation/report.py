@@ -17,8 +17,10 @@ from sagefm.evaluation.baselines import BASELINE_METHODS
 MODEL_METHODS = ("sagefm", "sagefm_neighbourhood")
 #: Representations compared in the embedding tables (domains, label transfer, phenotype).
 METHODS = (*MODEL_METHODS, *BASELINE_METHODS)
-#: Label transfer adds a baseline that only transfer across slides calls for, and the floor of
-#: any classifier: the training slides' majority class everywhere (on her2st, 0.756 of E1 / F1).
+#: Label transfer adds BANKSY itself, a baseline that only transfer across slides calls for
+#: (slide-centred PCA), and the floor of any classifier: the training slides' majority class
+#: everywhere (on her2st, 0.756 of E1 / F1). Phenotype leaves out the two that z-score or centre
+#: each slide alone, which would remove the slide-level signal it scores.
 TRANSFER_METHODS = (*METHODS, "banksy_agf", "pca_slide_centred", "majority")
 #: The domains section adds BANKSY itself (`baselines.banksy_agf_embeddings`).
 DOMAIN_METHODS = (*METHODS, "banksy_agf")

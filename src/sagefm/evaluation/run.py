@@ -27,7 +27,8 @@ from sagefm.model import SageFM
 
 @dataclass
 class Expression:
-    """Baseline inputs of a group of slides: shared genes, log-normalised matrices, subgraphs."""
+    """Baseline inputs of a group of slides: shared genes, log-normalised matrices, subgraphs and
+    spot coordinates."""
 
     genes: list[str]
     matrices: list[np.ndarray]  #: (n_spots_i, len(genes)) float32 each
@@ -36,7 +37,8 @@ class Expression:
 
     @classmethod
     def of(cls, slides: Sequence[ad.AnnData]) -> Expression:
-        """The inputs of ``slides``: their shared genes, log-normalised, and their subgraphs."""
+        """The inputs of ``slides``: their shared genes, log-normalised, their subgraphs and their
+        coordinates."""
         genes = shared_genes(slides)
         coords = [spot_coordinates_um(a) for a in slides]
         return cls(
