@@ -174,6 +174,14 @@ AGREEMENT_CONFIGS = [
         slide_centering=True,
         centre_residual=True,
     ),
+    ModelConfig(
+        hidden_sizes=(16, 8),
+        depth_normalize=True,
+        library_target=100.0,
+        slide_centering=True,
+        skip_centring=True,
+        panel_skip=True,
+    ),
 ]
 
 
@@ -195,6 +203,7 @@ AGREEMENT_CONFIGS = [
         "depth-slide-library-complete-slide-centred",
         "depth-100-slide-centred-output-at-slide-library",
         "depth-100-slide-centred-centre-residual",
+        "depth-100-slide-and-skip-centred-panel-skip",
     ],
 )
 def test_every_fast_path_agrees_with_the_plain_forward(model_config: ModelConfig) -> None:

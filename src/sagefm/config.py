@@ -71,6 +71,17 @@ class ModelConfig:
     #: twice. Centring did not revive the skip (its multiples stay near 0 either way) and lost on
     #: label transfer and tumour windows (README, "A centred skip path and the library target").
     skip_centring: bool = False
+    #: let the skip path's multiple of each gene depend on how much of the vocabulary the centre
+    #: shows (`sagefm.nn.layers.panel_basis`: a piecewise-linear function of -log of that share,
+    #: learned per gene, starting at 0). The GCN reads a gene's neighbours through a code of
+    #: all genes; on a targeted panel (the prostate slides: 310 of 5,000) that code is nearly
+    #: empty and the model falls back to the gene's slide mean, while the gene's own neighbour
+    #: mean would help. Needs skip_centring, and panel batches (DataConfig.
+    #: panel_batch_fraction) in training to learn the small-panel end. In `transfer` with panel
+    #: batches at 0.25 it put every shared slide below the 14-neighbour mean in two seeds (the
+    #: prostate slide NP included) but cost domains in one seed of two; off in every preset
+    #: (README, "A skip path that follows the panel").
+    panel_skip: bool = False
     output_activation: OutputActivation = "relu"
     #: dropout on each GCN layer's output on its way into the next, in training only (the layer
     #: read as the embedding is returned whole). `transfer` uses 0.1: better domains in two seeds.
@@ -147,6 +158,11 @@ class ModelConfig:
             "centre_residual needs weighted edges (the complete graph's shortcut never projects "
             "the centre alone) and equal first and last hidden sizes, got "
             f"{self.edge_scheme!r} and {self.hidden_sizes}",
+        )
+        check_config(
+            not self.panel_skip or (self.spatial_skip and self.skip_centring),
+            "panel_skip varies the skip path's multiple with the centre's panel: it needs "
+            "spatial_skip and skip_centring (an uncentred skip adds each gene's level with it)",
         )
         check_config(
             self.output_activation in ("relu", "softplus", "none"),
@@ -292,6 +308,10 @@ class DataConfig:
     #: target). Targeted panels (the prostate slides: 310 of 5,000 genes) show a model a small
     #: part of what pretraining slides do (1,783 for DLPFC, 4,890 for her2st). Training only.
     panel_batch_fraction: float = 0.0
+    #: panel batches train the GCN too; False: only the head and the skip path (the auxiliary
+    #: losses count 0 there), so that the embedding is learned from whole panels alone and panel
+    #: batches teach ModelConfig.panel_skip when to lean on a gene's neighbours
+    panel_batches_train_gcn: bool = True
     #: Vocabulary rule: genes measured in at least this share of training slides ...
     min_slide_fraction: float = 0.5
     #: ... ranked by mean within-slide variance of log1p counts, at most this many.

@@ -211,6 +211,7 @@ class SageFM:
                         library=centre_library,
                         slide_mean=chunk.slide_mean,
                         slide_library=chunk.slide_library,
+                        shown=chunk.centre_shown(),
                     )
                     .float()
                     .cpu()

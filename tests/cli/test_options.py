@@ -75,6 +75,13 @@ def test_skip_centring_flag_overrides_the_preset() -> None:
     assert not _pretrain_config("--no-skip-centring").model.skip_centring
 
 
+def test_panel_skip_flag_overrides_the_preset() -> None:
+    assert not _pretrain_config("--preset", "transfer").model.panel_skip
+    given = _pretrain_config("--preset", "transfer", "--skip-centring", "--panel-skip").model
+    assert given.panel_skip and given.skip_centring
+    assert not _pretrain_config("--skip-centring", "--no-panel-skip").model.panel_skip
+
+
 def test_transfer_preset_and_flags_that_override_it() -> None:
     model = _pretrain_config("--preset", "transfer").model
     assert model == ModelConfig.transfer()

@@ -171,6 +171,7 @@ def test_panel_batches_show_every_spot_one_random_panel() -> None:
         neighbours = batch.visible.numpy().astype(bool)
         shown = neighbours[0]
         assert (neighbours == shown).all()  # one panel for every spot of the batch
+        assert batch.panel
         assert 1 <= shown.sum() <= 6 and not shown[10:].any()  # of 12 genes, 2 never measured
         target = batch.target.numpy()
         assert not target[:, ~shown].any()  # genes outside the panel are never targets
@@ -182,8 +183,10 @@ def test_panel_batches_show_every_spot_one_random_panel() -> None:
     half = SubgraphCollator(
         [slide], config, mask_fraction=0.3, neighbour_mask_fraction=0.0, panel_batch_fraction=0.5
     )
-    cut = [not half([(0, i, e)]).visible[1:, :10].all() for i in range(6) for e in range(10)]
+    batches = [half([(0, i, e)]) for i in range(6) for e in range(10)]
+    cut = [not b.visible[1:, :10].all() for b in batches]
     assert 0.3 < np.mean(cut) < 0.7
+    assert [b.panel for b in batches] == cut  # the batch says whether it shows a panel
 
 
 def test_a_panel_batch_reads_its_slide_as_if_it_measured_the_panel_only() -> None:

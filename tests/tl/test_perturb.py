@@ -100,8 +100,9 @@ def _naive(
         ModelConfig(hidden_sizes=(16, 8, 12), edge_scheme="complete"),
         ModelConfig(hidden_sizes=(16, 8), mask_indicator=False, output_activation="none"),
         ModelConfig(hidden_sizes=(16, 8), mask_indicator=False, standardize_input=False),
+        ModelConfig(hidden_sizes=(16, 8), skip_centring=True, panel_skip=True),
     ],
-    ids=["weighted", "complete", "no-indicator", "raw-values-only"],
+    ids=["weighted", "complete", "no-indicator", "raw-values-only", "panel-skip"],
 )
 @pytest.mark.parametrize("hide_nb", [False, True], ids=["centre", "centre+neighbours"])
 def test_fast_path_equals_forward_on_perturbed_inputs(slide, model_config, hide_nb) -> None:

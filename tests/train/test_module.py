@@ -124,6 +124,52 @@ def test_training_loss_has_the_plain_forward_gradients(name: str, whole_gene: fl
         assert (fast[key] - plain[key]).abs().max() / scale < 1e-5, key
 
 
+@pytest.mark.parametrize("train_gcn", [True, False])
+def test_panel_batches_train_the_gcn_only_when_asked(train_gcn: bool) -> None:
+    """`DataConfig.panel_batches_train_gcn` off: a panel batch has the same loss, but its
+    gradient reaches only the head and the skip path (zeros elsewhere, every parameter still in
+    the graph); a batch of whole panels trains everything."""
+    slides, n_genes = _slides()
+    model = ModelConfig(
+        n_genes=n_genes,
+        hidden_sizes=(24, 12, 12, 12, 24),
+        skip_centring=True,
+        panel_skip=True,
+        embedding_layer=1,
+        embedding_loss_weight=1.0,
+        contrastive_loss_weight=1.0,
+    )
+    # no whole-gene batches: a hidden gene then shows in neighbours, so the skip path is used
+    data = DataConfig(
+        whole_gene_mask_fraction=0.0, panel_batch_fraction=1.0, panel_batches_train_gcn=train_gcn
+    )
+    torch.manual_seed(0)
+    plan = PretrainingModule(SageFMConfig(model=model, data=data))
+    torch.nn.init.normal_(plan.network.panel_skip_weight)
+    items = [(s, p, 0) for s in range(3) for p in range(0, 40, 5)]
+    for fraction in (1.0, 0.0):
+        collate = SubgraphCollator(
+            slides, model, **(data.masking() | {"panel_batch_fraction": fraction}), seed=1
+        )
+        batch = collate(items)
+        assert batch.panel == (fraction == 1.0)
+        grads = _gradients(plan, plan.loss(batch))
+        trained = {k for k, g in grads.items() if g.abs().max() > 0}
+        assert {
+            "network.head.weight",
+            "network.skip_weight",
+            "network.panel_skip_weight",
+        } <= trained
+        assert set(grads) == {n for n, _ in plan.named_parameters()}  # all in the graph
+        gcn = {k for k in grads if k.startswith(("network.layers", "network.embedding_head"))}
+        gcn |= {k for k in grads if k.startswith("network.discriminator")}
+        assert gcn
+        if train_gcn or not batch.panel:
+            assert gcn <= trained
+        else:
+            assert not gcn & trained  # zeros: the GCN, the embedding head, the discriminator
+
+
 def test_training_step_runs_under_bf16_autocast() -> None:
     """The path ``--precision bf16-mixed`` takes (on CPU here; the same ops on CUDA): finite
     float32 gradients that agree with the fp32 step to bf16's precision."""

@@ -194,6 +194,13 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         help="feed the skip path each gene's neighbour mean as a departure from the input's "
         "mean, 0 where no neighbour shows it (default: the preset's, ModelConfig.skip_centring)",
     )
+    p.add_argument(
+        "--panel-skip",
+        action=argparse.BooleanOptionalAction,
+        help="let the skip path's multiple of each gene depend on the share of the vocabulary the "
+        "centre shows (a targeted panel); needs --skip-centring and, to learn, "
+        "--panel-batch-fraction (default: the preset's, ModelConfig.panel_skip)",
+    )
     add_vocabulary_options(p)
     p.add_argument(
         "--whole-gene-mask-fraction",
@@ -208,6 +215,13 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         default=DataConfig.panel_batch_fraction,
         help="share of training batches shown a random 5-50%% of the vocabulary only, as a "
         "targeted panel would (DataConfig.panel_batch_fraction); 0 = off",
+    )
+    p.add_argument(
+        "--panel-batches-train-gcn",
+        action=argparse.BooleanOptionalAction,
+        default=DataConfig.panel_batches_train_gcn,
+        help="let panel batches train the GCN too; --no-panel-batches-train-gcn: only the head "
+        "and the skip path (DataConfig.panel_batches_train_gcn)",
     )
     defaults = TrainConfig()
     for name, text in TRAIN_FLAGS.items():
@@ -259,6 +273,7 @@ def config_from_args(args: argparse.Namespace) -> SageFMConfig:
             "mask_indicator",
             "centre_residual",
             "skip_centring",
+            "panel_skip",
             "library_target",
             "slide_library_target",
             "slide_output_target",
@@ -273,6 +288,7 @@ def config_from_args(args: argparse.Namespace) -> SageFMConfig:
         normalized_input=args.normalized_input,
         whole_gene_mask_fraction=args.whole_gene_mask_fraction,
         panel_batch_fraction=args.panel_batch_fraction,
+        panel_batches_train_gcn=args.panel_batches_train_gcn,
     )
     if reference:  # the released code masks the centre only
         data = dataclasses.replace(data, neighbour_mask_fraction=0.0, whole_gene_mask_fraction=0.0)

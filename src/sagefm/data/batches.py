@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,6 +51,7 @@ class SubgraphBatch:
     slide_means: torch.Tensor | None = None
     slide_libraries: torch.Tensor | None = None
     row_slide: torch.Tensor | None = None
+    panel: bool = False  #: every spot shows a random panel only (`DataConfig.panel_batch_fraction`)
 
     @property
     def n_spots(self) -> int:
@@ -101,12 +103,13 @@ class SubgraphBatch:
         return torch.cat([centres.unsqueeze(1), self.node_index[:, 1:]], dim=1)
 
     def to(self, device: torch.device | str) -> SubgraphBatch:
-        moved = {
-            f.name: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+        moved: dict[str, Any] = {
+            f.name: v.to(device, non_blocking=True)
             for f in fields(self)
             for v in [getattr(self, f.name)]
+            if isinstance(v, torch.Tensor)
         }
-        return SubgraphBatch(**moved)
+        return replace(self, **moved)
 
 
 def subgraph_weights(
@@ -207,6 +210,7 @@ class SubgraphCollator:
             slide_means=means,
             slide_libraries=libraries,
             row_slide=row_slide,
+            panel=panel is not None,
         )
 
     def _panel(

@@ -78,6 +78,15 @@ class InferenceChunk:
             inputs["slide_mean"] = self.slide_mean
         return inputs
 
+    def centre_shown(self) -> torch.Tensor:
+        """(b,) the share of the vocabulary each centre shows: the slide's measured genes less
+        those hidden there (the ``shown`` of `SageGCN.reconstruct`)."""
+        count = np.full(len(self.spots), self.observed.sum(), dtype=np.float32)
+        if self.hidden is not None:
+            centres = self.node_index[:, 0].cpu().numpy()
+            count -= np.asarray(self.hidden[centres].sum(axis=1), dtype=np.float32).ravel()
+        return torch.from_numpy(count / self.observed.size).to(self.device)
+
     def dense(self, genes: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(U, G) visible values and visibility (float 0/1) of ``genes`` (None = all V)."""
         columns = slice(None) if genes is None else np.asarray(genes)

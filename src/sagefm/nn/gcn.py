@@ -19,12 +19,15 @@ from sagefm.nn import depth
 from sagefm.nn.contrast import Discriminator, shuffle_within, summary
 from sagefm.nn.inputs import InputScaling
 from sagefm.nn.layers import (
+    PANEL_KNOTS,
     DenseGCNLayer,
     activation,
     inverse_output_activation,
     mean_over_neighbours,
     output_activation,
+    panel_basis,
     project_rows,
+    shown_share,
 )
 
 
@@ -76,6 +79,13 @@ class SageGCN(InputScaling):
         # collapsed (constant embeddings, no response to any input) on the synthetic tissue.
         self.skip_weight = (
             nn.Parameter(torch.zeros(config.n_genes)) if config.spatial_skip else None
+        )
+        # (K, V) how each gene's skip multiple changes with `panel_basis` of the centre's shown
+        # share (ModelConfig.panel_skip); 0 at the start, so the model starts as without it.
+        self.panel_skip_weight = (
+            nn.Parameter(torch.zeros(len(PANEL_KNOTS), config.n_genes))
+            if config.panel_skip
+            else None
         )
         # Per-unit weight of the centre's own first-layer activation added to the last layer
         # (ModelConfig.centre_residual); starts at 0, as the skip path does.
@@ -160,6 +170,7 @@ class SageGCN(InputScaling):
         library: torch.Tensor | None = None,
         slide_mean: torch.Tensor | None = None,
         slide_library: float | torch.Tensor | None = None,
+        shown: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Centre genes from centre embeddings (..., h_last), on the model's expression scale
         (log1p counts, or log-normalised values with ``DataConfig.normalized_input``).
@@ -174,9 +185,11 @@ class SageGCN(InputScaling):
         adds the centres' slide's `output_shift` of ``slide_mean`` ((V,), or (..., V) rows
         without ``genes``). With ``ModelConfig.slide_output_target`` the head predicts at the
         centres' ``slide_library`` (their slide's median library: a float for one slide, or
-        ``embedding.shape[:-1]`` without ``genes``) instead of ``library_target``.
+        ``embedding.shape[:-1]`` without ``genes``) instead of ``library_target``. With
+        ``ModelConfig.panel_skip``, ``shown`` (``embedding.shape[:-1]``, or broadcasting against
+        the genes' index) is the share of the vocabulary each centre shows (`shown_share`).
         """
-        skip_weight: torch.Tensor | None = self.skip_weight
+        skip_weight = self._skip_multiple(genes, shown)
         if isinstance(slide_library, torch.Tensor) and genes is None:
             slide_library = slide_library.unsqueeze(-1)  # (..., 1) against (..., V)
         shift = self.output_shift(slide_mean, slide_library)
@@ -184,7 +197,6 @@ class SageGCN(InputScaling):
             out = self.head(embedding)
         else:
             out = (embedding * self.head.weight[genes]).sum(-1) + self.head.bias[genes]
-            skip_weight = None if skip_weight is None else skip_weight[genes]
             shift = None if shift is None else shift[genes]
         if shift is not None:
             out = out + shift
@@ -195,6 +207,26 @@ class SageGCN(InputScaling):
         if library is not None and genes is None:
             library = library.unsqueeze(-1)  # (..., 1) against (..., V)
         return self._output(out, library, slide_library)
+
+    def _skip_multiple(
+        self, genes: torch.Tensor | None, shown: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """The skip path's multiple of each gene: (V,) or the ``genes``' (their index's shape);
+        with ``ModelConfig.panel_skip`` plus `panel_basis` of ``shown`` times each gene's
+        ``panel_skip_weight``, (..., V) or broadcast against the genes' index. None without a
+        skip path."""
+        if self.skip_weight is None:
+            return None
+        weight = self.skip_weight if genes is None else self.skip_weight[genes]
+        if self.panel_skip_weight is None:
+            return weight
+        if shown is None:
+            raise ValueError("this model's skip path depends on the centre's panel: pass shown")
+        basis = panel_basis(shown)  # (..., K)
+        if genes is None:
+            return weight + basis @ self.panel_skip_weight.to(basis.dtype)
+        per_gene = self.panel_skip_weight.T[genes]  # (*genes.shape, K)
+        return weight + (basis * per_gene).sum(-1)
 
     def _output(
         self,
@@ -282,6 +314,7 @@ class SageGCN(InputScaling):
             library=centre_library,
             slide_mean=centre_mean,
             slide_library=centre_slide_library,
+            shown=shown_share(centre_visible),
         )
         return prediction, embedding
 
@@ -294,6 +327,7 @@ class SageGCN(InputScaling):
         slide_mean: torch.Tensor | None = None,
         slide_library: torch.Tensor | None = None,
         row_group: torch.Tensor | None = None,
+        train_gcn: bool = True,
     ) -> RowPredictions:
         """`forward`'s prediction on one matrix of node rows (the training path): the same result,
         one projection.
@@ -304,7 +338,9 @@ class SageGCN(InputScaling):
         ``slide_mean`` (R, V): each row's slide's `slide_input_mean`, with ``slide_centering``;
         ``slide_library`` (R,): its median library, with ``slide_library_target`` or
         ``slide_output_target``; ``row_group`` (R,): each row's slide, within which the contrast
-        corrupts (None: one group).
+        corrupts (None: one group). Without ``train_gcn`` no gradient reaches the GCN through
+        the head (the embedding enters it at a gradient of 0: every parameter stays in the
+        graph, as DDP needs), so the batch trains the head and the skip path only.
         """
         library = (
             self.visible_library(values, slide_library) if self.config.depth_normalize else None
@@ -322,6 +358,8 @@ class SageGCN(InputScaling):
         embedding, tapped = self._encode(
             projected, adj, stop=len(self.config.hidden_sizes) - 1, tap=tap
         )
+        if not train_gcn:
+            embedding = embedding.detach() + 0.0 * embedding
         centres = node_rows[:, 0]
         centre_library = None if library is None else library[centres]
         centre_mean = None if slide_mean is None else slide_mean[centres]
@@ -332,7 +370,12 @@ class SageGCN(InputScaling):
             else None
         )
         prediction = self.reconstruct(
-            embedding, skip, library=centre_library, slide_mean=centre_mean, slide_library=at
+            embedding,
+            skip,
+            library=centre_library,
+            slide_mean=centre_mean,
+            slide_library=at,
+            shown=shown_share(visible[centres]),
         )
         out = RowPredictions(prediction)
         if self.embedding_head is not None and tapped is not None:

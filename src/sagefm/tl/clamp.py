@@ -109,6 +109,14 @@ class _Clamps:
         b, k, c = clamp.shape[:3]
         return torch.cat([hidden[:, :, None, None, :].expand(b, k, c, 1, -1), clamp], dim=3)
 
+    def centre_shown(self) -> torch.Tensor:
+        """(b, K) the share of the vocabulary each centre shows with the pair's receptor hidden
+        there (the ``shown`` of `SageGCN.reconstruct`)."""
+        centres = self.chunk.node_index[:, 0]
+        receptor_shown = self.visible[centres][:, self.rec_col]  # (b, K)
+        n_genes = self.chunk.observed.size
+        return self.chunk.centre_shown()[:, None] - receptor_shown / n_genes
+
     def receptor_mean(self) -> torch.Tensor | None:
         """(b, K, C) input of the skip path: the receptor's mean over the neighbours under each
         clamp. The clamp changes it only when the ligand is the receptor itself (then every
@@ -166,6 +174,7 @@ def clamp_predictions(
     base = network.project(**inputs, library=library)[chunk.node_index]  # (b, N, h0)
     centre_library = library[chunk.node_index[:, 0]]  # (b,)
     skip = clamps.receptor_mean()
+    shown = clamps.centre_shown()  # (b, K)
     (n_centres, n_nodes), (n_pairs, n_items) = chunk.node_index.shape, clamp_values.shape
     out = np.empty((n_centres, n_pairs, n_items), dtype=np.float32)
     spots_per_call = max(1, min(n_centres, chunk_size // n_items))
@@ -189,6 +198,7 @@ def clamp_predictions(
                     library=centre_library[sb][:, None, None],
                     slide_mean=chunk.slide_mean,
                     slide_library=chunk.slide_library,
+                    shown=shown[sb, sk][:, :, None],
                 )
                 .cpu()
                 .numpy()

@@ -88,7 +88,8 @@ def _predict_target(
 ) -> torch.Tensor:
     """The target's prediction (b,) at each centre from node inputs (b, N, V): shown values and
     visibility, the differentiable leaves. ``seen`` (b, N, V), the slide's visibility, counts the
-    neighbours of the skip path's mean (held fixed along the integration path); ``chunk`` gives
+    neighbours of the skip path's mean and gives the share of the vocabulary the centre shows
+    (both held fixed along the integration path); ``chunk`` gives
     the adjacency and the slide's statistics."""
     b, n, v = values.shape
     flat = values.reshape(b * n, v)
@@ -119,6 +120,7 @@ def _predict_target(
         library=centre_library,
         slide_mean=slide_mean,
         slide_library=chunk.slide_library,
+        shown=(seen[:, 0].sum(-1) - seen[:, 0, target]) / v,  # the centre, its target hidden
     )
 
 

@@ -92,14 +92,21 @@ class PretrainingModule(L.LightningModule):
         ``contrastive_loss_weight`` times the contrast's (`sagefm.nn.contrast`) when the model
         has them. Validation leaves them out, so that val_loss is the same measure for every
         model."""
-        return self._weighted(self.loss_terms(batch, auxiliary=auxiliary))
+        return self._weighted(
+            self.loss_terms(batch, auxiliary=auxiliary), gcn=self._trains_gcn(batch)
+        )
 
-    def _weighted(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The sum of `loss_terms`, each auxiliary term times its weight."""
+    def _trains_gcn(self, batch: SubgraphBatch) -> bool:
+        """False for a panel batch when `DataConfig.panel_batches_train_gcn` is off."""
+        return self.config.data.panel_batches_train_gcn or not batch.panel
+
+    def _weighted(self, terms: dict[str, torch.Tensor], *, gcn: bool = True) -> torch.Tensor:
+        """The sum of `loss_terms`, each auxiliary term times its weight (0 without ``gcn``:
+        kept in the graph at 0, so that every parameter still gets a gradient, as DDP needs)."""
         model = self.config.model
         weights = {
-            "embedding": model.embedding_loss_weight,
-            "contrast": model.contrastive_loss_weight,
+            "embedding": model.embedding_loss_weight if gcn else 0.0,
+            "contrast": model.contrastive_loss_weight if gcn else 0.0,
         }
         total = terms["masked_mse"]
         for name, weight in weights.items():
@@ -120,6 +127,7 @@ class PretrainingModule(L.LightningModule):
             slide_mean=batch.row_slide_mean,
             slide_library=batch.row_slide_library,
             row_group=batch.row_slide,
+            train_gcn=self._trains_gcn(batch),
         )
         terms = {"masked_mse": masked_mse(out.prediction, batch.centre_truth, batch.target)}
         if auxiliary and out.from_embedding is not None:
@@ -151,7 +159,7 @@ class PretrainingModule(L.LightningModule):
 
     def training_step(self, batch: SubgraphBatch, batch_idx: int) -> torch.Tensor:
         terms = self.loss_terms(batch)
-        loss = self._weighted(terms)
+        loss = self._weighted(terms, gcn=self._trains_gcn(batch))
         if "contrast" in terms:  # log 2 = 0.69: the discriminator cannot tell the pairs apart
             n_centres = batch.node_index.shape[0]
             self.log("train_contrast", terms["contrast"], on_epoch=True, batch_size=n_centres)
