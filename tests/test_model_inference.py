@@ -182,6 +182,13 @@ AGREEMENT_CONFIGS = [
         skip_centring=True,
         panel_skip=True,
     ),
+    ModelConfig(
+        hidden_sizes=(16, 8),
+        depth_normalize=True,
+        library_target=100.0,
+        slide_centering=True,
+        panel_skip=True,
+    ),
 ]
 
 
@@ -204,6 +211,7 @@ AGREEMENT_CONFIGS = [
         "depth-100-slide-centred-output-at-slide-library",
         "depth-100-slide-centred-centre-residual",
         "depth-100-slide-and-skip-centred-panel-skip",
+        "depth-100-slide-centred-panel-skip",
     ],
 )
 def test_every_fast_path_agrees_with_the_plain_forward(model_config: ModelConfig) -> None:

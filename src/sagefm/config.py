@@ -76,7 +76,8 @@ class ModelConfig:
     #: learned per gene, starting at 0). The GCN reads a gene's neighbours through a code of
     #: all genes; on a targeted panel (the prostate slides: 310 of 5,000) that code is nearly
     #: empty and the model falls back to the gene's slide mean, while the gene's own neighbour
-    #: mean would help. Needs skip_centring, and panel batches (DataConfig.
+    #: mean would help. Its term reads the centred neighbour mean (as skip_centring does) even
+    #: when the rest of the skip path does not. Needs panel batches (DataConfig.
     #: panel_batch_fraction) in training to learn the small-panel end. In `transfer` with panel
     #: batches at 0.25 it put every shared slide below the 14-neighbour mean in two seeds (the
     #: prostate slide NP included) but cost domains in one seed of two; off in every preset
@@ -160,9 +161,9 @@ class ModelConfig:
             f"{self.edge_scheme!r} and {self.hidden_sizes}",
         )
         check_config(
-            not self.panel_skip or (self.spatial_skip and self.skip_centring),
+            not self.panel_skip or self.spatial_skip,
             "panel_skip varies the skip path's multiple with the centre's panel: it needs "
-            "spatial_skip and skip_centring (an uncentred skip adds each gene's level with it)",
+            "spatial_skip",
         )
         check_config(
             self.output_activation in ("relu", "softplus", "none"),

@@ -195,14 +195,9 @@ class SageFM:
             emb = network.encode(projected[chunk.node_index], chunk.adj, layer=stop)  # (b, d)
             embedding[chunk.spots] = emb.float().cpu().numpy()
             if with_prediction:
-                skip = None
-                if model_config.spatial_skip:
-                    skip = network.neighbour_mean(
-                        *chunk.dense(),
-                        chunk.node_index,
-                        library=library,
-                        slide_mean=chunk.slide_mean,
-                    )
+                skip, panel_mean = network.skip_inputs(
+                    *chunk.dense(), chunk.node_index, library=library, slide_mean=chunk.slide_mean
+                )
                 centre_library = library[chunk.node_index[:, 0]]
                 prediction[chunk.spots] = (
                     network.reconstruct(
@@ -212,6 +207,7 @@ class SageFM:
                         slide_mean=chunk.slide_mean,
                         slide_library=chunk.slide_library,
                         shown=chunk.centre_shown(),
+                        panel_mean=panel_mean,
                     )
                     .float()
                     .cpu()

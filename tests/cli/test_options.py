@@ -77,8 +77,8 @@ def test_skip_centring_flag_overrides_the_preset() -> None:
 
 def test_panel_skip_flag_overrides_the_preset() -> None:
     assert not _pretrain_config("--preset", "transfer").model.panel_skip
-    given = _pretrain_config("--preset", "transfer", "--skip-centring", "--panel-skip").model
-    assert given.panel_skip and given.skip_centring
+    given = _pretrain_config("--preset", "transfer", "--panel-skip").model
+    assert given.panel_skip and not given.skip_centring
     assert not _pretrain_config("--skip-centring", "--no-panel-skip").model.panel_skip
 
 

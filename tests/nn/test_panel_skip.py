@@ -26,12 +26,12 @@ def test_shown_share_counts_the_visible_genes() -> None:
     torch.testing.assert_close(shown_share(visible), torch.tensor([0.75, 0.25]))
 
 
-def _network() -> SageGCN:
+def _network(skip_centring: bool = True) -> SageGCN:
     config = ModelConfig(
         n_genes=3,
         hidden_sizes=(4,),
         output_activation="none",
-        skip_centring=True,
+        skip_centring=skip_centring,
         panel_skip=True,
     )
     network = SageGCN(config)
@@ -63,18 +63,34 @@ def test_the_skip_multiple_follows_the_centres_panel_by_hand() -> None:
     torch.testing.assert_close(chosen, expected[:, genes])
 
 
-def test_a_panel_skip_needs_the_share_and_a_centred_skip() -> None:
+def test_an_uncentred_skip_path_adds_a_centred_panel_term() -> None:
+    """Without skip_centring the plain multiple reads the neighbour mean as given and the panel
+    term reads ``panel_mean``, the departure from the slide's level."""
+    network = _network(skip_centring=False)
+    assert network.separate_panel_mean
+    embedding = torch.randn(2, 4)
+    neighbour_mean = torch.tensor([[1.0, 1.0, 1.0], [2.0, -1.0, 0.5]])
+    panel_mean = torch.tensor([[0.5, -0.5, 0.0], [1.0, 0.0, 0.25]])
+    shown = torch.tensor([1.0, math.exp(-2.5)])
+    got = network.reconstruct(embedding, neighbour_mean, shown=shown, panel_mean=panel_mean)
+    plain = torch.tensor([0.1, 0.0, -0.2]) * neighbour_mean
+    panel = torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.75, 0.75]]) * panel_mean
+    torch.testing.assert_close(got, torch.tensor([1.0, 2.0, 3.0]) + plain + panel)
+    with pytest.raises(ValueError, match="pass panel_mean"):
+        network.reconstruct(embedding, neighbour_mean, shown=shown)
+
+
+def test_a_panel_skip_needs_the_share_and_a_skip_path() -> None:
     network = _network()
     with pytest.raises(ValueError, match="pass shown"):
         network.reconstruct(torch.randn(2, 4), torch.zeros(2, 3))
+    assert ModelConfig(panel_skip=True).panel_skip  # with an uncentred skip path too
     with pytest.raises(ConfigError, match="panel_skip"):
-        ModelConfig(panel_skip=True)
-    with pytest.raises(ConfigError, match="panel_skip"):
-        ModelConfig(panel_skip=True, skip_centring=True, spatial_skip=False)
+        ModelConfig(panel_skip=True, spatial_skip=False)
 
 
 def test_a_new_panel_skip_starts_as_the_plain_skip() -> None:
-    config = ModelConfig(n_genes=5, hidden_sizes=(4,), skip_centring=True, panel_skip=True)
+    config = ModelConfig(n_genes=5, hidden_sizes=(4,), panel_skip=True)
     network = SageGCN(config)
     assert network.panel_skip_weight is not None
     assert network.panel_skip_weight.shape == (len(PANEL_KNOTS), 5)

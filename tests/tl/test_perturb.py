@@ -101,8 +101,16 @@ def _naive(
         ModelConfig(hidden_sizes=(16, 8), mask_indicator=False, output_activation="none"),
         ModelConfig(hidden_sizes=(16, 8), mask_indicator=False, standardize_input=False),
         ModelConfig(hidden_sizes=(16, 8), skip_centring=True, panel_skip=True),
+        ModelConfig(hidden_sizes=(16, 8), panel_skip=True),
     ],
-    ids=["weighted", "complete", "no-indicator", "raw-values-only", "panel-skip"],
+    ids=[
+        "weighted",
+        "complete",
+        "no-indicator",
+        "raw-values-only",
+        "skip-centred-panel-skip",
+        "uncentred-skip-panel-skip",
+    ],
 )
 @pytest.mark.parametrize("hide_nb", [False, True], ids=["centre", "centre+neighbours"])
 def test_fast_path_equals_forward_on_perturbed_inputs(slide, model_config, hide_nb) -> None:

@@ -29,6 +29,7 @@ CONFIGS = {
     ),
     "weighted, slide-centred": ModelConfig(slide_centering=True),
     "weighted, skip-centred": ModelConfig(skip_centring=True),
+    "weighted, slide-centred, panel skip": ModelConfig(slide_centering=True, panel_skip=True),
     "weighted, slide- and skip-centred, depth at 100": ModelConfig(
         depth_normalize=True, library_target=100.0, slide_centering=True, skip_centring=True
     ),
@@ -133,7 +134,6 @@ def test_panel_batches_train_the_gcn_only_when_asked(train_gcn: bool) -> None:
     model = ModelConfig(
         n_genes=n_genes,
         hidden_sizes=(24, 12, 12, 12, 24),
-        skip_centring=True,
         panel_skip=True,
         embedding_layer=1,
         embedding_loss_weight=1.0,

@@ -198,8 +198,8 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         "--panel-skip",
         action=argparse.BooleanOptionalAction,
         help="let the skip path's multiple of each gene depend on the share of the vocabulary the "
-        "centre shows (a targeted panel); needs --skip-centring and, to learn, "
-        "--panel-batch-fraction (default: the preset's, ModelConfig.panel_skip)",
+        "centre shows (a targeted panel); to learn it, train with --panel-batch-fraction "
+        "(default: the preset's, ModelConfig.panel_skip)",
     )
     add_vocabulary_options(p)
     p.add_argument(

@@ -23,9 +23,8 @@ from sagefm.nn.layers import (
     DenseGCNLayer,
     activation,
     inverse_output_activation,
-    mean_over_neighbours,
     output_activation,
-    panel_basis,
+    panel_multiple,
     project_rows,
     shown_share,
 )
@@ -171,6 +170,7 @@ class SageGCN(InputScaling):
         slide_mean: torch.Tensor | None = None,
         slide_library: float | torch.Tensor | None = None,
         shown: torch.Tensor | None = None,
+        panel_mean: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Centre genes from centre embeddings (..., h_last), on the model's expression scale
         (log1p counts, or log-normalised values with ``DataConfig.normalized_input``).
@@ -187,9 +187,14 @@ class SageGCN(InputScaling):
         centres' ``slide_library`` (their slide's median library: a float for one slide, or
         ``embedding.shape[:-1]`` without ``genes``) instead of ``library_target``. With
         ``ModelConfig.panel_skip``, ``shown`` (``embedding.shape[:-1]``, or broadcasting against
-        the genes' index) is the share of the vocabulary each centre shows (`shown_share`).
+        the genes' index) is the share of the vocabulary each centre shows (`shown_share`), and
+        the panel term multiplies a centred neighbour mean: ``neighbour_mean`` itself with
+        ``skip_centring``, else ``panel_mean`` (`neighbour_mean` with ``centred``; see
+        `separate_panel_mean`).
         """
-        skip_weight = self._skip_multiple(genes, shown)
+        skip_weight: torch.Tensor | None = self.skip_weight
+        if skip_weight is not None and genes is not None:
+            skip_weight = skip_weight[genes]
         if isinstance(slide_library, torch.Tensor) and genes is None:
             slide_library = slide_library.unsqueeze(-1)  # (..., 1) against (..., V)
         shift = self.output_shift(slide_mean, slide_library)
@@ -204,29 +209,20 @@ class SageGCN(InputScaling):
             if neighbour_mean is None:
                 raise ValueError("this model has a spatial skip path: pass neighbour_mean")
             out = out + skip_weight * neighbour_mean
+            if self.panel_skip_weight is not None:
+                if self.separate_panel_mean and panel_mean is None:
+                    raise ValueError(
+                        "this model's panel term reads a centred mean: pass panel_mean"
+                    )
+                if shown is None:
+                    raise ValueError(
+                        "this model's skip path depends on the centre's panel: pass shown"
+                    )
+                centred = neighbour_mean if panel_mean is None else panel_mean
+                out = out + panel_multiple(self.panel_skip_weight, shown, genes) * centred
         if library is not None and genes is None:
             library = library.unsqueeze(-1)  # (..., 1) against (..., V)
         return self._output(out, library, slide_library)
-
-    def _skip_multiple(
-        self, genes: torch.Tensor | None, shown: torch.Tensor | None
-    ) -> torch.Tensor | None:
-        """The skip path's multiple of each gene: (V,) or the ``genes``' (their index's shape);
-        with ``ModelConfig.panel_skip`` plus `panel_basis` of ``shown`` times each gene's
-        ``panel_skip_weight``, (..., V) or broadcast against the genes' index. None without a
-        skip path."""
-        if self.skip_weight is None:
-            return None
-        weight = self.skip_weight if genes is None else self.skip_weight[genes]
-        if self.panel_skip_weight is None:
-            return weight
-        if shown is None:
-            raise ValueError("this model's skip path depends on the centre's panel: pass shown")
-        basis = panel_basis(shown)  # (..., K)
-        if genes is None:
-            return weight + basis @ self.panel_skip_weight.to(basis.dtype)
-        per_gene = self.panel_skip_weight.T[genes]  # (*genes.shape, K)
-        return weight + (basis * per_gene).sum(-1)
 
     def _output(
         self,
@@ -303,10 +299,8 @@ class SageGCN(InputScaling):
             )  # (B, h_0)
             projected = torch.cat([centre.unsqueeze(1), projected[:, 1:]], dim=1)
         embedding = self.encode(projected, adj)
-        skip = (
-            mean_over_neighbours(values, visible, node_index, self.skip_centre(centre_mean))
-            if self.skip_weight is not None
-            else None
+        skip, panel_mean = self.skip_inputs(
+            values, visible, node_index, slide_mean=centre_mean, scaled=True
         )
         prediction = self.reconstruct(
             embedding,
@@ -315,6 +309,7 @@ class SageGCN(InputScaling):
             slide_mean=centre_mean,
             slide_library=centre_slide_library,
             shown=shown_share(centre_visible),
+            panel_mean=panel_mean,
         )
         return prediction, embedding
 
@@ -364,10 +359,8 @@ class SageGCN(InputScaling):
         centre_library = None if library is None else library[centres]
         centre_mean = None if slide_mean is None else slide_mean[centres]
         at = None if slide_library is None else slide_library[centres]
-        skip = (
-            mean_over_neighbours(values, visible, node_rows, self.skip_centre(centre_mean))
-            if self.skip_weight is not None
-            else None
+        skip, panel_mean = self.skip_inputs(
+            values, visible, node_rows, slide_mean=centre_mean, scaled=True
         )
         prediction = self.reconstruct(
             embedding,
@@ -376,6 +369,7 @@ class SageGCN(InputScaling):
             slide_mean=centre_mean,
             slide_library=at,
             shown=shown_share(visible[centres]),
+            panel_mean=panel_mean,
         )
         out = RowPredictions(prediction)
         if self.embedding_head is not None and tapped is not None:

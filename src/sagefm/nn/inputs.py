@@ -98,6 +98,16 @@ class InputScaling(nn.Module):
             return None
         return self.centre_of(slide_mean)
 
+    @property
+    def separate_panel_mean(self) -> bool:
+        """``ModelConfig.panel_skip``'s term reads a centred neighbour mean (the departure from
+        `centre_of`, 0 where no neighbour shows the gene) that the skip path itself, uncentred,
+        does not: callers pass `neighbour_mean` with ``centred`` as `reconstruct`'s
+        ``panel_mean``. Centred, a multiple that varies with the panel moves a gene around its
+        slide's level rather than scaling the level itself."""
+        config = self.config
+        return config.panel_skip and config.standardize_input and not config.skip_centring
+
     def neighbour_mean(
         self,
         values: torch.Tensor,
@@ -108,6 +118,8 @@ class InputScaling(nn.Module):
         slide_mean: torch.Tensor | None = None,
         genes: torch.Tensor | None = None,
         counted: torch.Tensor | None = None,
+        centred: bool = False,
+        scaled: bool = False,
     ) -> torch.Tensor:
         """The skip path's input: each gene's mean over the visible neighbours (nodes 1..N-1), on
         the input scale: (B, G) from (U, G) shown values and visibility and (B, N)
@@ -116,12 +128,48 @@ class InputScaling(nn.Module):
         (B, V)). ``genes`` (G,) vocabulary positions of the columns, when not all V.
         ``counted`` (U, G): the visibility that counts the neighbours (`mean_over_neighbours`).
         ``library`` (U,): the nodes' visible libraries, needed with depth normalisation unless
-        ``values`` hold all V genes."""
-        centre = self.skip_centre(slide_mean)
+        ``values`` hold all V genes; ``scaled``: the values are on the input scale already.
+        ``centred``: the departure from `centre_of` whatever ``skip_centring`` says (the
+        ``panel_mean`` of `separate_panel_mean`)."""
+        centre = self.centre_of(slide_mean) if centred else self.skip_centre(slide_mean)
         if centre is not None and genes is not None:
             centre = centre[..., genes]
-        scaled = self._depth_scaled(values, library)
-        return mean_over_neighbours(scaled, visible, node_index, centre, counted)
+        if not scaled:
+            values = self._depth_scaled(values, library)
+        return mean_over_neighbours(values, visible, node_index, centre, counted)
+
+    def skip_inputs(
+        self,
+        values: torch.Tensor,
+        visible: torch.Tensor,
+        node_index: torch.Tensor,
+        *,
+        library: torch.Tensor | None = None,
+        slide_mean: torch.Tensor | None = None,
+        genes: torch.Tensor | None = None,
+        counted: torch.Tensor | None = None,
+        scaled: bool = False,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The skip path's inputs of `SageGCN.reconstruct`, ``neighbour_mean`` and
+        ``panel_mean`` (each None where the model has no use for it), by `neighbour_mean`
+        (the arguments as there)."""
+        if not self.config.spatial_skip:
+            return None, None
+
+        def mean(centred: bool) -> torch.Tensor:
+            return self.neighbour_mean(
+                values,
+                visible,
+                node_index,
+                library=library,
+                slide_mean=slide_mean,
+                genes=genes,
+                counted=counted,
+                centred=centred,
+                scaled=scaled,
+            )
+
+        return mean(False), (mean(True) if self.separate_panel_mean else None)
 
     def visible_library(
         self, values: torch.Tensor, slide_library: float | torch.Tensor | None = None

@@ -152,3 +152,15 @@ def panel_basis(shown_share: torch.Tensor) -> torch.Tensor:
 def shown_share(visible: torch.Tensor) -> torch.Tensor:
     """(...) the share of the vocabulary each row of (..., V) visibility (0/1) shows."""
     return visible.sum(-1) / visible.shape[-1]
+
+
+def panel_multiple(
+    weight: torch.Tensor, shown: torch.Tensor, genes: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``ModelConfig.panel_skip``'s part of each gene's skip multiple: `panel_basis` of (...)
+    ``shown`` times the (K, V) per-gene ``weight``: (..., V), or with ``genes`` (an index of
+    vocabulary positions) one per gene, broadcast against the index."""
+    basis = panel_basis(shown)  # (..., K)
+    if genes is None:
+        return basis @ weight.to(basis.dtype)
+    return (basis * weight.T[genes]).sum(-1)  # (*genes.shape, K) summed

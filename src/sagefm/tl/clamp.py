@@ -117,18 +117,24 @@ class _Clamps:
         n_genes = self.chunk.observed.size
         return self.chunk.centre_shown()[:, None] - receptor_shown / n_genes
 
-    def receptor_mean(self) -> torch.Tensor | None:
+    def receptor_mean(self, *, centred: bool = False) -> torch.Tensor | None:
         """(b, K, C) input of the skip path: the receptor's mean over the neighbours under each
         clamp. The clamp changes it only when the ligand is the receptor itself (then every
         neighbour shows v); a receptor hidden in every neighbour reads 0, as with no neighbour.
-        None without a skip path."""
+        None without a skip path. ``centred``: the panel term's (`SageGCN.neighbour_mean`)."""
         network, nodes = self.network, self.chunk.node_index
         if not network.config.spatial_skip:
             return None
         values, visible = self.values[:, self.rec_col], self.visible[:, self.rec_col]  # (U, K)
         slide_mean = self.chunk.slide_mean
         mean = network.neighbour_mean(
-            values, visible, nodes, library=self.library, slide_mean=slide_mean, genes=self.rec
+            values,
+            visible,
+            nodes,
+            library=self.library,
+            slide_mean=slide_mean,
+            genes=self.rec,
+            centred=centred,
         )
         mean = mean * (1.0 - self.hide_nb)  # (b, K); hidden everywhere reads as no neighbour
         n_spots, (n_pairs, n_items) = values.shape[0], self.values_to.shape
@@ -140,6 +146,7 @@ class _Clamps:
             library=self.library,
             slide_mean=slide_mean,
             genes=self.rec.repeat_interleave(n_items),
+            centred=centred,
         ).reshape(-1, n_pairs, n_items)
         same = (self.lig == self.rec)[None, :, None]
         return torch.where(same, clamped_mean, mean[:, :, None])
@@ -174,6 +181,7 @@ def clamp_predictions(
     base = network.project(**inputs, library=library)[chunk.node_index]  # (b, N, h0)
     centre_library = library[chunk.node_index[:, 0]]  # (b,)
     skip = clamps.receptor_mean()
+    panel_mean = clamps.receptor_mean(centred=True) if network.separate_panel_mean else None
     shown = clamps.centre_shown()  # (b, K)
     (n_centres, n_nodes), (n_pairs, n_items) = chunk.node_index.shape, clamp_values.shape
     out = np.empty((n_centres, n_pairs, n_items), dtype=np.float32)
@@ -199,6 +207,7 @@ def clamp_predictions(
                     slide_mean=chunk.slide_mean,
                     slide_library=chunk.slide_library,
                     shown=shown[sb, sk][:, :, None],
+                    panel_mean=None if panel_mean is None else panel_mean[sb, sk],
                 )
                 .cpu()
                 .numpy()

@@ -99,28 +99,27 @@ def _predict_target(
         flat, visible.reshape(b * n, v), library=library, slide_mean=slide_mean
     )
     embedding = network.encode(projected.reshape(b, n, -1), chunk.adj)
-    skip = None
-    if network.config.spatial_skip:
-        nodes = torch.arange(b * n, device=values.device).reshape(b, n)
-        column = [target]  # (b N, 1): neighbour_mean takes (U, G)
-        skip = network.neighbour_mean(
-            flat[:, column],
-            visible.reshape(b * n, v)[:, column],
-            nodes,
-            library=library,
-            slide_mean=slide_mean,
-            genes=torch.tensor(column, device=values.device),
-            counted=seen.reshape(b * n, v)[:, column],
-        )[:, 0]
+    nodes = torch.arange(b * n, device=values.device).reshape(b, n)
+    column = [target]  # (b N, 1): neighbour_mean takes (U, G)
+    skip, panel_mean = network.skip_inputs(
+        flat[:, column],
+        visible.reshape(b * n, v)[:, column],
+        nodes,
+        library=library,
+        slide_mean=slide_mean,
+        genes=torch.tensor(column, device=values.device),
+        counted=seen.reshape(b * n, v)[:, column],
+    )
     centre_library = library.reshape(b, n)[:, 0]
     return network.reconstruct(
         embedding,
-        skip,
+        None if skip is None else skip[:, 0],
         genes=torch.tensor(target),
         library=centre_library,
         slide_mean=slide_mean,
         slide_library=chunk.slide_library,
         shown=(seen[:, 0].sum(-1) - seen[:, 0, target]) / v,  # the centre, its target hidden
+        panel_mean=None if panel_mean is None else panel_mean[:, 0],
     )
 
 
