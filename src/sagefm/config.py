@@ -79,9 +79,10 @@ class ModelConfig:
     #: mean would help. Its term reads the centred neighbour mean (as skip_centring does) even
     #: when the rest of the skip path does not. Needs panel batches (DataConfig.
     #: panel_batch_fraction) in training to learn the small-panel end. In `transfer` with panel
-    #: batches at 0.25 it put every shared slide below the 14-neighbour mean in two seeds (the
-    #: prostate slide NP included) but cost domains in one seed of two; off in every preset
-    #: (README, "A skip path that follows the panel").
+    #: batches at 0.25 that do not train the GCN it put every shared slide below the
+    #: 14-neighbour mean in two seeds (the prostate slide NP included) but cost 0.02-0.04 of
+    #: domain ARI on the tuning sections; off in every preset (README, "A skip path that follows
+    #: the panel").
     panel_skip: bool = False
     output_activation: OutputActivation = "relu"
     #: dropout on each GCN layer's output on its way into the next, in training only (the layer
