@@ -80,7 +80,7 @@ class ModelConfig:
     #: when the rest of the skip path does not. Needs panel batches (DataConfig.
     #: panel_batch_fraction) in training to learn the small-panel end. In `transfer` with panel
     #: batches at 0.25 that do not train the GCN it put every shared slide below the
-    #: 14-neighbour mean in two seeds (the prostate slide NP included) but cost 0.02-0.04 of
+    #: 14-neighbour mean in three seeds (the prostate slide NP included) but cost 0.02-0.04 of
     #: domain ARI on the tuning sections; off in every preset (README, "A skip path that follows
     #: the panel").
     panel_skip: bool = False
