@@ -155,18 +155,19 @@ class InputScaling(nn.Module):
         (the arguments as there)."""
         if not self.config.spatial_skip:
             return None, None
+        if not scaled:  # once, for both means
+            values = self._depth_scaled(values, library)
 
         def mean(centred: bool) -> torch.Tensor:
             return self.neighbour_mean(
                 values,
                 visible,
                 node_index,
-                library=library,
                 slide_mean=slide_mean,
                 genes=genes,
                 counted=counted,
                 centred=centred,
-                scaled=scaled,
+                scaled=True,
             )
 
         return mean(False), (mean(True) if self.separate_panel_mean else None)
