@@ -365,6 +365,10 @@ class DataConfig:
 
 #: `SageFM.adapt`'s default budget: a few minutes on a laptop CPU for a Visium slide
 ADAPT_MAX_EPOCHS = 10
+#: `SageFM.learn_panels`: epochs of training the panel term alone on a trained model ...
+PANEL_STAGE_EPOCHS = 2
+#: ... with this share of the batches shown a random panel (`DataConfig.panel_batch_fraction`)
+PANEL_STAGE_FRACTION = 0.25
 
 
 @dataclass(frozen=True)
@@ -416,6 +420,10 @@ class TrainConfig:
     slides_per_group: int = 0
     #: also write the resumable checkpoint every this many optimizer steps (0 = once per epoch)
     checkpoint_every_n_steps: int = 0
+    #: names of the only network parameters trained (`SageGCN.named_parameters`, e.g.
+    #: ``("panel_skip_weight",)``); the rest stay frozen. Empty = all. `SageFM.learn_panels`
+    #: trains the panel term alone, so that a trained model's embedding stays exactly as it was.
+    trainable: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_config(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
@@ -436,6 +444,10 @@ class TrainConfig:
         check_config(self.centre_block_size >= 1, "centre_block_size must be >= 1")
         check_config(self.slides_per_group >= 0, "slides_per_group must be >= 0")
         check_config(self.checkpoint_every_n_steps >= 0, "checkpoint_every_n_steps must be >= 0")
+        check_config(
+            all(isinstance(n, str) and n for n in self.trainable),
+            f"trainable must name network parameters, got {self.trainable!r}",
+        )
 
     @classmethod
     def transfer(cls, **changes: Any) -> TrainConfig:
@@ -481,6 +493,8 @@ class SageFMConfig:
                 model["hidden_sizes"] = tuple(int(h) for h in model["hidden_sizes"])
             train = dict(raw.get("train", {}))
             train.setdefault("lr_schedule", "plateau")  # the only schedule until 2026-12-05
+            if "trainable" in train:  # JSON has lists
+                train["trainable"] = tuple(train["trainable"])
             return cls(
                 model=ModelConfig(**model),
                 data=DataConfig(**raw.get("data", {})),

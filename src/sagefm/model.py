@@ -15,7 +15,12 @@ import scipy.sparse as sp
 import torch
 
 from sagefm._constants import Files, Keys
-from sagefm.config import ADAPT_MAX_EPOCHS, SageFMConfig
+from sagefm.config import (
+    ADAPT_MAX_EPOCHS,
+    PANEL_STAGE_EPOCHS,
+    PANEL_STAGE_FRACTION,
+    SageFMConfig,
+)
 from sagefm.data.expression import normalize_expression
 from sagefm.data.inference import DEFAULT_CHUNK_SIZE, inference_chunks
 from sagefm.data.slides import prepare_slide
@@ -24,8 +29,8 @@ from sagefm.errors import CheckpointError, ConfigError, InputDataError
 from sagefm.io.checkpoint import load_model_dir, save_model_dir
 from sagefm.nn.gcn import SageGCN
 from sagefm.train.datamodule import centring_mean
-from sagefm.train.precision import AUTO
 from sagefm.train.pretrain import PretrainResult, pretrain
+from sagefm.train.stages import continued_training, panel_stage
 
 logger = logging.getLogger(__name__)
 
@@ -121,22 +126,62 @@ class SageFM:
         ``metrics.csv``, ``run.json``) to ``output`` and returns the best model and the run's
         result. ``learning_rate`` defaults to the model's training rate.
         """
-        train = dataclasses.replace(
-            self.config.train,
-            max_epochs=max_epochs,
-            seed=seed,
-            precision=AUTO,  # this machine's choice, not the one the model was pretrained on
-            learning_rate=self.config.train.learning_rate
-            if learning_rate is None
-            else learning_rate,
+        train = continued_training(self.config, max_epochs, learning_rate, seed)
+        config = dataclasses.replace(self.config, train=train)
+        return self._train_on(slides, output, config, self.network, progress=progress)
+
+    def learn_panels(
+        self,
+        slides: ad.AnnData | Sequence[ad.AnnData],
+        *,
+        output: str | Path,
+        val_slides: Sequence[ad.AnnData] | None = None,
+        max_epochs: int = PANEL_STAGE_EPOCHS,
+        panel_fraction: float = PANEL_STAGE_FRACTION,
+        learning_rate: float | None = None,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> tuple[SageFM, PretrainResult]:
+        """Teach a trained model targeted panels, changing nothing else: add the panel term of
+        its skip path (`ModelConfig.panel_skip`: each gene's multiple of its neighbours' centred
+        mean as a function of the share of the vocabulary a spot shows) and train that term
+        alone, on ``slides`` (the pretraining corpus), ``panel_fraction`` of the batches shown a
+        random panel (`DataConfig.panel_batch_fraction`).
+
+        Every other weight is frozen (`TrainConfig.trainable`), so the embedding, and with it
+        domains and label transfer, is exactly this model's; only predictions change, most on
+        small panels (README, "A second stage for panels"). Writes a pretraining output folder
+        to ``output``; ``val_slides`` as in `pretrain`.
+        """
+        config, network = panel_stage(
+            self.config,
+            self.network,
+            continued_training(self.config, max_epochs, learning_rate, seed),
+            panel_fraction,
         )
+        return self._train_on(
+            slides, output, config, network, val_slides=val_slides, progress=progress
+        )
+
+    def _train_on(
+        self,
+        slides: ad.AnnData | Sequence[ad.AnnData],
+        output: str | Path,
+        config: SageFMConfig,
+        network: SageGCN,
+        *,
+        val_slides: Sequence[ad.AnnData] | None = None,
+        progress: bool,
+    ) -> tuple[SageFM, PretrainResult]:
+        """`pretrain` from ``network`` with ``config`` and this vocabulary; the best model."""
         result = pretrain(
             [slides] if isinstance(slides, ad.AnnData) else list(slides),
             output=output,
-            config=dataclasses.replace(self.config, train=train),
+            val_slides=val_slides,
+            config=config,
             vocabulary=self.vocabulary,
             progress=progress,
-            start_from=self.network,
+            start_from=network,
         )
         return type(self).load(result.best_dir), result
 

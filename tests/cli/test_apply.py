@@ -93,3 +93,17 @@ def test_adapt_writes_a_model_on_the_same_vocabulary(
     assert run["epochs_run"] == 1 and run["config"]["train"]["max_epochs"] == 1
     vocabulary = (tmp_path / "a" / "best" / "vocabulary.tsv").read_text()
     assert vocabulary == (model / "vocabulary.tsv").read_text()
+
+
+def test_learn_panels_writes_a_model_with_the_panel_term_alone_trained(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model, slide = trained
+    out = tmp_path / "p"
+    argv = ["--model", str(model), "--data", str(slide), "--val-data", str(slide)]
+    argv += ["--output", str(out), "--max-epochs", "1", "--panel-fraction", "0.5"]
+    assert main(["--no-progress", "learn-panels", *argv]) == 0
+    config = json.loads((out / "best" / "config.json").read_text())
+    assert config["model"]["panel_skip"] and config["train"]["trainable"] == ["panel_skip_weight"]
+    assert config["data"]["panel_batch_fraction"] == 0.5
+    assert (out / "best" / "vocabulary.tsv").read_text() == (model / "vocabulary.tsv").read_text()

@@ -1,5 +1,5 @@
 """Commands that apply a model to a user's slides: ``embed`` and ``impute`` (write an .h5ad),
-``adapt`` (self-supervised adaptation: write a model)."""
+``adapt`` (self-supervised adaptation) and ``learn-panels`` (the panel stage): write a model."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from sagefm._constants import Keys
 from sagefm.cli.options import add_command, add_model_input_output, read_one, read_slides
-from sagefm.config import ADAPT_MAX_EPOCHS, TrainConfig
+from sagefm.config import ADAPT_MAX_EPOCHS, PANEL_STAGE_EPOCHS, PANEL_STAGE_FRACTION, TrainConfig
 from sagefm.data.inference import DEFAULT_CHUNK_SIZE
 
 logger = logging.getLogger("sagefm")
@@ -88,6 +88,31 @@ def cmd_adapt(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_learn_panels(args: argparse.Namespace) -> None:
+    from sagefm.model import load
+
+    model = load(args.model)
+    _, result = model.learn_panels(
+        read_slides(args.data),
+        output=args.output,
+        val_slides=read_slides(args.val_data) if args.val_data else None,
+        max_epochs=args.max_epochs,
+        panel_fraction=args.panel_fraction,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    logger.info(
+        "panel term trained in %.0f s (peak memory %.0f MB): best validation loss %.4f at epoch "
+        "%d; model in %s (use it with --model; its embedding is the input model's)",
+        result.wall_time_s,
+        result.peak_memory_mb,
+        result.best_val_loss,
+        result.best_epoch,
+        result.best_dir,
+    )
+
+
 def _add_chunk_size(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--chunk-size",
@@ -98,7 +123,7 @@ def _add_chunk_size(p: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(sub: Any) -> None:
-    """``embed``, ``impute`` and ``adapt`` on the subparsers ``sub``."""
+    """``embed``, ``impute``, ``adapt`` and ``learn-panels`` on the subparsers ``sub``."""
     p = add_command(sub, "embed", "write spot embeddings to obsm", cmd_embed)
     add_model_input_output(p, output="output .h5ad file")
     p.add_argument("--key-added", default=Keys.X_EMB, help="obsm key of the embedding")
@@ -144,6 +169,29 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--data", nargs="+", required=True, help="the slides to adapt to")
     p.add_argument("--output", required=True, help="output directory (a pretraining folder)")
     p.add_argument("--max-epochs", type=int, default=ADAPT_MAX_EPOCHS, help="epochs at most")
+    p.add_argument(
+        "--learning-rate", type=float, default=None, help="default: the model's training rate"
+    )
+    p.add_argument("--seed", type=int, default=TrainConfig.seed, help="seed of the split and masks")
+
+    p = add_command(
+        sub,
+        "learn-panels",
+        "teach a trained model targeted gene panels: train its skip path's panel term alone "
+        "(the embedding stays the model's)",
+        cmd_learn_panels,
+    )
+    p.add_argument("--model", required=True, help="model directory or pretraining output")
+    p.add_argument("--data", nargs="+", required=True, help="the slides (the pretraining corpus)")
+    p.add_argument("--val-data", nargs="+", default=None, help="held-out validation slides")
+    p.add_argument("--output", required=True, help="output directory (a pretraining folder)")
+    p.add_argument("--max-epochs", type=int, default=PANEL_STAGE_EPOCHS, help="epochs at most")
+    p.add_argument(
+        "--panel-fraction",
+        type=float,
+        default=PANEL_STAGE_FRACTION,
+        help="share of batches shown a random 5-50%% of the vocabulary",
+    )
     p.add_argument(
         "--learning-rate", type=float, default=None, help="default: the model's training rate"
     )

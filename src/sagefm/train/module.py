@@ -20,7 +20,7 @@ import torch
 
 from sagefm.config import SageFMConfig
 from sagefm.data.batches import SubgraphBatch
-from sagefm.errors import TrainingError
+from sagefm.errors import ConfigError, TrainingError
 from sagefm.nn.contrast import contrast_loss
 from sagefm.nn.gcn import SageGCN
 
@@ -49,6 +49,21 @@ def clip_norm(parameters: list[torch.Tensor], max_norm: float) -> None:
     torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, total, foreach=True)
 
 
+def freeze_except(network: torch.nn.Module, names: Sequence[str]) -> None:
+    """Stop gradients of every parameter of ``network`` not named in ``names``
+    (`TrainConfig.trainable`). Frozen parameters get no gradient, so Adam (and its weight
+    decay) leaves them as they are, and DDP does not reduce them."""
+    known = dict(network.named_parameters())
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"TrainConfig.trainable names no parameter of this network: {unknown}; it has "
+            f"{sorted(known)}"
+        )
+    for name, parameter in known.items():
+        parameter.requires_grad_(name in names)
+
+
 #: added to each gene's standard deviation (log1p units) before it divides: rarely detected
 #: genes (sd near 0) would otherwise turn a single count into a z-score in the hundreds
 SCALE_PAD = 0.1
@@ -75,6 +90,8 @@ class PretrainingModule(L.LightningModule):
             if config.model.standardize_input:
                 self.network.set_input_scaling(mean, sd + SCALE_PAD)
         self.slide_names = list(slide_names)
+        if config.train.trainable:
+            freeze_except(self.network, config.train.trainable)
 
     def transfer_batch_to_device(
         self, batch: Any, device: torch.device, dataloader_idx: int
@@ -218,8 +235,8 @@ class PretrainingModule(L.LightningModule):
         clip_norm(list(self.parameters()), gradient_clip_val)
 
     def build_optimizer(self) -> torch.optim.Adam:
-        """Adam over every parameter, as `TrainConfig` sets it (no scheduler: benchmarks step it
-        without a trainer)."""
+        """Adam over every trained parameter (`TrainConfig.trainable`), as `TrainConfig` sets it
+        (no scheduler: benchmarks step it without a trainer)."""
         train = self.config.train
         # fused: one kernel over all parameters, ~10x faster than the per-tensor loop on CPU
         # (the 10000 x 1024 input layer makes the optimizer step a visible share of a step).
@@ -228,7 +245,7 @@ class PretrainingModule(L.LightningModule):
         # ``configure_gradient_clipping`` below.
         fused = not self.fp16_scaled
         return torch.optim.Adam(
-            self.parameters(),
+            [p for p in self.parameters() if p.requires_grad],
             lr=train.learning_rate,
             weight_decay=train.weight_decay,
             decoupled_weight_decay=train.decoupled_weight_decay,

@@ -1,0 +1,108 @@
+"""The panel stage (`SageFM.learn_panels`) and frozen parameters (`TrainConfig.trainable`) on
+small synthetic tissue: only the panel term moves, so the embedding stays the model's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import sagefm
+from sagefm.config import ModelConfig, SageFMConfig, TrainConfig
+from sagefm.datasets import synthetic_tissue
+from sagefm.errors import ConfigError
+from sagefm.nn.gcn import SageGCN
+from sagefm.train.module import freeze_except
+from sagefm.train.stages import PANEL_TERM, continued_training, panel_stage
+
+SMALL = ModelConfig(hidden_sizes=(32, 16, 16, 16, 32), n_genes=120)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[sagefm.SageFM, list]:
+    slides = synthetic_tissue(n_slides=3, grid_rows=12, grid_cols=12, n_genes=120, seed=1)
+    config = SageFMConfig(
+        model=ModelConfig(hidden_sizes=SMALL.hidden_sizes),
+        train=TrainConfig(max_epochs=1, batch_size=32, seed=1),
+    )
+    model, _ = sagefm.SageFM.pretrain(
+        slides[:2],
+        val_slides=slides[2:],
+        output=tmp_path_factory.mktemp("run"),
+        config=config,
+        progress=False,
+    )
+    return model, slides
+
+
+def test_the_panel_stage_trains_the_panel_term_alone(trained, tmp_path: Path) -> None:
+    model, slides = trained
+    before = {k: v.clone() for k, v in model.network.state_dict().items()}
+    embedding = model.embed(slides[2].copy())
+    panel = slides[2][:, : slides[2].n_vars // 10].copy()  # a tenth of the genes: a panel
+    prediction = model.impute(panel.copy(), layer_added=None)
+
+    staged, result = model.learn_panels(
+        slides[:2],
+        val_slides=slides[2:],
+        output=tmp_path,
+        max_epochs=1,
+        panel_fraction=0.5,
+        progress=False,
+    )
+    assert result.epochs_run == 1 and (tmp_path / "best" / "config.json").is_file()
+    assert staged.config.model.panel_skip and not model.config.model.panel_skip
+    assert staged.config.train.trainable == (PANEL_TERM,)
+    assert staged.config.data.panel_batch_fraction == 0.5
+    assert not staged.config.data.panel_batches_train_gcn
+    after = staged.network.state_dict()
+    assert set(after) == set(before) | {PANEL_TERM}
+    for key, value in before.items():  # every weight and buffer as the model had it
+        torch.testing.assert_close(after[key], value, rtol=0, atol=0)
+    assert after[PANEL_TERM].abs().max() > 0  # started at 0, trained
+    np.testing.assert_array_equal(staged.embed(slides[2].copy()), embedding)
+    assert not np.allclose(staged.impute(panel.copy(), layer_added=None), prediction)
+
+
+def test_the_panel_stage_continues_a_model_that_has_the_term(trained) -> None:
+    """A model with a panel term keeps its trained values as the stage's start."""
+    model, _ = trained
+    config, network = panel_stage(model.config, model.network, model.config.train, 0.25)
+    with torch.no_grad():
+        network.panel_skip_weight.fill_(0.5)
+    _, again = panel_stage(config, network, config.train, 0.25)
+    assert again.panel_skip_weight is not None
+    torch.testing.assert_close(again.panel_skip_weight, network.panel_skip_weight)
+
+
+def test_the_panel_stage_needs_a_skip_path() -> None:
+    config = SageFMConfig(model=ModelConfig(hidden_sizes=(8, 8), n_genes=5, spatial_skip=False))
+    with pytest.raises(ConfigError, match="skip path"):
+        panel_stage(config, SageGCN(config.model), config.train, 0.25)
+
+
+def test_continued_training_keeps_the_models_rate_unless_given(trained) -> None:
+    model, _ = trained
+    train = continued_training(model.config, 3, None, 7)
+    assert (train.max_epochs, train.seed) == (3, 7)
+    assert train.learning_rate == model.config.train.learning_rate
+    assert continued_training(model.config, 3, 1e-4, 7).learning_rate == 1e-4
+
+
+def test_freezing_leaves_only_the_named_parameters_trainable() -> None:
+    network = SageGCN(SMALL)
+    freeze_except(network, ["skip_weight", "head.bias"])
+    trained = sorted(n for n, p in network.named_parameters() if p.requires_grad)
+    assert trained == ["head.bias", "skip_weight"]
+    with pytest.raises(ConfigError, match="no parameter"):
+        freeze_except(network, ["skip_weight", "layers.9.weight"])
+
+
+def test_trainable_parameters_round_trip_through_the_saved_configuration(tmp_path: Path) -> None:
+    config = SageFMConfig(train=TrainConfig(trainable=(PANEL_TERM, "head.bias")))
+    config.save(tmp_path / "config.json")
+    assert SageFMConfig.load(tmp_path / "config.json") == config
+    with pytest.raises(ConfigError):
+        TrainConfig(trainable=("",))
