@@ -188,6 +188,7 @@ AGREEMENT_CONFIGS = [
         library_target=100.0,
         slide_centering=True,
         panel_skip=True,
+        panel_skip_shared=True,
     ),
 ]
 
@@ -211,7 +212,7 @@ AGREEMENT_CONFIGS = [
         "depth-100-slide-centred-output-at-slide-library",
         "depth-100-slide-centred-centre-residual",
         "depth-100-slide-and-skip-centred-panel-skip",
-        "depth-100-slide-centred-panel-skip",
+        "depth-100-slide-centred-panel-skip-shared",
     ],
 )
 def test_every_fast_path_agrees_with_the_plain_forward(model_config: ModelConfig) -> None:

@@ -84,6 +84,10 @@ class ModelConfig:
     #: domain ARI on the tuning sections; off in every preset (README, "A skip path that follows
     #: the panel").
     panel_skip: bool = False
+    #: the panel term's multiple also has a part shared by every gene, (K,) weights on the same
+    #: basis (`SageGCN.panel_skip_shared`, starting at 0): one curve for all genes, which genes
+    #: seldom hidden in panel batches cannot make noisy. Needs panel_skip.
+    panel_skip_shared: bool = False
     output_activation: OutputActivation = "relu"
     #: dropout on each GCN layer's output on its way into the next, in training only (the layer
     #: read as the embedding is returned whole). `transfer` uses 0.1: better domains in two seeds.
@@ -165,6 +169,10 @@ class ModelConfig:
             not self.panel_skip or self.spatial_skip,
             "panel_skip varies the skip path's multiple with the centre's panel: it needs "
             "spatial_skip",
+        )
+        check_config(
+            not self.panel_skip_shared or self.panel_skip,
+            "panel_skip_shared is a part of the panel term: it needs panel_skip",
         )
         check_config(
             self.output_activation in ("relu", "softplus", "none"),
@@ -421,7 +429,7 @@ class TrainConfig:
     #: also write the resumable checkpoint every this many optimizer steps (0 = once per epoch)
     checkpoint_every_n_steps: int = 0
     #: names of the only network parameters trained (`SageGCN.named_parameters`, e.g.
-    #: ``("panel_skip_weight",)``); the rest stay frozen. Empty = all. `SageFM.learn_panels`
+    #: ``("panel_skip_shared",)``); the rest stay frozen. Empty = all. `SageFM.learn_panels`
     #: trains the panel term alone, so that a trained model's embedding stays exactly as it was.
     trainable: tuple[str, ...] = ()
 

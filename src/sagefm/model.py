@@ -143,10 +143,11 @@ class SageFM:
         progress: bool = True,
     ) -> tuple[SageFM, PretrainResult]:
         """Teach a trained model targeted panels, changing nothing else: add the panel term of
-        its skip path (`ModelConfig.panel_skip`: each gene's multiple of its neighbours' centred
-        mean as a function of the share of the vocabulary a spot shows) and train that term
-        alone, on ``slides`` (the pretraining corpus), ``panel_fraction`` of the batches shown a
-        random panel (`DataConfig.panel_batch_fraction`).
+        its skip path (`ModelConfig.panel_skip`: a multiple of each gene's neighbours' centred
+        mean as a function of the share of the vocabulary a spot shows) and train its curve
+        shared by all genes (``panel_skip_shared``, 3 numbers) alone, on ``slides`` (the
+        pretraining corpus), ``panel_fraction`` of the batches shown a random panel
+        (`DataConfig.panel_batch_fraction`).
 
         Every other weight is frozen (`TrainConfig.trainable`), so the embedding, and with it
         domains and label transfer, is exactly this model's; only predictions change, most on

@@ -104,6 +104,6 @@ def test_learn_panels_writes_a_model_with_the_panel_term_alone_trained(
     argv += ["--output", str(out), "--max-epochs", "1", "--panel-fraction", "0.5"]
     assert main(["--no-progress", "learn-panels", *argv]) == 0
     config = json.loads((out / "best" / "config.json").read_text())
-    assert config["model"]["panel_skip"] and config["train"]["trainable"] == ["panel_skip_weight"]
+    assert config["model"]["panel_skip"] and config["train"]["trainable"] == ["panel_skip_shared"]
     assert config["data"]["panel_batch_fraction"] == 0.5
     assert (out / "best" / "vocabulary.tsv").read_text() == (model / "vocabulary.tsv").read_text()

@@ -80,6 +80,9 @@ def test_panel_skip_flag_overrides_the_preset() -> None:
     given = _pretrain_config("--preset", "transfer", "--panel-skip").model
     assert given.panel_skip and not given.skip_centring
     assert not _pretrain_config("--skip-centring", "--no-panel-skip").model.panel_skip
+    shared = _pretrain_config("--panel-skip", "--panel-skip-shared").model
+    assert shared.panel_skip and shared.panel_skip_shared
+    assert not _pretrain_config("--panel-skip").model.panel_skip_shared
 
 
 def test_transfer_preset_and_flags_that_override_it() -> None:

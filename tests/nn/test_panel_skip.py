@@ -1,6 +1,7 @@
 """ModelConfig.panel_skip: the skip path's multiple of a gene varies with the share of the
 vocabulary the centre shows, through a piecewise-linear basis in -log(share)."""
 
+import dataclasses
 import math
 
 import pytest
@@ -96,3 +97,29 @@ def test_a_new_panel_skip_starts_as_the_plain_skip() -> None:
     assert network.panel_skip_weight.shape == (len(PANEL_KNOTS), 5)
     assert not network.panel_skip_weight.any()
     assert SageGCN(ModelConfig(n_genes=5, hidden_sizes=(4,))).panel_skip_weight is None
+
+
+def test_a_shared_part_adds_one_curve_to_every_genes_multiple_by_hand() -> None:
+    """With panel_skip_shared the (K,) shared weights add to every gene's (K,) own ones."""
+    config = dataclasses.replace(_network().config, panel_skip_shared=True)
+    network = SageGCN(config)
+    network.load_state_dict(_network().state_dict(), strict=False)
+    assert network.panel_skip_shared is not None and not network.panel_skip_shared.any()
+    with torch.no_grad():
+        network.panel_skip_shared.copy_(torch.tensor([0.1, -0.2, 0.4]))
+    embedding = torch.randn(2, 4)
+    neighbour_mean = torch.tensor([[1.0, 1.0, 1.0], [2.0, -1.0, 0.5]])
+    shown = torch.tensor([1.0, math.exp(-2.5)])
+    got = network.reconstruct(embedding, neighbour_mean, shown=shown)
+    # u = 2.5: basis (2.5, 1.5, 0.5); shared 0.25 - 0.3 + 0.2 = 0.15 on top of each gene's own
+    multiple = torch.tensor([[0.1, 0.0, -0.2], [0.75, 0.9, 0.7]])
+    torch.testing.assert_close(got, torch.tensor([1.0, 2.0, 3.0]) + multiple * neighbour_mean)
+    genes = torch.tensor([1, 1, 0])
+    chosen = network.reconstruct(
+        embedding[:, None], neighbour_mean[:, genes], genes=genes, shown=shown[:, None]
+    )
+    torch.testing.assert_close(
+        chosen, (torch.tensor([1.0, 2.0, 3.0]) + multiple * neighbour_mean)[:, genes]
+    )
+    with pytest.raises(ConfigError, match="panel_skip_shared"):
+        ModelConfig(panel_skip_shared=True)

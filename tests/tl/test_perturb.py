@@ -101,7 +101,7 @@ def _naive(
         ModelConfig(hidden_sizes=(16, 8), mask_indicator=False, output_activation="none"),
         ModelConfig(hidden_sizes=(16, 8), mask_indicator=False, standardize_input=False),
         ModelConfig(hidden_sizes=(16, 8), skip_centring=True, panel_skip=True),
-        ModelConfig(hidden_sizes=(16, 8), panel_skip=True),
+        ModelConfig(hidden_sizes=(16, 8), panel_skip=True, panel_skip_shared=True),
     ],
     ids=[
         "weighted",
@@ -109,7 +109,7 @@ def _naive(
         "no-indicator",
         "raw-values-only",
         "skip-centred-panel-skip",
-        "uncentred-skip-panel-skip",
+        "uncentred-skip-panel-skip-shared",
     ],
 )
 @pytest.mark.parametrize("hide_nb", [False, True], ids=["centre", "centre+neighbours"])

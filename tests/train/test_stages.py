@@ -15,7 +15,7 @@ from sagefm.datasets import synthetic_tissue
 from sagefm.errors import ConfigError
 from sagefm.nn.gcn import SageGCN
 from sagefm.train.module import freeze_except
-from sagefm.train.stages import PANEL_TERM, continued_training, panel_stage
+from sagefm.train.stages import PANEL_PARAMETERS, PANEL_TERM, continued_training, panel_stage
 
 SMALL = ModelConfig(hidden_sizes=(32, 16, 16, 16, 32), n_genes=120)
 
@@ -53,15 +53,17 @@ def test_the_panel_stage_trains_the_panel_term_alone(trained, tmp_path: Path) ->
         progress=False,
     )
     assert result.epochs_run == 1 and (tmp_path / "best" / "config.json").is_file()
-    assert staged.config.model.panel_skip and not model.config.model.panel_skip
-    assert staged.config.train.trainable == (PANEL_TERM,)
+    assert staged.config.model.panel_skip and staged.config.model.panel_skip_shared
+    assert not model.config.model.panel_skip
+    assert staged.config.train.trainable == ("panel_skip_shared",)
     assert staged.config.data.panel_batch_fraction == 0.5
     assert not staged.config.data.panel_batches_train_gcn
     after = staged.network.state_dict()
-    assert set(after) == set(before) | {PANEL_TERM}
+    assert set(after) == set(before) | PANEL_PARAMETERS
     for key, value in before.items():  # every weight and buffer as the model had it
         torch.testing.assert_close(after[key], value, rtol=0, atol=0)
-    assert after[PANEL_TERM].abs().max() > 0  # started at 0, trained
+    assert not after["panel_skip_weight"].any()  # the per-gene part stays at 0 ...
+    assert after[PANEL_TERM].abs().max() > 0  # ... the shared curve started at 0, trained
     np.testing.assert_array_equal(staged.embed(slides[2].copy()), embedding)
     assert not np.allclose(staged.impute(panel.copy(), layer_added=None), prediction)
 
@@ -72,9 +74,9 @@ def test_the_panel_stage_continues_a_model_that_has_the_term(trained) -> None:
     config, network = panel_stage(model.config, model.network, model.config.train, 0.25)
     with torch.no_grad():
         network.panel_skip_weight.fill_(0.5)
+        network.panel_skip_shared.fill_(0.25)
     _, again = panel_stage(config, network, config.train, 0.25)
-    assert again.panel_skip_weight is not None
-    torch.testing.assert_close(again.panel_skip_weight, network.panel_skip_weight)
+    torch.testing.assert_close(again.state_dict(), network.state_dict())
 
 
 def test_the_panel_stage_needs_a_skip_path() -> None:

@@ -201,6 +201,12 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         "centre shows (a targeted panel); to learn it, train with --panel-batch-fraction "
         "(default: the preset's, ModelConfig.panel_skip)",
     )
+    p.add_argument(
+        "--panel-skip-shared",
+        action=argparse.BooleanOptionalAction,
+        help="give --panel-skip's multiple a part shared by every gene (one curve of the share; "
+        "default: the preset's, ModelConfig.panel_skip_shared)",
+    )
     add_vocabulary_options(p)
     p.add_argument(
         "--whole-gene-mask-fraction",
@@ -274,6 +280,7 @@ def config_from_args(args: argparse.Namespace) -> SageFMConfig:
             "centre_residual",
             "skip_centring",
             "panel_skip",
+            "panel_skip_shared",
             "library_target",
             "slide_library_target",
             "slide_output_target",

@@ -86,6 +86,10 @@ class SageGCN(InputScaling):
             if config.panel_skip
             else None
         )
+        # (K,) the part of that multiple every gene shares (ModelConfig.panel_skip_shared); 0.
+        self.panel_skip_shared = (
+            nn.Parameter(torch.zeros(len(PANEL_KNOTS))) if config.panel_skip_shared else None
+        )
         # Per-unit weight of the centre's own first-layer activation added to the last layer
         # (ModelConfig.centre_residual); starts at 0, as the skip path does.
         self.centre_gate = (
@@ -219,7 +223,10 @@ class SageGCN(InputScaling):
                         "this model's skip path depends on the centre's panel: pass shown"
                     )
                 centred = neighbour_mean if panel_mean is None else panel_mean
-                out = out + panel_multiple(self.panel_skip_weight, shown, genes) * centred
+                multiple = panel_multiple(
+                    self.panel_skip_weight, shown, genes, shared=self.panel_skip_shared
+                )
+                out = out + multiple * centred
         if library is not None and genes is None:
             library = library.unsqueeze(-1)  # (..., 1) against (..., V)
         return self._output(out, library, slide_library)

@@ -155,11 +155,18 @@ def shown_share(visible: torch.Tensor) -> torch.Tensor:
 
 
 def panel_multiple(
-    weight: torch.Tensor, shown: torch.Tensor, genes: torch.Tensor | None = None
+    weight: torch.Tensor,
+    shown: torch.Tensor,
+    genes: torch.Tensor | None = None,
+    *,
+    shared: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``ModelConfig.panel_skip``'s part of each gene's skip multiple: `panel_basis` of (...)
-    ``shown`` times the (K, V) per-gene ``weight``: (..., V), or with ``genes`` (an index of
-    vocabulary positions) one per gene, broadcast against the index."""
+    ``shown`` times the (K, V) per-gene ``weight`` plus the (K,) ``shared`` by every gene
+    (``ModelConfig.panel_skip_shared``): (..., V), or with ``genes`` (an index of vocabulary
+    positions) one per gene, broadcast against the index."""
+    if shared is not None:
+        weight = weight + shared.unsqueeze(-1)
     basis = panel_basis(shown)  # (..., K)
     if genes is None:
         return basis @ weight.to(basis.dtype)

@@ -11,8 +11,13 @@ from sagefm.errors import CheckpointError, ConfigError
 from sagefm.nn.gcn import SageGCN
 from sagefm.train.precision import AUTO
 
-#: the parameter the panel stage adds and trains alone (`SageGCN.panel_skip_weight`)
-PANEL_TERM = "panel_skip_weight"
+#: the parameter the panel stage trains alone: the panel term's curve shared by every gene
+#: (`SageGCN.panel_skip_shared`, 3 numbers). Training the per-gene weights as well
+#: (`panel_skip_weight`) recovered tuning slides cut to a panel no better (README, "A second
+#: stage for panels").
+PANEL_TERM = "panel_skip_shared"
+#: the parameters the panel term adds to a network without one
+PANEL_PARAMETERS = frozenset({"panel_skip_weight", PANEL_TERM})
 
 
 def continued_training(
@@ -33,15 +38,16 @@ def panel_stage(
     config: SageFMConfig, network: SageGCN, train: TrainConfig, panel_fraction: float
 ) -> tuple[SageFMConfig, SageGCN]:
     """The configuration and starting network of the panel stage: ``network`` with the panel
-    term of its skip path added (`ModelConfig.panel_skip`; at 0, or as trained if it has one),
-    ``panel_fraction`` of the batches shown a random panel that trains no GCN weight, and every
-    parameter but the panel term frozen (`TrainConfig.trainable`)."""
+    term of its skip path added (`ModelConfig.panel_skip` and ``panel_skip_shared``; at 0, or
+    as trained where it has them), ``panel_fraction`` of the batches shown a random panel that
+    trains no GCN weight, and every parameter but the shared curve (`PANEL_TERM`) frozen
+    (`TrainConfig.trainable`)."""
     if not config.model.spatial_skip:
         raise ConfigError("the panel stage needs a model with a skip path (spatial_skip)")
-    model = dataclasses.replace(config.model, panel_skip=True)
+    model = dataclasses.replace(config.model, panel_skip=True, panel_skip_shared=True)
     start = SageGCN(model)
     missing, unexpected = start.load_state_dict(network.state_dict(), strict=False)
-    if unexpected or set(missing) - {PANEL_TERM}:
+    if unexpected or set(missing) - PANEL_PARAMETERS:
         raise CheckpointError(f"cannot add the panel term: {missing=}, {unexpected=}")
     data = dataclasses.replace(
         config.data, panel_batch_fraction=panel_fraction, panel_batches_train_gcn=False
