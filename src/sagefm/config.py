@@ -82,7 +82,9 @@ class ModelConfig:
     #: batches at 0.25 that do not train the GCN it put every shared slide below the
     #: 14-neighbour mean in three seeds (the prostate slide NP included) but cost 0.02-0.04 of
     #: domain ARI on the tuning sections; off in every preset (README, "A skip path that follows
-    #: the panel").
+    #: the panel"). `SageFM.learn_panels` adds it to a trained model instead and trains only
+    #: its shared curve: the same bar met with the embedding, and so the domains, unchanged
+    #: (README, "A second stage for panels").
     panel_skip: bool = False
     #: the panel term's multiple also has a part shared by every gene, (K,) weights on the same
     #: basis (`SageGCN.panel_skip_shared`, starting at 0): one curve for all genes, which genes
