@@ -6,12 +6,15 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sagefm._constants import Keys
 from sagefm.cli.options import add_command, add_model_input_output, read_one, read_slides
 from sagefm.config import ADAPT_MAX_EPOCHS, PANEL_STAGE_EPOCHS, PANEL_STAGE_FRACTION, TrainConfig
 from sagefm.data.inference import DEFAULT_CHUNK_SIZE
+
+if TYPE_CHECKING:
+    from sagefm.train import PretrainResult
 
 logger = logging.getLogger("sagefm")
 
@@ -68,43 +71,38 @@ def cmd_impute(args: argparse.Namespace) -> None:
 def cmd_adapt(args: argparse.Namespace) -> None:
     from sagefm.model import load
 
-    model = load(args.model)
-    _, result = model.adapt(
-        read_slides(args.data),
-        output=args.output,
-        max_epochs=args.max_epochs,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-        progress=not args.no_progress,
-    )
-    logger.info(
-        "adapted in %.0f s (peak memory %.0f MB): best validation loss %.4f at epoch %d; model in "
-        "%s (use it with --model)",
-        result.wall_time_s,
-        result.peak_memory_mb,
-        result.best_val_loss,
-        result.best_epoch,
-        result.best_dir,
-    )
+    _, result = load(args.model).adapt(read_slides(args.data), **_run_options(args))
+    _log_run("adapted", result)
 
 
 def cmd_learn_panels(args: argparse.Namespace) -> None:
     from sagefm.model import load
 
-    model = load(args.model)
-    _, result = model.learn_panels(
+    _, result = load(args.model).learn_panels(
         read_slides(args.data),
-        output=args.output,
         val_slides=read_slides(args.val_data) if args.val_data else None,
-        max_epochs=args.max_epochs,
         panel_fraction=args.panel_fraction,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-        progress=not args.no_progress,
+        **_run_options(args),
     )
+    _log_run("panel term trained (the embedding is the input model's)", result)
+
+
+def _run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options ``adapt`` and ``learn-panels`` share, as keyword arguments of their methods."""
+    return {
+        "output": args.output,
+        "max_epochs": args.max_epochs,
+        "learning_rate": args.learning_rate,
+        "seed": args.seed,
+        "progress": not args.no_progress,
+    }
+
+
+def _log_run(what: str, result: PretrainResult) -> None:
     logger.info(
-        "panel term trained in %.0f s (peak memory %.0f MB): best validation loss %.4f at epoch "
-        "%d; model in %s (use it with --model; its embedding is the input model's)",
+        "%s in %.0f s (peak memory %.0f MB): best validation loss %.4f at epoch %d; model in %s "
+        "(use it with --model)",
+        what,
         result.wall_time_s,
         result.peak_memory_mb,
         result.best_val_loss,
