@@ -66,6 +66,10 @@ def test_the_panel_stage_trains_the_panel_term_alone(trained, tmp_path: Path) ->
     assert after[PANEL_TERM].abs().max() > 0  # ... the shared curve started at 0, trained
     np.testing.assert_array_equal(staged.embed(slides[2].copy()), embedding)
     assert not np.allclose(staged.impute(panel.copy(), layer_added=None), prediction)
+    # adapting the staged model trains every parameter again, not the stage's one
+    adapted, _ = staged.adapt(slides[2], output=tmp_path / "adapted", max_epochs=1, progress=False)
+    assert adapted.config.train.trainable == ()
+    assert not torch.equal(adapted.network.state_dict()["head.weight"], after["head.weight"])
 
 
 def test_the_panel_stage_continues_a_model_that_has_the_term(trained) -> None:

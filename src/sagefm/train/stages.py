@@ -24,11 +24,13 @@ def continued_training(
     config: SageFMConfig, max_epochs: int, learning_rate: float | None, seed: int
 ) -> TrainConfig:
     """A trained model's training settings for a run that continues from it; ``learning_rate``
-    defaults to the model's own."""
+    defaults to the model's own. Every parameter is trained again (a model from the panel stage
+    saved the stage's `TrainConfig.trainable`)."""
     return dataclasses.replace(
         config.train,
         max_epochs=max_epochs,
         seed=seed,
+        trainable=(),
         precision=AUTO,  # this machine's choice, not the one the model was pretrained on
         learning_rate=config.train.learning_rate if learning_rate is None else learning_rate,
     )
