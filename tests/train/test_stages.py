@@ -3,6 +3,7 @@ small synthetic tissue: only the panel term moves, so the embedding stays the mo
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -83,10 +84,13 @@ def test_the_panel_stage_continues_a_model_that_has_the_term(trained) -> None:
     torch.testing.assert_close(again.state_dict(), network.state_dict())
 
 
-def test_the_panel_stage_needs_a_skip_path() -> None:
+def test_the_panel_stage_needs_a_skip_path_and_panel_batches() -> None:
     config = SageFMConfig(model=ModelConfig(hidden_sizes=(8, 8), n_genes=5, spatial_skip=False))
     with pytest.raises(ConfigError, match="skip path"):
         panel_stage(config, SageGCN(config.model), config.train, 0.25)
+    trained = SageFMConfig(model=dataclasses.replace(config.model, spatial_skip=True))
+    with pytest.raises(ConfigError, match="panel batches"):
+        panel_stage(trained, SageGCN(trained.model), trained.train, 0.0)
 
 
 def test_continued_training_keeps_the_models_rate_unless_given(trained) -> None:

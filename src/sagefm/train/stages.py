@@ -46,6 +46,8 @@ def panel_stage(
     (`TrainConfig.trainable`)."""
     if not config.model.spatial_skip:
         raise ConfigError("the panel stage needs a model with a skip path (spatial_skip)")
+    if not 0.0 < panel_fraction <= 1.0:
+        raise ConfigError(f"the panel stage needs panel batches: panel_fraction {panel_fraction}")
     model = dataclasses.replace(config.model, panel_skip=True, panel_skip_shared=True)
     start = SageGCN(model)
     missing, unexpected = start.load_state_dict(network.state_dict(), strict=False)
