@@ -379,6 +379,8 @@ ADAPT_MAX_EPOCHS = 10
 PANEL_STAGE_EPOCHS = 2
 #: ... with this share of the batches shown a random panel (`DataConfig.panel_batch_fraction`)
 PANEL_STAGE_FRACTION = 0.25
+#: `SageFM.learn_decoder`: epochs of training what lies past the embedding layer
+DECODER_STAGE_EPOCHS = 3
 
 
 @dataclass(frozen=True)

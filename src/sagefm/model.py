@@ -17,6 +17,7 @@ import torch
 from sagefm._constants import Files, Keys
 from sagefm.config import (
     ADAPT_MAX_EPOCHS,
+    DECODER_STAGE_EPOCHS,
     PANEL_STAGE_EPOCHS,
     PANEL_STAGE_FRACTION,
     SageFMConfig,
@@ -30,7 +31,7 @@ from sagefm.io.checkpoint import load_model_dir, save_model_dir
 from sagefm.nn.gcn import SageGCN
 from sagefm.train.datamodule import centring_mean
 from sagefm.train.pretrain import PretrainResult, pretrain
-from sagefm.train.stages import continued_training, panel_stage
+from sagefm.train.stages import continued_training, decoder_stage, panel_stage
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +160,35 @@ class SageFM:
             self.network,
             continued_training(self.config, max_epochs, learning_rate, seed),
             panel_fraction,
+        )
+        return self._train_on(
+            slides, output, config, network, val_slides=val_slides, progress=progress
+        )
+
+    def learn_decoder(
+        self,
+        slides: ad.AnnData | Sequence[ad.AnnData],
+        *,
+        output: str | Path,
+        val_slides: Sequence[ad.AnnData] | None = None,
+        max_epochs: int = DECODER_STAGE_EPOCHS,
+        centre_residual: bool = True,
+        learning_rate: float | None = None,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> tuple[SageFM, PretrainResult]:
+        """Retrain what lies past the embedding layer, for imputation, leaving the embedding:
+        add the centre residual (`ModelConfig.centre_residual`, if ``centre_residual``) and
+        train the GCN layers after `ModelConfig.embedding_layer`, the head, the centre gate and
+        the skip multiples on ``slides`` (the pretraining corpus), every earlier weight frozen
+        (`TrainConfig.trainable`). Then `learn_panels` for targeted panels (README, "A second
+        stage for panels"). Writes a pretraining output folder to ``output``.
+        """
+        config, network = decoder_stage(
+            self.config,
+            self.network,
+            continued_training(self.config, max_epochs, learning_rate, seed),
+            centre_residual=centre_residual,
         )
         return self._train_on(
             slides, output, config, network, val_slides=val_slides, progress=progress

@@ -107,3 +107,16 @@ def test_learn_panels_writes_a_model_with_the_panel_term_alone_trained(
     assert config["model"]["panel_skip"] and config["train"]["trainable"] == ["panel_skip_shared"]
     assert config["data"]["panel_batch_fraction"] == 0.5
     assert (out / "best" / "vocabulary.tsv").read_text() == (model / "vocabulary.tsv").read_text()
+
+
+def test_learn_decoder_writes_a_model_with_the_centre_residual(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model, slide = trained
+    out = tmp_path / "d"
+    command = ["--no-progress", "learn-decoder", "--model", str(model), "--data", str(slide)]
+    assert main([*command, "--output", str(out), "--max-epochs", "1"]) == 0
+    config = json.loads((out / "best" / "config.json").read_text())
+    trained_names = config["train"]["trainable"]
+    assert config["model"]["centre_residual"] and "centre_gate" in trained_names
+    assert "head.weight" in trained_names and "layers.0.linear.weight" not in trained_names

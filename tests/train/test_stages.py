@@ -16,7 +16,13 @@ from sagefm.datasets import synthetic_tissue
 from sagefm.errors import ConfigError
 from sagefm.nn.gcn import SageGCN
 from sagefm.train.module import freeze_except
-from sagefm.train.stages import PANEL_PARAMETERS, PANEL_TERM, continued_training, panel_stage
+from sagefm.train.stages import (
+    PANEL_PARAMETERS,
+    PANEL_TERM,
+    continued_training,
+    decoder_stage,
+    panel_stage,
+)
 
 SMALL = ModelConfig(hidden_sizes=(32, 16, 16, 16, 32), n_genes=120)
 
@@ -116,3 +122,30 @@ def test_trainable_parameters_round_trip_through_the_saved_configuration(tmp_pat
     assert SageFMConfig.load(tmp_path / "config.json") == config
     with pytest.raises(ConfigError):
         TrainConfig(trainable=("",))
+
+
+def test_the_decoder_stage_trains_only_what_lies_past_the_embedding(trained, tmp_path) -> None:
+    """Layers up to the embedding layer (0 here), the input scaling and the embedding stay;
+    the centre residual is added and trained with the later layers, head and skip path."""
+    model, slides = trained
+    before = {k: v.clone() for k, v in model.network.state_dict().items()}
+    embedding = model.embed(slides[2].copy())
+    assert model.embedding_layer() == 0
+    decoded, _ = model.learn_decoder(
+        slides[:2], val_slides=slides[2:], output=tmp_path, max_epochs=1, progress=False
+    )
+    assert decoded.config.model.centre_residual and decoded.config.data.panel_batch_fraction == 0
+    after = decoded.network.state_dict()
+    assert set(after) == set(before) | {"centre_gate"}
+    frozen = [k for k in before if not k.startswith(("layers.1.", "layers.2.", "layers.3."))]
+    frozen = [k for k in frozen if not k.startswith(("layers.4.", "head.", "skip_weight"))]
+    assert "layers.0.linear.weight" in frozen and "input_mean" in frozen
+    for key in frozen:
+        torch.testing.assert_close(after[key], before[key], rtol=0, atol=0)
+    for key in ("layers.4.linear.weight", "head.weight", "skip_weight", "centre_gate"):
+        assert not torch.equal(after[key], before.get(key, torch.zeros_like(after[key]))), key
+    np.testing.assert_array_equal(decoded.embed(slides[2].copy()), embedding)
+    config, _ = decoder_stage(
+        model.config, model.network, model.config.train, centre_residual=False
+    )
+    assert not config.model.centre_residual and "centre_gate" not in config.train.trainable

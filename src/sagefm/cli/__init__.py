@@ -1,8 +1,8 @@
 """The `sagefm` command line: each command is a thin wrapper over the Python API.
 
 One module per group of commands (`training`: pretrain, prepare, demo; `apply`: embed, impute,
-adapt, learn-panels; `analysis`: perturb, explain; `evaluation`: evaluate, bench), and `options`
-for what they share.
+adapt, learn-panels, learn-decoder; `analysis`: perturb, explain; `evaluation`: evaluate,
+bench), and `options` for what they share.
 """
 
 from __future__ import annotations

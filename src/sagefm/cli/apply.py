@@ -1,5 +1,6 @@
 """Commands that apply a model to a user's slides: ``embed`` and ``impute`` (write an .h5ad),
-``adapt`` (self-supervised adaptation) and ``learn-panels`` (the panel stage): write a model."""
+``adapt`` (self-supervised adaptation), ``learn-panels`` and ``learn-decoder`` (stages after
+pretraining): write a model."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from sagefm._constants import Keys
 from sagefm.cli.options import add_command, add_model_input_output, read_one, read_slides
-from sagefm.config import ADAPT_MAX_EPOCHS, PANEL_STAGE_EPOCHS, PANEL_STAGE_FRACTION, TrainConfig
+from sagefm.config import (
+    ADAPT_MAX_EPOCHS,
+    DECODER_STAGE_EPOCHS,
+    PANEL_STAGE_EPOCHS,
+    PANEL_STAGE_FRACTION,
+    TrainConfig,
+)
 from sagefm.data.inference import DEFAULT_CHUNK_SIZE
 
 if TYPE_CHECKING:
@@ -76,15 +83,25 @@ def cmd_adapt(args: argparse.Namespace) -> None:
 
 
 def cmd_learn_panels(args: argparse.Namespace) -> None:
+    _run_stage(args, "learn_panels", "panel term trained", panel_fraction=args.panel_fraction)
+
+
+def cmd_learn_decoder(args: argparse.Namespace) -> None:
+    _run_stage(args, "learn_decoder", "decoder retrained", centre_residual=args.centre_residual)
+
+
+def _run_stage(args: argparse.Namespace, method: str, what: str, **options: Any) -> None:
+    """A stage after pretraining (`SageFM.learn_panels`, `learn_decoder`): its own ``options``
+    and the shared ones, then the closing log line."""
     from sagefm.model import load
 
-    _, result = load(args.model).learn_panels(
+    _, result = getattr(load(args.model), method)(
         read_slides(args.data),
         val_slides=read_slides(args.val_data) if args.val_data else None,
-        panel_fraction=args.panel_fraction,
+        **options,
         **_run_options(args),
     )
-    _log_run("panel term trained (the embedding is the input model's)", result)
+    _log_run(f"{what} (the embedding is the input model's)", result)
 
 
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -121,7 +138,8 @@ def _add_chunk_size(p: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(sub: Any) -> None:
-    """``embed``, ``impute``, ``adapt`` and ``learn-panels`` on the subparsers ``sub``."""
+    """``embed``, ``impute``, ``adapt``, ``learn-panels`` and ``learn-decoder`` on the
+    subparsers ``sub``."""
     p = add_command(sub, "embed", "write spot embeddings to obsm", cmd_embed)
     add_model_input_output(p, output="output .h5ad file")
     p.add_argument("--key-added", default=Keys.X_EMB, help="obsm key of the embedding")
@@ -163,14 +181,7 @@ def add_parsers(sub: Any) -> None:
         "continue the masked-gene pretraining on your own slides (no labels), from a model",
         cmd_adapt,
     )
-    p.add_argument("--model", required=True, help="model directory or pretraining output")
-    p.add_argument("--data", nargs="+", required=True, help="the slides to adapt to")
-    p.add_argument("--output", required=True, help="output directory (a pretraining folder)")
-    p.add_argument("--max-epochs", type=int, default=ADAPT_MAX_EPOCHS, help="epochs at most")
-    p.add_argument(
-        "--learning-rate", type=float, default=None, help="default: the model's training rate"
-    )
-    p.add_argument("--seed", type=int, default=TrainConfig.seed, help="seed of the split and masks")
+    _add_run_options(p, "the slides to adapt to", ADAPT_MAX_EPOCHS)
 
     p = add_command(
         sub,
@@ -179,17 +190,40 @@ def add_parsers(sub: Any) -> None:
         "(the embedding stays the model's)",
         cmd_learn_panels,
     )
-    p.add_argument("--model", required=True, help="model directory or pretraining output")
-    p.add_argument("--data", nargs="+", required=True, help="the slides (the pretraining corpus)")
-    p.add_argument("--val-data", nargs="+", default=None, help="held-out validation slides")
-    p.add_argument("--output", required=True, help="output directory (a pretraining folder)")
-    p.add_argument("--max-epochs", type=int, default=PANEL_STAGE_EPOCHS, help="epochs at most")
+    _add_run_options(p, "the slides (the pretraining corpus)", PANEL_STAGE_EPOCHS, val=True)
     p.add_argument(
         "--panel-fraction",
         type=float,
         default=PANEL_STAGE_FRACTION,
         help="share of batches shown a random 5-50%% of the vocabulary",
     )
+
+    p = add_command(
+        sub,
+        "learn-decoder",
+        "retrain what lies past a trained model's embedding layer, for imputation (the "
+        "embedding stays the model's)",
+        cmd_learn_decoder,
+    )
+    _add_run_options(p, "the slides (the pretraining corpus)", DECODER_STAGE_EPOCHS, val=True)
+    p.add_argument(
+        "--centre-residual",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="add the centre residual (ModelConfig.centre_residual) before retraining",
+    )
+
+
+def _add_run_options(
+    p: argparse.ArgumentParser, data: str, max_epochs: int, *, val: bool = False
+) -> None:
+    """The options of the commands that train from a model (`_run_options`)."""
+    p.add_argument("--model", required=True, help="model directory or pretraining output")
+    p.add_argument("--data", nargs="+", required=True, help=data)
+    if val:
+        p.add_argument("--val-data", nargs="+", default=None, help="held-out validation slides")
+    p.add_argument("--output", required=True, help="output directory (a pretraining folder)")
+    p.add_argument("--max-epochs", type=int, default=max_epochs, help="epochs at most")
     p.add_argument(
         "--learning-rate", type=float, default=None, help="default: the model's training rate"
     )

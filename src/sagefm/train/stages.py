@@ -1,6 +1,7 @@
 """Runs that continue from a trained network: adaptation to a user's own slides
-(`SageFM.adapt`) and the panel stage (`SageFM.learn_panels`). Each gives the configuration and
-starting network that `pretrain` (``start_from``) then trains."""
+(`SageFM.adapt`), the panel stage (`SageFM.learn_panels`) and the decoder stage
+(`SageFM.learn_decoder`). Each gives the configuration and starting network that `pretrain`
+(``start_from``) then trains."""
 
 from __future__ import annotations
 
@@ -57,4 +58,30 @@ def panel_stage(
         config.data, panel_batch_fraction=panel_fraction, panel_batches_train_gcn=False
     )
     train = dataclasses.replace(train, trainable=(PANEL_TERM,))
+    return dataclasses.replace(config, model=model, data=data, train=train), start
+
+
+#: what the decoder stage trains besides the GCN layers past the embedding layer
+DECODER_PARTS = ("head", "centre_gate", "skip_weight")
+
+
+def decoder_stage(
+    config: SageFMConfig, network: SageGCN, train: TrainConfig, *, centre_residual: bool = True
+) -> tuple[SageFMConfig, SageGCN]:
+    """The configuration and starting network of the decoder stage: ``network`` (with
+    `ModelConfig.centre_residual` added, its gate at 0, if ``centre_residual``), every parameter
+    up to and including the embedding layer frozen, and the GCN layers past it, the head, the
+    centre gate and the skip multiples trained on whole panels (`TrainConfig.trainable`)."""
+    model = dataclasses.replace(
+        config.model, centre_residual=config.model.centre_residual or centre_residual
+    )
+    start = SageGCN(model)
+    missing, unexpected = start.load_state_dict(network.state_dict(), strict=False)
+    if unexpected or set(missing) - {"centre_gate"}:
+        raise CheckpointError(f"cannot add the centre residual: {missing=}, {unexpected=}")
+    past = range(model.layer_index(model.embedding_layer) + 1, len(model.hidden_sizes))
+    prefixes = (*(f"layers.{i}." for i in past), *DECODER_PARTS)
+    names = tuple(n for n, _ in start.named_parameters() if n.startswith(prefixes))
+    data = dataclasses.replace(config.data, panel_batch_fraction=0.0)
+    train = dataclasses.replace(train, trainable=names)
     return dataclasses.replace(config, model=model, data=data, train=train), start
