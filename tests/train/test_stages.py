@@ -13,7 +13,7 @@ import torch
 import sagefm
 from sagefm.config import ModelConfig, SageFMConfig, TrainConfig
 from sagefm.datasets import synthetic_tissue
-from sagefm.errors import ConfigError
+from sagefm.errors import CheckpointError, ConfigError
 from sagefm.nn.gcn import SageGCN
 from sagefm.train.module import freeze_except
 from sagefm.train.stages import (
@@ -97,6 +97,17 @@ def test_the_panel_stage_needs_a_skip_path_and_panel_batches() -> None:
     trained = SageFMConfig(model=dataclasses.replace(config.model, spatial_skip=True))
     with pytest.raises(ConfigError, match="panel batches"):
         panel_stage(trained, SageGCN(trained.model), trained.train, 0.0)
+
+
+def test_a_stage_refuses_weights_of_another_architecture(trained) -> None:
+    """The starting weights must fit the model's configuration, but for what a stage adds."""
+    model, _ = trained
+    gated = SageGCN(dataclasses.replace(model.config.model, centre_residual=True))
+    with pytest.raises(CheckpointError, match="cannot add the panel term"):
+        panel_stage(model.config, gated, model.config.train, 0.25)
+    paneled = SageGCN(dataclasses.replace(model.config.model, panel_skip=True))
+    with pytest.raises(CheckpointError, match="cannot add the centre residual"):
+        decoder_stage(model.config, paneled, model.config.train)
 
 
 def test_continued_training_keeps_the_models_rate_unless_given(trained) -> None:

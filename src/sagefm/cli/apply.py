@@ -83,29 +83,26 @@ def cmd_adapt(args: argparse.Namespace) -> None:
 
 
 def cmd_learn_panels(args: argparse.Namespace) -> None:
-    _run_stage(args, "learn_panels", "panel term trained", panel_fraction=args.panel_fraction)
+    from sagefm.model import load
+
+    _, result = load(args.model).learn_panels(
+        read_slides(args.data), panel_fraction=args.panel_fraction, **_stage_options(args)
+    )
+    _log_run("panel term trained (the embedding is the input model's)", result)
 
 
 def cmd_learn_decoder(args: argparse.Namespace) -> None:
-    _run_stage(args, "learn_decoder", "decoder retrained", centre_residual=args.centre_residual)
-
-
-def _run_stage(args: argparse.Namespace, method: str, what: str, **options: Any) -> None:
-    """A stage after pretraining (`SageFM.learn_panels`, `learn_decoder`): its own ``options``
-    and the shared ones, then the closing log line."""
     from sagefm.model import load
 
-    _, result = getattr(load(args.model), method)(
-        read_slides(args.data),
-        val_slides=read_slides(args.val_data) if args.val_data else None,
-        **options,
-        **_run_options(args),
+    _, result = load(args.model).learn_decoder(
+        read_slides(args.data), centre_residual=args.centre_residual, **_stage_options(args)
     )
-    _log_run(f"{what} (the embedding is the input model's)", result)
+    _log_run("decoder retrained (the embedding is the input model's)", result)
 
 
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The options ``adapt`` and ``learn-panels`` share, as keyword arguments of their methods."""
+    """The options every command that trains from a model shares (`_add_run_options`), as
+    keyword arguments of its method."""
     return {
         "output": args.output,
         "max_epochs": args.max_epochs,
@@ -113,6 +110,12 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "progress": not args.no_progress,
     }
+
+
+def _stage_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`_run_options` and the held-out slides of a stage after pretraining."""
+    val = read_slides(args.val_data) if args.val_data else None
+    return {"val_slides": val, **_run_options(args)}
 
 
 def _log_run(what: str, result: PretrainResult) -> None:

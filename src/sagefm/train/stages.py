@@ -6,8 +6,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 
-from sagefm.config import SageFMConfig, TrainConfig
+from sagefm.config import ModelConfig, SageFMConfig, TrainConfig
 from sagefm.errors import CheckpointError, ConfigError
 from sagefm.nn.gcn import SageGCN
 from sagefm.train.precision import AUTO
@@ -50,10 +51,7 @@ def panel_stage(
     if not 0.0 < panel_fraction <= 1.0:
         raise ConfigError(f"the panel stage needs panel batches: panel_fraction {panel_fraction}")
     model = dataclasses.replace(config.model, panel_skip=True, panel_skip_shared=True)
-    start = SageGCN(model)
-    missing, unexpected = start.load_state_dict(network.state_dict(), strict=False)
-    if unexpected or set(missing) - PANEL_PARAMETERS:
-        raise CheckpointError(f"cannot add the panel term: {missing=}, {unexpected=}")
+    start = _extended(network, model, PANEL_PARAMETERS, "the panel term")
     data = dataclasses.replace(
         config.data, panel_batch_fraction=panel_fraction, panel_batches_train_gcn=False
     )
@@ -75,13 +73,20 @@ def decoder_stage(
     model = dataclasses.replace(
         config.model, centre_residual=config.model.centre_residual or centre_residual
     )
-    start = SageGCN(model)
-    missing, unexpected = start.load_state_dict(network.state_dict(), strict=False)
-    if unexpected or set(missing) - {"centre_gate"}:
-        raise CheckpointError(f"cannot add the centre residual: {missing=}, {unexpected=}")
+    start = _extended(network, model, {"centre_gate"}, "the centre residual")
     past = range(model.layer_index(model.embedding_layer) + 1, len(model.hidden_sizes))
     prefixes = (*(f"layers.{i}." for i in past), *DECODER_PARTS)
     names = tuple(n for n, _ in start.named_parameters() if n.startswith(prefixes))
     data = dataclasses.replace(config.data, panel_batch_fraction=0.0)
     train = dataclasses.replace(train, trainable=names)
     return dataclasses.replace(config, model=model, data=data, train=train), start
+
+
+def _extended(network: SageGCN, model: ModelConfig, added: Collection[str], what: str) -> SageGCN:
+    """A network of configuration ``model`` holding ``network``'s weights; the parameters
+    ``added`` may be new (at their starting values), any other difference is an error."""
+    start = SageGCN(model)
+    missing, unexpected = start.load_state_dict(network.state_dict(), strict=False)
+    if unexpected or set(missing) - set(added):
+        raise CheckpointError(f"cannot add {what}: {missing=}, {unexpected=}")
+    return start
