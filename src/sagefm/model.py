@@ -14,7 +14,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from sagefm._constants import Files, Keys
+from sagefm._constants import Keys
 from sagefm.config import (
     ADAPT_MAX_EPOCHS,
     DECODER_STAGE_EPOCHS,
@@ -27,26 +27,13 @@ from sagefm.data.inference import DEFAULT_CHUNK_SIZE, inference_chunks
 from sagefm.data.slides import prepare_slide
 from sagefm.data.vocabulary import GeneMapping, GeneVocabulary
 from sagefm.errors import CheckpointError, ConfigError, InputDataError
-from sagefm.io.checkpoint import load_model_dir, save_model_dir
+from sagefm.io.checkpoint import load_model_dir, resolve_model_dir, save_model_dir
 from sagefm.nn.gcn import SageGCN
 from sagefm.train.datamodule import centring_mean
 from sagefm.train.pretrain import PretrainResult, pretrain
 from sagefm.train.stages import continued_training, decoder_stage, panel_stage
 
 logger = logging.getLogger(__name__)
-
-
-def _resolve_model_dir(path: Path) -> Path:
-    """A model directory, or a pretraining output directory (then its ``best/``)."""
-    if (path / Files.CONFIG).is_file() and (path / Files.WEIGHTS).is_file():
-        return path
-    if (path / "best" / Files.WEIGHTS).is_file():
-        return path / "best"
-    if not path.exists():
-        raise CheckpointError(f"no model at {path}: the path does not exist")
-    raise CheckpointError(
-        f"{path} is not a sagefm model: expected {Files.CONFIG} and {Files.WEIGHTS} in it (or in best/)"
-    )
 
 
 class SageFM:
@@ -75,16 +62,12 @@ class SageFM:
     @classmethod
     def load(cls, path: str | Path) -> SageFM:
         """Read a model directory (safetensors + JSON; nothing is unpickled) and verify it."""
-        directory = _resolve_model_dir(Path(path))
+        directory = resolve_model_dir(Path(path))
         config, genes, tensors = load_model_dir(directory)
         try:
             vocabulary = GeneVocabulary.from_genes([g[0] for g in genes], [g[1] for g in genes])
         except InputDataError as exc:
             raise CheckpointError(f"bad vocabulary in {directory}: {exc}") from exc
-        if config.model.n_genes != len(vocabulary):
-            raise CheckpointError(
-                f"{directory}: config says {config.model.n_genes} genes, vocabulary has {len(vocabulary)}"
-            )
         network = SageGCN(config.model)
         try:
             network.load_state_dict(tensors, strict=True)

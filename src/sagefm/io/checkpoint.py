@@ -104,6 +104,19 @@ def save_model_dir(
     return directory
 
 
+def resolve_model_dir(path: Path) -> Path:
+    """A model directory, or a pretraining output directory (then its ``best/``)."""
+    if (path / Files.CONFIG).is_file() and (path / Files.WEIGHTS).is_file():
+        return path
+    if (path / "best" / Files.WEIGHTS).is_file():
+        return path / "best"
+    if not path.exists():
+        raise CheckpointError(f"no model at {path}: the path does not exist")
+    raise CheckpointError(
+        f"{path} is not a sagefm model: expected {Files.CONFIG} and {Files.WEIGHTS} in it (or in best/)"
+    )
+
+
 def load_model_dir(
     directory: Path,
 ) -> tuple[SageFMConfig, list[tuple[str, str]], dict[str, torch.Tensor]]:
@@ -136,6 +149,10 @@ def load_model_dir(
         genes = read_vocabulary_file(directory / Files.VOCABULARY)
     except InputDataError as exc:
         raise CheckpointError(str(exc)) from exc
+    if config.model.n_genes != len(genes):
+        raise CheckpointError(
+            f"{directory}: config says {config.model.n_genes} genes, vocabulary has {len(genes)}"
+        )
     try:
         tensors = load_file(str(directory / Files.WEIGHTS))
     except (SafetensorError, OSError, ValueError) as exc:
