@@ -379,8 +379,13 @@ ADAPT_MAX_EPOCHS = 10
 PANEL_STAGE_EPOCHS = 2
 #: ... with this share of the batches shown a random panel (`DataConfig.panel_batch_fraction`)
 PANEL_STAGE_FRACTION = 0.25
-#: `SageFM.learn_decoder`: epochs of training what lies past the embedding layer
+#: ... at this rate: the stage's own, not the model's (a model from `learn_decoder` saves the
+#: rate it was trained at, and a third of it taught the curve a third as much; README, session 36)
+PANEL_STAGE_LEARNING_RATE = 1e-3
+#: `SageFM.learn_decoder`: epochs of training what lies past the embedding layer ...
 DECODER_STAGE_EPOCHS = 3
+#: ... at this rate (the setting measured in session 35; 3e-4 gained nothing on the tuning slides)
+DECODER_STAGE_LEARNING_RATE = 1e-3
 
 
 @dataclass(frozen=True)

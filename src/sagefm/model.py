@@ -18,8 +18,10 @@ from sagefm._constants import Keys
 from sagefm.config import (
     ADAPT_MAX_EPOCHS,
     DECODER_STAGE_EPOCHS,
+    DECODER_STAGE_LEARNING_RATE,
     PANEL_STAGE_EPOCHS,
     PANEL_STAGE_FRACTION,
+    PANEL_STAGE_LEARNING_RATE,
     SageFMConfig,
 )
 from sagefm.data.expression import normalize_expression
@@ -122,7 +124,7 @@ class SageFM:
         val_slides: Sequence[ad.AnnData] | None = None,
         max_epochs: int = PANEL_STAGE_EPOCHS,
         panel_fraction: float = PANEL_STAGE_FRACTION,
-        learning_rate: float | None = None,
+        learning_rate: float = PANEL_STAGE_LEARNING_RATE,
         seed: int = 0,
         progress: bool = True,
     ) -> tuple[SageFM, PretrainResult]:
@@ -136,7 +138,8 @@ class SageFM:
         Every other weight is frozen (`TrainConfig.trainable`), so the embedding, and with it
         domains and label transfer, is exactly this model's; only predictions change, most on
         small panels (README, "A second stage for panels"). Writes a pretraining output folder
-        to ``output``; ``val_slides`` as in `pretrain`.
+        to ``output``; ``val_slides`` as in `pretrain`. ``learning_rate`` is the stage's own,
+        whatever rate the model was trained at.
         """
         config, network = panel_stage(
             self.config,
@@ -156,7 +159,7 @@ class SageFM:
         val_slides: Sequence[ad.AnnData] | None = None,
         max_epochs: int = DECODER_STAGE_EPOCHS,
         centre_residual: bool = True,
-        learning_rate: float | None = None,
+        learning_rate: float = DECODER_STAGE_LEARNING_RATE,
         seed: int = 0,
         progress: bool = True,
     ) -> tuple[SageFM, PretrainResult]:
@@ -165,7 +168,8 @@ class SageFM:
         train the GCN layers after `ModelConfig.embedding_layer`, the head, the centre gate and
         the skip multiples on ``slides`` (the pretraining corpus), every earlier weight frozen
         (`TrainConfig.trainable`). Then `learn_panels` for targeted panels (README, "A second
-        stage for panels"). Writes a pretraining output folder to ``output``.
+        stage for panels"). Writes a pretraining output folder to ``output``; ``learning_rate``
+        is the stage's own, as in `learn_panels`.
         """
         config, network = decoder_stage(
             self.config,

@@ -6,7 +6,14 @@ import pytest
 
 from sagefm.cli import build_parser
 from sagefm.cli.options import TRAIN_FLAGS, config_from_args
-from sagefm.config import DataConfig, ModelConfig, SageFMConfig, TrainConfig
+from sagefm.config import (
+    DECODER_STAGE_LEARNING_RATE,
+    PANEL_STAGE_LEARNING_RATE,
+    DataConfig,
+    ModelConfig,
+    SageFMConfig,
+    TrainConfig,
+)
 from sagefm.errors import ConfigError
 
 
@@ -232,3 +239,18 @@ def test_centre_residual_flag() -> None:
     assert not _pretrain_config().model.centre_residual
     given = _pretrain_config("--preset", "transfer", "--centre-residual").model
     assert given.centre_residual and given.dropout == 0.1  # the preset's otherwise
+
+
+@pytest.mark.parametrize(
+    ("command", "rate"),
+    [
+        ("learn-panels", PANEL_STAGE_LEARNING_RATE),
+        ("learn-decoder", DECODER_STAGE_LEARNING_RATE),
+        ("adapt", None),  # the model's own rate
+    ],
+)
+def test_a_stage_has_its_own_learning_rate(command: str, rate: float | None) -> None:
+    argv = [command, "--model", "m", "--data", "x.h5ad", "--output", "o"]
+    assert build_parser().parse_args(argv).learning_rate == rate
+    again = build_parser().parse_args([*argv, "--learning-rate", "3e-4"])
+    assert again.learning_rate == 3e-4

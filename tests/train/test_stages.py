@@ -11,7 +11,13 @@ import pytest
 import torch
 
 import sagefm
-from sagefm.config import ModelConfig, SageFMConfig, TrainConfig
+from sagefm.config import (
+    DECODER_STAGE_LEARNING_RATE,
+    PANEL_STAGE_LEARNING_RATE,
+    ModelConfig,
+    SageFMConfig,
+    TrainConfig,
+)
 from sagefm.datasets import synthetic_tissue
 from sagefm.errors import CheckpointError, ConfigError
 from sagefm.nn.gcn import SageGCN
@@ -44,8 +50,17 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[sagefm.SageFM, li
     return model, slides
 
 
+def _trained_at(model: sagefm.SageFM, learning_rate: float) -> sagefm.SageFM:
+    """``model`` as if it had been trained at ``learning_rate`` (a stage's output saves its own)."""
+    train = dataclasses.replace(model.config.train, learning_rate=learning_rate)
+    return sagefm.SageFM(
+        model.network, dataclasses.replace(model.config, train=train), model.vocabulary
+    )
+
+
 def test_the_panel_stage_trains_the_panel_term_alone(trained, tmp_path: Path) -> None:
     model, slides = trained
+    model = _trained_at(model, 3e-4)  # the stage trains at its own rate, not the model's
     before = {k: v.clone() for k, v in model.network.state_dict().items()}
     embedding = model.embed(slides[2].copy())
     panel = slides[2][:, : slides[2].n_vars // 10].copy()  # a tenth of the genes: a panel
@@ -63,6 +78,7 @@ def test_the_panel_stage_trains_the_panel_term_alone(trained, tmp_path: Path) ->
     assert staged.config.model.panel_skip and staged.config.model.panel_skip_shared
     assert not model.config.model.panel_skip
     assert staged.config.train.trainable == ("panel_skip_shared",)
+    assert staged.config.train.learning_rate == PANEL_STAGE_LEARNING_RATE != 3e-4
     assert staged.config.data.panel_batch_fraction == 0.5
     assert not staged.config.data.panel_batches_train_gcn
     after = staged.network.state_dict()
@@ -139,12 +155,14 @@ def test_the_decoder_stage_trains_only_what_lies_past_the_embedding(trained, tmp
     """Layers up to the embedding layer (0 here), the input scaling and the embedding stay;
     the centre residual is added and trained with the later layers, head and skip path."""
     model, slides = trained
+    model = _trained_at(model, 3e-4)
     before = {k: v.clone() for k, v in model.network.state_dict().items()}
     embedding = model.embed(slides[2].copy())
     assert model.embedding_layer() == 0
     decoded, _ = model.learn_decoder(
         slides[:2], val_slides=slides[2:], output=tmp_path, max_epochs=1, progress=False
     )
+    assert decoded.config.train.learning_rate == DECODER_STAGE_LEARNING_RATE != 3e-4
     assert decoded.config.model.centre_residual and decoded.config.data.panel_batch_fraction == 0
     after = decoded.network.state_dict()
     assert set(after) == set(before) | {"centre_gate"}

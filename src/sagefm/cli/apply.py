@@ -14,8 +14,10 @@ from sagefm.cli.options import add_command, add_model_input_output, read_one, re
 from sagefm.config import (
     ADAPT_MAX_EPOCHS,
     DECODER_STAGE_EPOCHS,
+    DECODER_STAGE_LEARNING_RATE,
     PANEL_STAGE_EPOCHS,
     PANEL_STAGE_FRACTION,
+    PANEL_STAGE_LEARNING_RATE,
     TrainConfig,
 )
 from sagefm.data.inference import DEFAULT_CHUNK_SIZE
@@ -193,7 +195,13 @@ def add_parsers(sub: Any) -> None:
         "(the embedding stays the model's)",
         cmd_learn_panels,
     )
-    _add_run_options(p, "the slides (the pretraining corpus)", PANEL_STAGE_EPOCHS, val=True)
+    _add_run_options(
+        p,
+        "the slides (the pretraining corpus)",
+        PANEL_STAGE_EPOCHS,
+        val=True,
+        learning_rate=PANEL_STAGE_LEARNING_RATE,
+    )
     p.add_argument(
         "--panel-fraction",
         type=float,
@@ -208,7 +216,13 @@ def add_parsers(sub: Any) -> None:
         "embedding stays the model's)",
         cmd_learn_decoder,
     )
-    _add_run_options(p, "the slides (the pretraining corpus)", DECODER_STAGE_EPOCHS, val=True)
+    _add_run_options(
+        p,
+        "the slides (the pretraining corpus)",
+        DECODER_STAGE_EPOCHS,
+        val=True,
+        learning_rate=DECODER_STAGE_LEARNING_RATE,
+    )
     p.add_argument(
         "--centre-residual",
         action=argparse.BooleanOptionalAction,
@@ -218,9 +232,16 @@ def add_parsers(sub: Any) -> None:
 
 
 def _add_run_options(
-    p: argparse.ArgumentParser, data: str, max_epochs: int, *, val: bool = False
+    p: argparse.ArgumentParser,
+    data: str,
+    max_epochs: int,
+    *,
+    val: bool = False,
+    learning_rate: float | None = None,
 ) -> None:
-    """The options of the commands that train from a model (`_run_options`)."""
+    """The options of the commands that train from a model (`_run_options`): a stage after
+    pretraining takes held-out slides (``val``) and has a rate of its own; without one
+    (`adapt`) the rate is the model's."""
     p.add_argument("--model", required=True, help="model directory or pretraining output")
     p.add_argument("--data", nargs="+", required=True, help=data)
     if val:
@@ -228,6 +249,9 @@ def _add_run_options(
     p.add_argument("--output", required=True, help="output directory (a pretraining folder)")
     p.add_argument("--max-epochs", type=int, default=max_epochs, help="epochs at most")
     p.add_argument(
-        "--learning-rate", type=float, default=None, help="default: the model's training rate"
+        "--learning-rate",
+        type=float,
+        default=learning_rate,
+        help="the stage's rate" if learning_rate else "default: the model's training rate",
     )
     p.add_argument("--seed", type=int, default=TrainConfig.seed, help="seed of the split and masks")
