@@ -252,6 +252,8 @@ def _add_run_options(
         "--learning-rate",
         type=float,
         default=learning_rate,
-        help="the stage's rate" if learning_rate else "default: the model's training rate",
+        help="the stage's rate"
+        if learning_rate is not None
+        else "default: the model's training rate",
     )
     p.add_argument("--seed", type=int, default=TrainConfig.seed, help="seed of the split and masks")
